@@ -1,0 +1,1 @@
+"""Reading the input dataset (:mod:`.layout`) and writing the derivatives (:mod:`.derivatives`)."""

@@ -1,0 +1,74 @@
+"""Work-directory cache shared by parallel participant jobs.
+
+A result is a folder ``<work_dir>/llmfbn/<kind>/<key>/``. It is computed under an exclusive
+file lock (``fcntl.flock``), written into a temporary folder and renamed into place, so
+concurrent jobs compute it once and never read a half-written result.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+LOGGER = logging.getLogger("llmfbn")
+
+
+def cache_key(payload: dict) -> str:
+    """A short stable hash of a JSON-serialisable description of the inputs."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _locked(lock_path: Path):
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_folder(work_dir: Path, kind: str, key: str, compute: Callable[[Path], None],
+                  description: str) -> Path:
+    """Return the folder holding the result ``kind/key``, computing it once if needed.
+
+    ``compute(tmp_folder)`` writes the result files into ``tmp_folder``.
+    """
+    root = Path(work_dir) / "llmfbn" / kind
+    final = root / key
+    if (final / ".complete").exists():
+        LOGGER.info("%s: reusing cached result %s", description, final)
+        return final
+    with _locked(root / f"{key}.lock"):
+        if (final / ".complete").exists():
+            LOGGER.info("%s: computed by another job, reusing %s", description, final)
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        try:
+            compute(tmp)
+            (tmp / ".complete").write_text("")
+            if final.exists():  # an incomplete leftover of a killed job
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final

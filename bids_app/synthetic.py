@@ -1,0 +1,395 @@
+"""A synthetic naturalistic-listening dataset with planted ground truth.
+
+Laid out like the Narratives dataset (OpenNeuro ds002345) with fMRIPrep derivatives:
+
+    bids/
+      dataset_description.json  participants.tsv  README  .bidsignore
+      stimuli/<task>_transcript.txt
+      stimuli/gentle/<task>/{align.csv, align.json, transcript.txt}
+      sub-001/func/sub-001_task-<task>_{bold.nii.gz, bold.json, events.tsv}
+      derivatives/fmriprep/dataset_description.json
+      derivatives/fmriprep/sub-001/func/
+        sub-001_task-<task>_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.{nii.gz,json}
+        sub-001_task-<task>_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.{nii.gz,json}
+        sub-001_task-<task>_desc-confounds_timeseries.{tsv,json}
+      sourcedata/llmfbn_truth.json     (the planted truth; ignored by BIDS tools)
+
+Two original stories (``bids_app/data/story_*.txt``) are "spoken" at about 2.5 words/s with
+pauses at punctuation; about 2 % of words are left unaligned as Gentle leaves them. The BOLD
+series (TR 1.5 s, StartTime 0.75 s) live on a coarse 4 mm grid with the origin of fMRIPrep's
+MNI152NLin2009cAsym 2 mm grid, for speed; the files keep fMRIPrep's ``res-2`` names and the
+sidecar says the real voxel size. Each run has non-steady-state volumes, slow drifts,
+motion that leaks into the signal and physiological noise that the aCompCor columns describe.
+
+Planted truth: for each planted network, a sub-group of artificial neurons of the real model
+(a seed AN and the ANs whose responses correlate most with it) drives the BOLD signal of that
+network of the chosen atlas (Seitzman 2018 by default), smoothed, with a subject-specific
+amplitude. ``planted=False`` gives the null dataset: same generator, no planted signal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+LOGGER = logging.getLogger("llmfbn")
+
+STORIES = {"lighthouse": "story_lighthouse.txt", "market": "story_market.txt"}
+STORY_ONSETS_S = {"lighthouse": 12.0, "market": 9.0}
+T_R_S = 1.5
+START_TIME_S = 0.75
+N_NON_STEADY = 3
+VOXEL_MM = 4.0
+# fMRIPrep's MNI152NLin2009cAsym res-2 grid: 97 x 115 x 97 voxels, origin (-96, -132, -78)
+GRID_ORIGIN_MM = (-96.0, -132.0, -78.0)
+GRID_EXTENT_MM = (194.0, 230.0, 194.0)
+DEFAULT_PLANTED = ("Auditory", "DefaultMode", "FrontoParietal")
+SUBGROUP_SIZE = 40
+WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['\u2019\-][A-Za-z0-9]+)*")
+
+
+def story_text(task: str) -> str:
+    return resources.files("bids_app.data").joinpath(STORIES[task]).read_text(encoding="utf-8")
+
+
+def speak(text: str, rng: np.random.Generator, words_per_s: float = 2.5,
+          unaligned_fraction: float = 0.02) -> pd.DataFrame:
+    """Word timings of ``text`` read aloud: word, onset_s, offset_s, aligned.
+
+    Word durations grow with word length; pauses follow commas, dashes and sentence ends;
+    everything is scaled to ``words_per_s`` on average.
+    """
+    rows = []
+    for match in WORD_RE.finditer(text):
+        follow = text[match.end():match.end() + 3]
+        if re.match(r"\s*[.!?]", follow):
+            pause = 0.55
+        elif re.match(r"\s*[,;:\u2014-]", follow) or "\n" in follow:
+            pause = 0.25
+        else:
+            pause = 0.04
+        rows.append((match.group(0), 0.12 + 0.05 * len(match.group(0)), pause))
+    words = [r[0] for r in rows]
+    dur = np.array([r[1] for r in rows]) * rng.uniform(0.85, 1.15, len(rows))
+    gap = np.array([r[2] for r in rows]) * rng.uniform(0.7, 1.3, len(rows))
+    scale = (len(words) / words_per_s) / float(np.sum(dur + gap))
+    dur, gap = dur * scale, gap * scale
+    onsets = np.concatenate([[0.05], 0.05 + np.cumsum(dur + gap)[:-1]])
+    aligned = rng.random(len(words)) >= unaligned_fraction
+    aligned[0] = aligned[-1] = True
+    return pd.DataFrame({"word": words, "onset_s": np.round(onsets, 2),
+                         "offset_s": np.round(onsets + dur, 2), "aligned": aligned})
+
+
+def write_gentle(folder: Path, timings: pd.DataFrame, transcript: str) -> None:
+    """Gentle's ``align.csv`` (no header), ``align.json`` and ``transcript.txt``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines, words_json, cursor = [], [], 0
+    for row in timings.itertuples():
+        start = transcript.find(row.word, cursor)
+        end = start + len(row.word)
+        cursor = end
+        entry = {"word": row.word, "startOffset": start, "endOffset": end}
+        if row.aligned:
+            lines.append(f"{row.word},{row.word.lower()},{row.onset_s:.2f},{row.offset_s:.2f}")
+            entry.update(alignedWord=row.word.lower(), case="success",
+                         start=float(row.onset_s), end=float(row.offset_s))
+        else:
+            lines.append(f"{row.word},,,")
+            entry.update(case="not-found-in-audio")
+        words_json.append(entry)
+    (folder / "align.csv").write_text("\n".join(lines) + "\n")
+    (folder / "align.json").write_text(json.dumps({"transcript": transcript,
+                                                   "words": words_json}, indent=1))
+    (folder / "transcript.txt").write_text(transcript)
+
+
+def analysis_grid() -> tuple[nib.Nifti1Image, np.ndarray]:
+    """The coarse MNI grid and its brain mask (nilearn's MNI152 mask, nearest resampling)."""
+    from nilearn.datasets import load_mni152_brain_mask
+    from nilearn.image import resample_img
+
+    shape = tuple(int(np.ceil(e / VOXEL_MM)) for e in GRID_EXTENT_MM)
+    affine = np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
+    affine[:3, 3] = GRID_ORIGIN_MM
+    mni = load_mni152_brain_mask(resolution=2)
+    mask_img = resample_img(mni, target_affine=affine, target_shape=shape,
+                            interpolation="nearest", force_resample=True, copy_header=True)
+    mask = np.asarray(mask_img.dataobj) > 0
+    return nib.Nifti1Image(mask.astype(np.uint8), affine), mask
+
+
+def _smooth(vol: np.ndarray, fwhm_mm: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(vol, fwhm_mm / VOXEL_MM / 2.3548)
+
+
+def choose_subgroups(responses: np.ndarray, layers: np.ndarray, n_groups: int,
+                     rng: np.random.Generator, size: int = SUBGROUP_SIZE,
+                     max_corr: float = 0.3) -> list[np.ndarray]:
+    """Sub-groups of ANs with coherent responses whose mean time courses differ.
+
+    ``responses`` (n_trs, n_neurons) z-scored. A seed AN is drawn (from a different layer
+    for each group when possible); its sub-group is the ``size`` ANs most correlated with it.
+    Groups whose mean response correlates above ``max_corr`` with an earlier one are redrawn.
+    """
+    n_trs = responses.shape[0]
+    std = responses.std(axis=0)
+    candidates = np.flatnonzero(std > 0.5)
+    unit = responses[:, candidates] / np.linalg.norm(responses[:, candidates], axis=0)
+    groups, signals = [], []
+    layer_order = rng.permutation(np.unique(layers))
+    for attempt in range(400):
+        layer = layer_order[len(groups) % len(layer_order)]
+        pool = candidates[layers[candidates] == layer]
+        seed = rng.choice(pool)
+        corr = unit.T @ unit[:, np.searchsorted(candidates, seed)]
+        members = candidates[np.argsort(-corr)[:size]]
+        signal = responses[:, members].mean(axis=1)
+        signal = (signal - signal.mean()) / signal.std()
+        if all(abs(np.dot(signal, s)) / n_trs < max_corr for s in signals):
+            groups.append(np.sort(members))
+            signals.append(signal)
+            if len(groups) == n_groups:
+                return groups
+    raise RuntimeError("could not find distinct AN sub-groups to plant")
+
+
+def _motion(n: int, rng) -> pd.DataFrame:
+    steps = rng.normal(0, [0.03, 0.03, 0.05, 0.0006, 0.0006, 0.0004], (n, 6))
+    params = np.cumsum(steps, axis=0)
+    spikes = rng.choice(n, size=3, replace=False)
+    params[spikes] += rng.normal(0, [0.3, 0.3, 0.4, 0.004, 0.004, 0.003])
+    names = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+    table = pd.DataFrame(params, columns=names)
+    for name in names:
+        deriv = np.concatenate([[np.nan], np.diff(table[name].to_numpy())])
+        table[f"{name}_derivative1"] = deriv
+        table[f"{name}_power2"] = table[name] ** 2
+        table[f"{name}_derivative1_power2"] = deriv ** 2
+    rot = np.abs(np.diff(params[:, 3:], axis=0)) * 50.0
+    fd = np.abs(np.diff(params[:, :3], axis=0)).sum(axis=1) + rot.sum(axis=1)
+    table["framewise_displacement"] = np.concatenate([[np.nan], fd])
+    return table
+
+
+def _cosines(n: int) -> np.ndarray:
+    """fMRIPrep's discrete cosine drift basis (128 s high-pass)."""
+    n_cos = int(np.floor(2 * n * T_R_S / 128.0))
+    t = np.arange(n)
+    return np.stack([np.sqrt(2.0 / n) * np.cos(np.pi * (2 * t + 1) * (k + 1) / (2 * n))
+                     for k in range(n_cos)], axis=1)
+
+
+def _ar1(shape, rho, rng) -> np.ndarray:
+    noise = rng.standard_normal(shape).astype(np.float32)
+    for i in range(1, shape[0]):
+        noise[i] = rho * noise[i - 1] + np.sqrt(1 - rho**2) * noise[i]
+    return noise
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int = 0,
+                 model: str = "minilm", networks=DEFAULT_PLANTED,
+                 signal_psc: float = 0.8, noise_psc: float = 1.0) -> Path:
+    """Write the synthetic dataset into ``bids_dir`` (created; must not exist or be empty).
+
+    Parameters
+    ----------
+    n_subjects : int, at least 3
+    planted : bool, plant AN sub-group responses in ``networks`` (False: null dataset)
+    signal_psc, noise_psc : float, planted signal and voxel noise std in percent signal change
+    """
+    from bids_app.atlases import load_fbn_atlas
+
+    bids_dir = Path(bids_dir)
+    if bids_dir.exists() and any(bids_dir.iterdir()):
+        raise FileExistsError(f"{bids_dir} exists and is not empty")
+    rng = np.random.default_rng(seed)
+    tasks = sorted(STORIES)
+    LOGGER.info("Synthetic dataset: %d subjects, tasks %s, %s", n_subjects, ", ".join(tasks),
+                "planted signal in " + ", ".join(networks) if planted else "null (no signal)")
+
+    # stories, timings, run lengths
+    timings, n_volumes = {}, {}
+    for task in tasks:
+        text = story_text(task)
+        timings[task] = speak(text, rng)
+        end_s = STORY_ONSETS_S[task] + float(timings[task]["offset_s"].iloc[-1]) + 15.0
+        n_volumes[task] = max(200, int(np.ceil(end_s / T_R_S)))
+        write_gentle(bids_dir / "stimuli" / "gentle" / task, timings[task], text)
+        (bids_dir / "stimuli" / f"{task}_transcript.txt").write_text(text)
+
+    mask_img, mask = analysis_grid()
+    n_vox = int(mask.sum())
+    truth = {"planted": bool(planted), "seed": seed, "model": model, "networks": [],
+             "atlas": "seitzman", "n_subjects": n_subjects, "tasks": tasks,
+             "t_r_s": T_R_S, "voxel_mm": VOXEL_MM}
+    signals = {task: np.zeros((n_volumes[task], 0), np.float32) for task in tasks}
+    weights = np.zeros((0, n_vox), np.float32)
+    if planted:
+        signals, weights, truth["networks"] = _planted_signals(
+            timings, n_volumes, model, networks, mask_img, mask, rng, load_fbn_atlas)
+
+    _write_raw_metadata(bids_dir, n_subjects, tasks, planted)
+    fmriprep = bids_dir / "derivatives" / "fmriprep"
+    _write_json(fmriprep / "dataset_description.json", {
+        "Name": "fMRIPrep - synthetic llmfbn demo", "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.0",
+                         "Description": "simulated by llmfbn.synthetic (not a real fMRIPrep run)"}],
+    })
+    baseline = 600.0 + 300.0 * _smooth(rng.random(mask.shape), 12.0)[mask]
+    for s in range(1, n_subjects + 1):
+        sub = f"{s:03d}"
+        amp = rng.uniform(0.75, 1.25, weights.shape[0])
+        for task in tasks:
+            _write_run(bids_dir, fmriprep, sub, task, n_volumes[task], signals[task],
+                       weights * (signal_psc * amp)[:, None], mask_img, mask, baseline,
+                       noise_psc, rng)
+        LOGGER.info("Synthetic sub-%s written", sub)
+    _write_json(bids_dir / "sourcedata" / "llmfbn_truth.json", truth)
+    return bids_dir
+
+
+def _planted_signals(timings, n_volumes, model, networks, mask_img, mask, rng, load_fbn_atlas):
+    from bids_app.features import load_model, neuron_table, resolve_model, word_activations
+    from bids_app.responses import frame_times_s, temporal_responses, zscore_time
+
+    lm = load_model(resolve_model(model), device="cpu")
+    layers = neuron_table(lm)["layer"].to_numpy()
+    per_task = {}
+    for task, table in timings.items():
+        acts = word_activations(lm, list(table["word"]))
+        frames = frame_times_s(n_volumes[task], T_R_S, START_TIME_S)
+        onsets = _interpolated_onsets(table)
+        per_task[task] = zscore_time(temporal_responses(
+            acts, STORY_ONSETS_S[task] + onsets, frames))
+    stacked = np.vstack([per_task[t] for t in sorted(per_task)])
+    groups = choose_subgroups(stacked, layers, len(networks), rng)
+    atlas = load_fbn_atlas("seitzman", mask_img)
+    names = list(atlas.network_names)
+    weights, truth = [], []
+    for name, members in zip(networks, groups):
+        vol = np.zeros(mask.shape, np.float32)
+        vol[mask] = atlas.masks[names.index(name)]
+        smooth = _smooth(vol, 5.0)[mask]
+        weights.append(np.clip(smooth / smooth.max(), 0, None) * (smooth > 0.2 * smooth.max()))
+        truth.append({"network": name, "neurons": members.tolist(),
+                      "layers": layers[members].tolist(),
+                      "n_network_voxels": int(atlas.masks[names.index(name)].sum())})
+    signals = {}
+    for task, resp in per_task.items():
+        sig = np.stack([resp[:, g].mean(axis=1) for g in groups], axis=1)
+        signals[task] = ((sig - sig.mean(0)) / sig.std(0)).astype(np.float32)
+    return signals, np.asarray(weights, np.float32), truth
+
+
+def _interpolated_onsets(table: pd.DataFrame) -> np.ndarray:
+    """Onsets as the pipeline will read them: unaligned words interpolated by position."""
+    onsets = table["onset_s"].to_numpy(float)
+    aligned = table["aligned"].to_numpy()
+    idx = np.arange(len(onsets))
+    return np.interp(idx, idx[aligned], onsets[aligned])
+
+
+def _write_raw_metadata(bids_dir: Path, n_subjects: int, tasks, planted: bool) -> None:
+    _write_json(bids_dir / "dataset_description.json", {
+        "Name": "llmfbn synthetic narratives" + ("" if planted else " (null)"),
+        "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0",
+        "Authors": ["llmfbn synthetic generator"],
+    })
+    pd.DataFrame({"participant_id": [f"sub-{s:03d}" for s in range(1, n_subjects + 1)],
+                  "age": 20 + np.arange(n_subjects) % 15,
+                  "sex": ["F", "M"] * (n_subjects // 2) + ["F"] * (n_subjects % 2)}
+                 ).to_csv(bids_dir / "participants.tsv", sep="\t", index=False)
+    (bids_dir / "README").write_text(
+        "Synthetic naturalistic-listening dataset generated by llmfbn (bids_app.synthetic).\n"
+        "Stories are original texts; BOLD is simulated. Not real data.\n")
+    (bids_dir / ".bidsignore").write_text("stimuli/\n")
+    for task in tasks:
+        _write_json(bids_dir / f"task-{task}_bold.json",
+                    {"TaskName": task, "RepetitionTime": T_R_S,
+                     "Instructions": "Listen to the story."})
+
+
+def _write_run(bids_dir, fmriprep, sub, task, n, signal, weights, mask_img, mask, baseline,
+               noise_psc, rng) -> None:
+    n_vox = int(mask.sum())
+    motion = _motion(n, rng)
+    cosines = _cosines(n)
+    physio = _ar1((n, 10), 0.6, rng)
+    physio = (physio - physio.mean(0)) / physio.std(0)
+    # percent signal change around the baseline, (n, n_vox)
+    psc = noise_psc * _ar1((n, n_vox), 0.3, rng)
+    if signal.shape[1]:
+        psc += signal @ weights
+    move = motion[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]].to_numpy()
+    move = move - move.mean(0)
+    psc += (move / move.std(0).clip(1e-6)) @ (0.4 * rng.standard_normal((6, n_vox)))
+    psc += physio @ (0.3 * rng.standard_normal((10, n_vox)))
+    psc += cosines[:, :3] @ rng.normal(0, 4.0, (3, n_vox))
+    psc[:N_NON_STEADY] += np.linspace(40.0, 10.0, N_NON_STEADY)[:, None]
+    data = np.zeros(mask.shape + (n,), np.float32)
+    data[mask] = (baseline[:, None] * (1.0 + psc.T / 100.0)).astype(np.float32)
+
+    raw_func = bids_dir / f"sub-{sub}" / "func"
+    raw_func.mkdir(parents=True, exist_ok=True)
+    base = f"sub-{sub}_task-{task}"
+    # raw series: scanner-like int16 on a coarser grid (stands in for native space)
+    raw = np.clip(data[::2, ::2, ::2], 0, 32767).astype(np.int16)
+    raw_affine = mask_img.affine.copy()
+    raw_affine[:3, :3] *= 2
+    nib.save(nib.Nifti1Image(raw, raw_affine), raw_func / f"{base}_bold.nii.gz")
+    _write_json(raw_func / f"{base}_bold.json", {"RepetitionTime": T_R_S, "TaskName": task})
+    story_s = float(n * T_R_S - STORY_ONSETS_S[task] - 15.0)
+    pd.DataFrame({"onset": [STORY_ONSETS_S[task]], "duration": [round(story_s, 2)],
+                  "trial_type": [task], "stim_file": [f"stimuli/{task}_audio.wav"]}
+                 ).to_csv(raw_func / f"{base}_events.tsv", sep="\t", index=False)
+
+    func = fmriprep / f"sub-{sub}" / "func"
+    func.mkdir(parents=True, exist_ok=True)
+    space = "space-MNI152NLin2009cAsym_res-2"
+    img = nib.Nifti1Image(data, mask_img.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = T_R_S
+    nib.save(img, func / f"{base}_{space}_desc-preproc_bold.nii.gz")
+    _write_json(func / f"{base}_{space}_desc-preproc_bold.json", {
+        "RepetitionTime": T_R_S, "StartTime": START_TIME_S, "SkullStripped": False,
+        "TaskName": task, "VoxelSizeMm": VOXEL_MM,
+        "Sources": [f"bids:raw:sub-{sub}/func/{base}_bold.nii.gz"]})
+    nib.save(mask_img, func / f"{base}_{space}_desc-brain_mask.nii.gz")
+    _write_json(func / f"{base}_{space}_desc-brain_mask.json", {"Type": "Brain", "RawSources": []})
+
+    conf = pd.DataFrame({"global_signal": data[mask].mean(0),
+                         "csf": physio[:, 0], "white_matter": physio[:, 5]})
+    conf = pd.concat([conf, motion], axis=1)
+    meta = {}
+    comps = physio + 0.1 * rng.standard_normal(physio.shape)
+    for k in range(10):
+        name = f"a_comp_cor_{k:02d}"
+        conf[name] = comps[:, k] / np.linalg.norm(comps[:, k])
+        meta[name] = {"Method": "aCompCor", "Mask": "CSF" if k < 5 else "WM", "Retained": True,
+                      "SingularValue": float(10 - k), "VarianceExplained": 0.05,
+                      "CumulativeVarianceExplained": 0.05 * (k % 5 + 1)}
+    for k in range(cosines.shape[1]):
+        conf[f"cosine{k:02d}"] = cosines[:, k]
+    for k in range(N_NON_STEADY):
+        col = np.zeros(n)
+        col[k] = 1.0
+        conf[f"non_steady_state_outlier{k:02d}"] = col
+    conf.to_csv(func / f"{base}_desc-confounds_timeseries.tsv", sep="\t", index=False,
+                na_rep="n/a", float_format="%.6g")
+    _write_json(func / f"{base}_desc-confounds_timeseries.json", meta)
