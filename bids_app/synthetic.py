@@ -203,7 +203,7 @@ def _write_json(path: Path, data) -> None:
 
 def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int = 0,
                  model: str = "minilm", networks=DEFAULT_PLANTED,
-                 signal_psc: float = 0.8, noise_psc: float = 1.0) -> Path:
+                 signal_psc: float = 1.0, noise_psc: float = 1.0) -> Path:
     """Write the synthetic dataset into ``bids_dir`` (created; must not exist or be empty).
 
     Parameters

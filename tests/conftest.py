@@ -1,0 +1,70 @@
+"""Shared fixtures: synthetic datasets and one full pipeline run per dataset (session-wide)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _run_pipeline(bids_dir: Path, work: Path) -> Path:
+    from bids_app.cli.run import main
+
+    output = bids_dir / "derivatives" / "llmfbn"
+    for level in ("participant", "group"):
+        code = main([str(bids_dir), str(output), level, "-w", str(work), "--nprocs", "2"])
+        assert code == 0, f"{level} level failed"
+    return output
+
+
+@pytest.fixture(scope="session")
+def planted_run(tmp_path_factory):
+    """The demo dataset (planted truth) and its llmfbn outputs."""
+    from bids_app.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("planted")
+    bids_dir = make_dataset(root / "bids", planted=True, seed=0)
+    return bids_dir, _run_pipeline(bids_dir, root / "work")
+
+
+@pytest.fixture(scope="session")
+def null_run(tmp_path_factory):
+    """The null dataset (same generator, no planted signal) and its llmfbn outputs."""
+    from bids_app.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("null")
+    bids_dir = make_dataset(root / "bids", planted=False, seed=1)
+    return bids_dir, _run_pipeline(bids_dir, root / "work")
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """A small null dataset (3 subjects) used as a template for bad-input tests."""
+    from bids_app.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("small")
+    return make_dataset(root / "bids", n_subjects=3, planted=False, seed=2)
+
+
+@pytest.fixture
+def dataset_copy(small_dataset, tmp_path):
+    """A cheap writable copy (hard links) of the small dataset, to break on purpose."""
+    target = tmp_path / "bids"
+    subprocess.run(["cp", "-al", str(small_dataset), str(target)], check=True)
+    return target
+
+
+@pytest.fixture
+def fresh_copy_of(tmp_path):
+    def copy(path: Path) -> Path:
+        target = tmp_path / path.name
+        shutil.copytree(path, target)
+        return target
+    return copy
