@@ -61,11 +61,16 @@ def objective(x: np.ndarray, codes, atoms: np.ndarray, sparsity_lambda: float) -
 
 
 def learn_atoms(responses: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
-                seed: int = 0, n_epochs: int = 20, batch_size: int = 256) -> Atoms:
+                seed: int = 0, n_epochs: int = 5, batch_size: int = 16,
+                min_steps: int = 1500) -> Atoms:
     """Learn ``n_atoms`` atoms from ``responses`` (n_trs, n_neurons), z-scored per run.
 
     Atoms are ordered by use (sum of absolute codes, descending) and signed so that
     their summed code is positive; both are deterministic given ``seed``.
+
+    Small mini-batches escape poor local minima that large ones get stuck in (seen on
+    planted dictionaries); the number of epochs is raised until at least ``min_steps``
+    mini-batch updates are made.
     """
     from sklearn.decomposition import MiniBatchDictionaryLearning, sparse_encode
 
@@ -81,11 +86,13 @@ def learn_atoms(responses: np.ndarray, n_atoms: int = 64, sparsity_lambda: float
         raise LlmfbnError("the stimulus has fewer than 2 TRs", found=f"{x.shape[1]} TRs")
     LOGGER.info("Dictionary learning: %d neurons (%d silent) x %d TRs -> %d atoms, lambda=%g",
                 n_active, x.shape[0] - n_active, x.shape[1], n_atoms, sparsity_lambda)
+    batch_size = min(batch_size, n_active)
+    epochs = max(n_epochs, int(np.ceil(min_steps * batch_size / n_active)))
     learner = MiniBatchDictionaryLearning(
-        n_components=n_atoms, alpha=sparsity_lambda, max_iter=n_epochs,
-        batch_size=min(batch_size, n_active), fit_algorithm="cd",
+        n_components=n_atoms, alpha=sparsity_lambda, max_iter=epochs,
+        batch_size=batch_size, fit_algorithm="cd",
         transform_algorithm="lasso_cd", transform_alpha=sparsity_lambda,
-        random_state=seed, tol=1e-4, max_no_improvement=5,
+        random_state=seed, tol=0.0, max_no_improvement=None,
     )
     x_active = x[active].astype(np.float64)
     learner.fit(x_active)

@@ -1,0 +1,50 @@
+"""Writing derivatives: BIDS names, atomic writes, dataset_description."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_app.bids import derivatives as out
+
+
+def test_bids_name_orders_entities():
+    name = out.bids_name("statmap", ".nii.gz", stat="t", desc="minilm", sub="01",
+                         space="MNI152NLin2009cAsym", res="2")
+    assert name == "sub-01_space-MNI152NLin2009cAsym_res-2_desc-minilm_stat-t_statmap.nii.gz"
+    with pytest.raises(ValueError):
+        out.bids_name("statmap", ".nii.gz", model="x")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "a" / "map.nii.gz"
+    with pytest.raises(RuntimeError):
+        with out.atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "map.nii.gz"
+    img = nib.Nifti1Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.eye(4))
+    out.write_nifti(target, img)
+    np.testing.assert_array_equal(np.asarray(nib.load(target).dataobj), np.asarray(img.dataobj))
+    out.write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.arange(2)})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1.5, "b": [0, 1]}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_dataset_description(tmp_path):
+    path = out.write_dataset_description(tmp_path / "out", tmp_path / "bids",
+                                         tmp_path / "bids/derivatives/fmriprep",
+                                         {"Name": "Narratives", "DatasetDOI": "10.1/x"}, {})
+    desc = json.loads(path.read_text())
+    assert desc["DatasetType"] == "derivative"
+    assert desc["GeneratedBy"][0]["Name"] == "llmfbn"
+    assert desc["SourceDatasets"][0]["DOI"] == "10.1/x"
+    assert (tmp_path / "out" / ".bidsignore").is_file()
