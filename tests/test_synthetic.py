@@ -1,0 +1,72 @@
+"""The synthetic dataset looks like Narratives + fMRIPrep and carries its truth."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_app.stimulus import read_word_timings, story_onset_s
+from bids_app.synthetic import T_R_S, speak, story_text
+
+
+def test_layout_names_and_sidecars(small_dataset):
+    bids = small_dataset
+    func = bids / "derivatives" / "fmriprep" / "sub-001" / "func"
+    base = "sub-001_task-market"
+    space = "space-MNI152NLin2009cAsym_res-2"
+    for name in (f"{base}_{space}_desc-preproc_bold.nii.gz", f"{base}_{space}_desc-brain_mask.nii.gz",
+                 f"{base}_desc-confounds_timeseries.tsv", f"{base}_desc-confounds_timeseries.json"):
+        assert (func / name).is_file(), name
+    sidecar = json.loads((func / f"{base}_{space}_desc-preproc_bold.json").read_text())
+    assert sidecar["RepetitionTime"] == T_R_S and "StartTime" in sidecar and "SkullStripped" in sidecar
+    img = nib.load(func / f"{base}_{space}_desc-preproc_bold.nii.gz")
+    assert img.shape[3] >= 200
+    confounds = pd.read_csv(func / f"{base}_desc-confounds_timeseries.tsv", sep="\t")
+    for col in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+                "framewise_displacement", "a_comp_cor_00", "a_comp_cor_09", "cosine00",
+                "non_steady_state_outlier00"):
+        assert col in confounds.columns, col
+    nss = confounds.filter(like="non_steady_state").to_numpy().sum(axis=1)
+    assert nss[:3].tolist() == [1, 1, 1] and nss[3:].sum() == 0
+    assert (bids / "stimuli" / "gentle" / "market" / "align.csv").is_file()
+    assert (bids / "sourcedata" / "llmfbn_truth.json").is_file()
+
+
+def test_story_onset_and_timings(small_dataset):
+    events = small_dataset / "sub-001" / "func" / "sub-001_task-lighthouse_events.tsv"
+    assert story_onset_s(events, "lighthouse") > 0
+    csv = read_word_timings(small_dataset / "stimuli" / "gentle" / "lighthouse" / "align.csv")
+    js = read_word_timings(small_dataset / "stimuli" / "gentle" / "lighthouse" / "align.json")
+    assert csv.words == js.words
+    np.testing.assert_allclose(csv.onsets_s, js.onsets_s)
+    assert 0 < (~csv.aligned).sum() < 0.06 * len(csv.words)    # a few unaligned words
+    rate = len(csv.words) / (csv.offsets_s[-1] - csv.onsets_s[0])
+    assert 2.2 < rate < 2.8                                     # realistic speaking rate
+
+
+def test_speaking_pauses_at_sentence_ends():
+    rng = np.random.default_rng(0)
+    table = speak(story_text("market"), rng)
+    gaps = table["onset_s"].to_numpy()[1:] - table["offset_s"].to_numpy()[:-1]
+    assert np.all(gaps > -1e-9)
+    assert len(table) > 600
+    assert np.quantile(gaps, 0.95) > 3 * np.median(gaps)
+
+
+def test_motion_leaks_into_signal(small_dataset):
+    """Without confound regression, BOLD correlates with the motion regressors."""
+    func = small_dataset / "derivatives" / "fmriprep" / "sub-002" / "func"
+    base = "sub-002_task-market"
+    img = nib.load(func / f"{base}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz")
+    mask = np.asarray(nib.load(
+        func / f"{base}_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.nii.gz").dataobj) > 0
+    bold = np.asarray(img.dataobj)[mask][:500, 3:].T
+    motion = pd.read_csv(func / f"{base}_desc-confounds_timeseries.tsv", sep="\t")[
+        ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]].to_numpy()[3:]
+    X = np.column_stack([motion, np.ones(len(motion))])
+    resid = bold - X @ np.linalg.lstsq(X, bold, rcond=None)[0]
+    explained = 1 - resid.var(0) / bold.var(0)
+    assert np.median(explained) > 0.05                         # chance level ~6/208 = 0.03
