@@ -20,6 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 
 LOGGER = logging.getLogger("llmfbn")
+#: Identifies the algorithm and its fixed settings in cache keys: change it with them.
+ALGORITHM_ID = "sklearn-minibatch-cd-v2"
 
 
 @dataclass

@@ -30,15 +30,32 @@ voxel-wise on the atoms with confounds ({confounds}) by ordinary least squares. 
 one-sample t-tests across participants thresholded at FDR q < {q}; each map was compared with
 the functional networks of the {atlas} atlas by intersection-over-union and assigned to the best
 network passing IoU >= {min_iou} and a Bonferroni-corrected hypergeometric overlap test.
-Software: nilearn, nibabel, pybids, scikit-learn, PyTorch, Hugging Face transformers.
+Software: {software}.
 """
+
+
+def software_versions() -> str:
+    """"name version" of every library llmfbn relies on, for the methods text."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = [("nilearn", "nilearn"), ("nibabel", "nibabel"), ("pybids", "pybids"),
+             ("scikit-learn", "scikit-learn"), ("PyTorch", "torch"),
+             ("transformers", "transformers"), ("NumPy", "numpy"), ("SciPy", "scipy")]
+    parts = []
+    for label, dist in names:
+        try:
+            parts.append(f"{label} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(label)
+    return ", ".join(parts)
 
 
 def citation_text(config, spec, atlas_name: str) -> str:
     return CITATION.format(version=__version__, model=spec.name, hrf=config.hrf_model.upper(),
                            n_atoms=config.n_atoms, lam=config.sparsity_lambda,
                            confounds=config.confound_strategy, q=config.fdr_q,
-                           atlas=atlas_name, min_iou=config.min_iou)
+                           atlas=atlas_name, min_iou=config.min_iou,
+                           software=software_versions())
 
 
 def _png(fig) -> str:
@@ -105,6 +122,55 @@ def _table(frame: pd.DataFrame) -> str:
                          classes="table")
 
 
+def _page(title: str, parts: list[str]) -> str:
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + html.escape(title)
+            + "</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+            ".table td,.table th{padding:2px 8px}img{max-width:100%}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")
+
+
+def write_subject_report(config, spec, subject: str, fit, mask_img, mask,
+                         n_best_atoms: int = 4) -> Path:
+    """``sub-<label>.html``: R² map, the best-expressed atoms' t maps, the design matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import plotting
+
+    def volume(values):
+        vol = np.zeros(mask.shape, np.float32)
+        vol[mask] = values
+        return nib.Nifti1Image(vol, mask_img.affine)
+
+    fig = plt.figure(figsize=(9, 2.6))
+    plotting.plot_glass_brain(volume(fit.r2), figure=fig, colorbar=True, cmap="viridis",
+                              title=f"sub-{subject}: partial R2 of the atoms")
+    parts = [f"<h1>llmfbn: sub-{html.escape(subject)}, model {html.escape(spec.name)}</h1>",
+             f"<p>{fit.n_volumes_used} volumes used; {int(mask.sum())} voxels; GLM "
+             f"'{html.escape(config.glm)}' with {fit.dof} residual degrees of freedom; "
+             f"median R2 {float(np.median(fit.r2)):.3f}.</p>", _png(fig)]
+    strength = np.abs(fit.t).max(axis=1)
+    best = np.argsort(-strength)[:n_best_atoms]
+    parts.append(f"<h2>The {len(best)} atoms with the largest |t|</h2>")
+    for k in best:
+        fig = plt.figure(figsize=(9, 2.6))
+        plotting.plot_glass_brain(volume(fit.t[k]), figure=fig, colorbar=True, plot_abs=False,
+                                  title=f"atom{k + 1:02d}: t (max |t| {strength[k]:.1f})")
+        parts.append(_png(fig))
+    design = fit.design.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    plotting.plot_design_matrix(design, axes=ax)
+    ax.set_xticks([])
+    parts += ["<h2>Design matrix (atoms, then each run's confounds and intercept)</h2>", _png(fig),
+              "<h2>Methods</h2>",
+              f"<p>{html.escape(citation_text(config, spec, config.fbn_atlas))}</p>"]
+    path = config.output_dir / f"sub-{subject}.html"
+    out.write_text(path, _page(f"llmfbn sub-{subject}", parts))
+    return path
+
+
 def write_group_report(config, spec, folder: Path, atlas, assignments, coupling, atom_groups,
                        metrics, t_map, significant, inputs) -> Path:
     """``group/desc-<model>_report.html``: coupling matrix, atom maps, tables, methods."""
@@ -124,10 +190,7 @@ def write_group_report(config, spec, folder: Path, atlas, assignments, coupling,
         *_atom_figures(config, inputs, t_map, significant, coupled, atom_groups),
         "<h2>Methods</h2>", f"<p>{html.escape(citation_text(config, spec, atlas.name))}</p>",
     ]
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>llmfbn group</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-            ".table td,.table th{padding:2px 8px}img{max-width:100%}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
+    page = _page("llmfbn group", parts)
     path = folder / f"desc-{spec.label}_report.html"
     out.write_text(path, page)
     out.write_text(config.output_dir / "logs" / "CITATION.md",

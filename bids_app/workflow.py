@@ -136,7 +136,7 @@ def compute_responses(config: Config, spec, grids: dict[str, StoryGrid], device:
 
 def compute_atoms(config: Config, spec, grids: dict[str, StoryGrid], device: str) -> Path:
     """Atoms and codes of the model's responses (cached): atoms.npy, codes.npz, meta.json."""
-    from bids_app.patterns import learn_atoms
+    from bids_app.patterns import ALGORITHM_ID, learn_atoms
 
     responses_dir = compute_responses(config, spec, grids, device)
 
@@ -152,7 +152,7 @@ def compute_atoms(config: Config, spec, grids: dict[str, StoryGrid], device: str
             (folder / name).write_bytes((responses_dir / name).read_bytes())
 
     payload = {"responses": responses_dir.name, "n_atoms": config.n_atoms,
-               "lambda": config.sparsity_lambda, "seed": config.seed, "stage": "atoms-v1"}
+               "lambda": config.sparsity_lambda, "seed": config.seed, "algorithm": ALGORITHM_ID}
     return cached_folder(config.work_dir, "atoms", cache_key(payload), compute, "Atoms")
 
 
@@ -227,6 +227,7 @@ def run_participant(config: Config) -> None:
     """Stimulus features and atoms (cached), then one encoding model per subject."""
     import torch
 
+    from bids_app import report
     from bids_app.encoding import RunData, fit_participant, load_run_confounds
 
     torch.set_num_threads(config.nprocs)
@@ -257,6 +258,7 @@ def run_participant(config: Config) -> None:
                                     name=run.name))
         fit = fit_participant(run_data, glm=config.glm)
         _write_participant(config, spec, subject, runs, mask_img, mask, fit)
+        report.write_subject_report(config, spec, subject, fit, mask_img, mask)
         LOGGER.info("[%d/%d] sub-%s: %d runs, %d volumes, %d voxels, median R2 %.3f (%.1f s)",
                     index, len(dataset.subjects), subject, len(runs), fit.n_volumes_used,
                     int(mask.sum()), float(np.median(fit.r2)), time.monotonic() - started)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import nibabel as nib
 import numpy as np
@@ -37,6 +39,13 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     out.write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.arange(2)})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1.5, "b": [0, 1]}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # final files follow the umask (mkstemp's private 0600 must not leak into outputs)
+    old = os.umask(0o022)
+    try:
+        out.write_text(tmp_path / "y.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "y.txt").stat().st_mode) == 0o644
 
 
 def test_dataset_description(tmp_path):

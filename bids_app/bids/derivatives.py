@@ -34,10 +34,18 @@ def atomic_path(path: Path):
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); final outputs follow the user's umask
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_text(path: Path, text: str) -> Path:
