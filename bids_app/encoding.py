@@ -592,3 +592,51 @@ def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> Participa
     dof = dof_separate if glm == "separate" else full.dof
     return ParticipantFit(effect=effect, t=t, r2=r2, dof=dof, design=design,
                           n_volumes_used=n_used)
+
+
+def cross_validated_r(runs: Sequence[RunData]) -> np.ndarray:
+    """Leave-one-run-out prediction correlation of the joint atom model, per voxel.
+
+    For each held-out run: every run's BOLD (kept volumes, percent signal change) and atoms
+    are residualised on that run's own confounds and intercept; atom weights are fitted by
+    OLS on the other runs and predict the held-out run; the map is the Pearson correlation
+    of prediction and held-out data, averaged over folds. Unlike the in-sample R², chance
+    level is 0.
+
+    Returns
+    -------
+    r : array (n_voxels,) float32; 0 where a voxel is constant within any run (its
+        correlation is undefined there and would be rounding noise).
+    """
+    if len(runs) < 2:
+        raise LlmfbnError("cross-validation needs at least two runs",
+                          found=f"{len(runs)} run", todo="add runs or stories")
+    confounds = _check_runs(runs)
+    n_voxels = np.shape(runs[0].bold)[1]
+    residual_atoms, projectors = [], []
+    for run, conf in zip(runs, confounds):
+        mask = np.asarray(run.sample_mask)
+        nuisance = np.column_stack([conf.to_numpy(np.float64), np.ones(mask.size)])
+        projector = np.eye(mask.size) - nuisance @ np.linalg.pinv(nuisance)
+        projectors.append(projector)
+        residual_atoms.append(projector @ np.asarray(run.atoms, np.float64)[mask])
+    r_sum = np.zeros(n_voxels)
+    for start in range(0, n_voxels, VOXEL_BLOCK):
+        block = slice(start, min(start + VOXEL_BLOCK, n_voxels))
+        kept = [np.asarray(run.bold[:, block], np.float64)[np.asarray(run.sample_mask)]
+                for run in runs]
+        varies = np.all([np.ptp(y, axis=0) > 0 for y in kept], axis=0)
+        residual_bold = [p @ percent_signal_change(y) for y, p in zip(kept, projectors)]
+        for held in range(len(runs)):
+            train = [i for i in range(len(runs)) if i != held]
+            weights = np.linalg.lstsq(np.vstack([residual_atoms[i] for i in train]),
+                                      np.vstack([residual_bold[i] for i in train]),
+                                      rcond=None)[0]
+            pred = residual_atoms[held] @ weights
+            data = residual_bold[held]
+            pred = pred - pred.mean(0)
+            data = data - data.mean(0)
+            denom = np.sqrt(np.sum(pred**2, 0) * np.sum(data**2, 0))
+            r_sum[block] += np.divide(np.sum(pred * data, 0), denom,
+                                      out=np.zeros(denom.shape), where=varies & (denom > 0))
+    return (r_sum / len(runs)).astype(np.float32)

@@ -228,7 +228,7 @@ def run_participant(config: Config) -> None:
     import torch
 
     from bids_app import report
-    from bids_app.encoding import RunData, fit_participant, load_run_confounds
+    from bids_app.encoding import RunData, cross_validated_r, fit_participant, load_run_confounds
 
     torch.set_num_threads(config.nprocs)
     dataset, grids, spec, device = _prepare(config)
@@ -257,7 +257,8 @@ def run_participant(config: Config) -> None:
                                     atoms=atoms_by_task[run.task][: run.n_volumes],
                                     name=run.name))
         fit = fit_participant(run_data, glm=config.glm)
-        _write_participant(config, spec, subject, runs, mask_img, mask, fit)
+        cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
+        _write_participant(config, spec, subject, runs, mask_img, mask, fit, cv_r)
         report.write_subject_report(config, spec, subject, fit, mask_img, mask)
         LOGGER.info("[%d/%d] sub-%s: %d runs, %d volumes, %d voxels, median R2 %.3f (%.1f s)",
                     index, len(dataset.subjects), subject, len(runs), fit.n_volumes_used,
@@ -307,7 +308,7 @@ def participant_stem(config: Config, spec, subject: str) -> dict:
     return {"sub": subject, **config.space_entities, "desc": spec.label}
 
 
-def _write_participant(config, spec, subject, runs, mask_img, mask, fit) -> None:
+def _write_participant(config, spec, subject, runs, mask_img, mask, fit, cv_r) -> None:
     folder = config.output_dir / f"sub-{subject}" / "func"
     ents = participant_stem(config, spec, subject)
     affine = mask_img.affine
@@ -324,8 +325,12 @@ def _write_participant(config, spec, subject, runs, mask_img, mask, fit) -> None
                                "change per unit of the unit-norm atom; volume k = atom k+1"),
         "t": (fit.t, "t statistic of each atom's effect (OLS, confounds in the model); "
                      "volume k = atom k+1"),
-        "rsquare": (fit.r2, "Partial R2 of the atoms: 1 - RSS(full) / RSS(confounds only)"),
+        "rsquare": (fit.r2, "Partial R2 of the atoms: 1 - RSS(full) / RSS(confounds only), "
+                            "in-sample (chance level about n_atoms / n_volumes)"),
     }
+    if cv_r is not None:
+        maps["cvr"] = (cv_r, "Leave-one-run-out prediction correlation of the joint atom "
+                             "model (confounds projected out per run); chance level 0")
     for stat, (values, description) in maps.items():
         path = folder / out.bids_name("statmap", ".nii.gz", **ents, stat=stat)
         out.write_nifti(path, nib.Nifti1Image(_unmask(values, mask), affine))
