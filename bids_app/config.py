@@ -49,7 +49,11 @@ class Config:
     derivatives: Path | None = None
     space: str = DEFAULT_SPACE
     res: str | None = None
-    model: str = DEFAULT_MODEL
+    model: list[str] = dataclasses.field(default_factory=lambda: [DEFAULT_MODEL])
+    stimuli: Path | None = None
+    word_pooling: str = "mean"
+    mem_gb: float = 8.0
+    target_sparsity: float | None = None
     n_atoms: int = DEFAULT_N_ATOMS
     sparsity_lambda: float = DEFAULT_SPARSITY_LAMBDA
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
@@ -75,6 +79,8 @@ class Config:
         """Make every path absolute; fill the derivatives and work-dir defaults."""
         self.bids_dir = Path(self.bids_dir).expanduser().absolute()
         self.output_dir = Path(self.output_dir).expanduser().absolute()
+        if self.stimuli:
+            self.stimuli = Path(self.stimuli).expanduser().absolute()
         self.derivatives = (
             Path(self.derivatives).expanduser().absolute()
             if self.derivatives
@@ -102,7 +108,7 @@ class Config:
     def from_dict(cls, data: dict) -> Config:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
-        for key in ("bids_dir", "output_dir", "derivatives", "work_dir"):
+        for key in ("bids_dir", "output_dir", "derivatives", "work_dir", "stimuli"):
             if kwargs.get(key) is not None:
                 kwargs[key] = Path(kwargs[key])
         return cls(**kwargs)

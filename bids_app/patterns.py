@@ -2,118 +2,134 @@
 
 Sparse dictionary learning (Mairal et al. 2010) on X (n_neurons, n_trs), one AN per row:
 minimise ``0.5 * ||X - A D||_F^2 + lambda * ||A||_1`` with ``||d_k||_2 <= 1``, the objective
-and penalty scale of scikit-learn's ``DictionaryLearning``. This first version uses
-scikit-learn's ``MiniBatchDictionaryLearning`` (coordinate-descent lasso) for the atoms and
-``sparse_encode(algorithm="lasso_cd")`` for the final codes.
+and penalty scale of scikit-learn's ``DictionaryLearning``, solved by
+:class:`bids_app.dictionary.DictionaryLearner` (torch; CPU or CUDA; streams X from disk).
 
-Each AN's response is z-scored over time per run upstream; here each row is scaled to unit L2
-norm (ours), so ``lambda`` acts on a correlation scale whatever the number of TRs. ANs whose
-response is constant (silent) have no direction: they are left out and get all-zero codes.
+The rows of X are AN responses z-scored within each run and scaled to unit L2 norm over all
+TRs (ours; done by the responses stage), so ``lambda`` acts on a correlation scale whatever the
+number of TRs. ANs whose response is constant (silent) are all-zero rows: they are left out
+of the fit and get all-zero codes.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from bids_app.dictionary import ALGORITHM_ID as _LEARNER_ID
+from bids_app.dictionary import DictionaryLearner, match_atoms
+from bids_app.errors import LlmfbnError
+
 LOGGER = logging.getLogger("llmfbn")
 #: Identifies the algorithm and its fixed settings in cache keys: change it with them.
-ALGORITHM_ID = "sklearn-minibatch-cd-v2"
+ALGORITHM_ID = f"patterns-v3+{_LEARNER_ID}"
+CHUNK_ROWS = 65536
 
 
 @dataclass
 class Atoms:
     """Learned atoms and codes.
 
-    atoms : array (n_atoms, n_trs), unit-norm temporal patterns, most used first.
-    codes : scipy.sparse CSR (n_neurons, n_atoms), sparse code of every AN.
-    objective : float, ``0.5 * ||X - A D||^2 + lambda * ||A||_1`` on the unit-norm rows.
-    n_silent : int, ANs with a constant response (all-zero codes).
+    atoms : array (n_atoms, n_trs) float32, unit-norm temporal patterns, most used first.
+    codes : scipy.sparse CSR (n_neurons, n_atoms), sparse code of every AN (silent: empty).
+    objective : float, ``0.5 * ||X - A D||^2 + lambda * ||A||_1`` over the responding ANs.
     """
 
     atoms: np.ndarray
     codes: sp.csr_matrix
     objective: float
-    n_silent: int
     sparsity_lambda: float
+    n_silent: int
     seed: int
+    history: list = field(default_factory=list)
+    stability: dict | None = None
+
+    def meta(self) -> dict:
+        """JSON-ready description (sidecar ``DictionaryLearning`` entry)."""
+        nnz = np.diff(self.codes.indptr)
+        responding = nnz[nnz > 0] if (nnz > 0).any() else nnz
+        out = {"Algorithm": ALGORITHM_ID, "Objective": self.objective,
+               "SparsityLambda": self.sparsity_lambda, "Seed": self.seed,
+               "SilentNeurons": self.n_silent,
+               "MeanNonZeroCodesPerNeuron": float(responding.mean()) if nnz.size else 0.0,
+               "ConvergenceLog": self.history}
+        if self.stability is not None:
+            out["stability"] = self.stability
+        return out
 
 
-def unit_rows(responses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """X (n_neurons, n_trs) with unit-norm rows from ``responses`` (n_trs, n_neurons).
+def responding_rows(x: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """Indices of the non-zero rows of ``x`` (n_neurons, n_trs), read chunk by chunk."""
+    keep = np.zeros(x.shape[0], bool)
+    for start in range(0, x.shape[0], chunk_rows):
+        block = np.asarray(x[start:start + chunk_rows], dtype=np.float32)
+        keep[start:start + len(block)] = np.any(block != 0, axis=1)
+    return np.flatnonzero(keep)
 
-    Returns the float32 matrix and the boolean mask of non-silent neurons.
+
+def learn_atoms(x: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
+                target_sparsity: float | None = None, seed: int = 0, device: str = "cpu",
+                mem_gb: float | None = None, stability: bool = True) -> Atoms:
+    """Learn ``n_atoms`` atoms from ``x`` (n_neurons, n_trs): unit-norm (or zero) rows.
+
+    ``x`` may be a memory map. With ``target_sparsity`` (mean non-zero codes per AN) the
+    penalty is chosen for the user. With ``stability``, two more seeds and split halves of
+    the ANs are fitted and matched (see :func:`atom_stability`).
     """
-    x = np.ascontiguousarray(responses.T, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1)
-    active = norms > 1e-6 * max(1.0, float(norms.max(initial=0.0)))
-    x[active] /= norms[active, None]
-    x[~active] = 0.0
-    return x, active
-
-
-def objective(x: np.ndarray, codes, atoms: np.ndarray, sparsity_lambda: float) -> float:
-    """``0.5 * ||X - A D||_F^2 + lambda * ||A||_1`` (scikit-learn's dictionary objective)."""
-    dense = codes.toarray() if sp.issparse(codes) else np.asarray(codes)
-    resid = x.astype(np.float64) - dense @ atoms
-    return float(0.5 * np.sum(resid**2) + sparsity_lambda * np.abs(dense).sum())
-
-
-def learn_atoms(responses: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
-                seed: int = 0, n_epochs: int = 5, batch_size: int = 16,
-                min_steps: int = 1500) -> Atoms:
-    """Learn ``n_atoms`` atoms from ``responses`` (n_trs, n_neurons), z-scored per run.
-
-    Atoms are ordered by use (sum of absolute codes, descending) and signed so that
-    their summed code is positive; both are deterministic given ``seed``.
-
-    Small mini-batches escape poor local minima that large ones get stuck in (seen on
-    planted dictionaries); the number of epochs is raised until at least ``min_steps``
-    mini-batch updates are made.
-    """
-    from sklearn.decomposition import MiniBatchDictionaryLearning, sparse_encode
-
-    from bids_app.errors import LlmfbnError
-
-    x, active = unit_rows(responses)
-    n_active = int(active.sum())
-    if n_active < n_atoms:
+    rows = responding_rows(x)
+    n_silent = x.shape[0] - rows.size
+    if rows.size < n_atoms:
         raise LlmfbnError(
-            f"only {n_active} artificial neurons respond (vary over time), fewer than "
+            f"only {rows.size} artificial neurons respond (vary over time), fewer than "
             f"--n-atoms {n_atoms}", todo="lower --n-atoms or use longer stories")
-    if x.shape[1] < 2:
-        raise LlmfbnError("the stimulus has fewer than 2 TRs", found=f"{x.shape[1]} TRs")
-    LOGGER.info("Dictionary learning: %d neurons (%d silent) x %d TRs -> %d atoms, lambda=%g",
-                n_active, x.shape[0] - n_active, x.shape[1], n_atoms, sparsity_lambda)
-    batch_size = min(batch_size, n_active)
-    epochs = max(n_epochs, int(np.ceil(min_steps * batch_size / n_active)))
-    learner = MiniBatchDictionaryLearning(
-        n_components=n_atoms, alpha=sparsity_lambda, max_iter=epochs,
-        batch_size=batch_size, fit_algorithm="cd",
-        transform_algorithm="lasso_cd", transform_alpha=sparsity_lambda,
-        random_state=seed, tol=0.0, max_no_improvement=None,
-    )
-    x_active = x[active].astype(np.float64)
-    learner.fit(x_active)
-    atoms = learner.components_.astype(np.float64)
-    norms = np.linalg.norm(atoms, axis=1)
-    atoms[norms > 0] /= norms[norms > 0, None]
-    codes_active = sparse_encode(x_active, atoms, algorithm="lasso_cd", alpha=sparsity_lambda,
-                                 max_iter=2000)
-    usage = np.abs(codes_active).sum(axis=0)
-    order = np.argsort(-usage, kind="stable")
-    atoms, codes_active = atoms[order], codes_active[:, order]
-    signs = np.where(codes_active.sum(axis=0) < 0, -1.0, 1.0)
-    atoms *= signs[:, None]
-    codes_active *= signs[None, :]
-    codes = np.zeros((x.shape[0], n_atoms), dtype=np.float32)
-    codes[active] = codes_active
-    value = objective(x, codes, atoms, sparsity_lambda)
-    nnz = np.count_nonzero(codes_active, axis=1)
-    LOGGER.info("Atoms learned: objective %.4g, mean %.2f non-zero codes per responding AN, "
-                "%d unused atoms", value, nnz.mean(), int((usage == 0).sum()))
-    return Atoms(atoms=atoms.astype(np.float32), codes=sp.csr_matrix(codes), objective=value,
-                 n_silent=int((~active).sum()), sparsity_lambda=sparsity_lambda, seed=seed)
+    LOGGER.info("Dictionary learning: %d neurons (%d silent) x %d TRs -> %d atoms, %s",
+                rows.size, n_silent, x.shape[1], n_atoms,
+                f"target {target_sparsity:g} non-zero codes per AN" if target_sparsity
+                else f"lambda={sparsity_lambda:g}")
+    learner = DictionaryLearner(n_atoms=n_atoms, alpha=sparsity_lambda,
+                                target_sparsity=target_sparsity, device=device,
+                                random_state=seed, mem_gb=mem_gb).fit(x, rows=rows)
+    fitted = learner.codes_.tocoo()
+    codes = sp.csr_matrix((fitted.data, (rows[fitted.row], fitted.col)),
+                          shape=(x.shape[0], n_atoms), dtype=np.float32)
+    result = Atoms(atoms=learner.components_.astype(np.float32), codes=codes,
+                   objective=float(learner.objective_), sparsity_lambda=float(learner.alpha_),
+                   n_silent=int(n_silent), seed=seed,
+                   history=[{k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                             for k, v in h.items()} for h in learner.history_])
+    if stability:
+        result.stability = atom_stability(x, rows, result.atoms, n_atoms,
+                                          result.sparsity_lambda, seed, device, mem_gb)
+    return result
+
+
+def atom_stability(x, rows: np.ndarray, atoms: np.ndarray, n_atoms: int, alpha: float,
+                   seed: int, device: str = "cpu", mem_gb: float | None = None) -> dict:
+    """How reproducible the atoms are: three more fits, matched by the Hungarian algorithm.
+
+    ``seed_vs_seed``: the fitted ``atoms`` against a fit with seed + 1 (same ANs, same
+    lambda); ``half_vs_half``: fits on two random halves of the responding ANs (``rows``)
+    against each other. Each is a list of matched |r|, one per atom.
+    """
+    LOGGER.info("Atom stability: one fit with another seed, two on split halves of the ANs")
+
+    def fit(subset, random_state):
+        return DictionaryLearner(n_atoms=n_atoms, alpha=alpha, device=device,
+                                 random_state=random_state, mem_gb=mem_gb
+                                 ).fit(x, rows=subset).components_
+
+    other = fit(rows, seed + 1)
+    order = np.random.default_rng(seed).permutation(rows)
+    half = order.size // 2
+    first, second = fit(np.sort(order[:half]), seed), fit(np.sort(order[half:]), seed)
+    out = {"seed_vs_seed": match_atoms(atoms, other).tolist(),
+           "half_vs_half": match_atoms(first, second).tolist(),
+           "seeds": [seed, seed + 1], "split_seed": seed}
+    out["median_seed_vs_seed"] = float(np.median(out["seed_vs_seed"]))
+    out["median_half_vs_half"] = float(np.median(out["half_vs_half"]))
+    LOGGER.info("Atom stability: median matched |r| %.3f across seeds, %.3f across halves",
+                out["median_seed_vs_seed"], out["median_half_vs_half"])
+    return out

@@ -25,7 +25,7 @@ activation of every artificial neuron (input of the second linear layer of each 
 block) was averaged over each word's sub-word tokens, placed at the word onsets, convolved with
 the {hrf} haemodynamic response (nilearn) and sampled at the BOLD frame times. {n_atoms}
 representative temporal patterns (atoms) were learned by sparse dictionary learning
-(scikit-learn; lambda = {lam}). Each participant's preprocessed BOLD (fMRIPrep) was regressed
+(online and batch block-coordinate descent with FISTA lasso coding, PyTorch; lambda = {lam}). Each participant's preprocessed BOLD (fMRIPrep) was regressed
 voxel-wise on the atoms with confounds ({confounds}) by ordinary least squares. Group maps were
 one-sample t-tests across participants thresholded at FDR q < {q}; each map was compared with
 the functional networks of the {atlas} atlas by intersection-over-union and assigned to the best
@@ -52,7 +52,8 @@ def software_versions() -> str:
 
 def citation_text(config, spec, atlas_name: str) -> str:
     return CITATION.format(version=__version__, model=spec.name, hrf=config.hrf_model.upper(),
-                           n_atoms=config.n_atoms, lam=config.sparsity_lambda,
+                           n_atoms=config.n_atoms, lam=(config.sparsity_lambda if config.target_sparsity is None else
+                                f"chosen for {config.target_sparsity:g} non-zero codes per AN"),
                            confounds=config.confound_strategy, q=config.fdr_q,
                            atlas=atlas_name, min_iou=config.min_iou,
                            software=software_versions())
@@ -115,6 +116,67 @@ def _atom_figures(config, inputs, t_map, significant, coupled: pd.DataFrame,
         ax_layers.set_title("AN sub-group by layer", fontsize=8)
         blocks.append(_png(fig))
     return blocks
+
+
+def _stability_figure(stability: dict) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(stability["seed_vs_seed"], bins=bins, alpha=0.6, label="seed vs seed")
+    ax.hist(stability["half_vs_half"], bins=bins, alpha=0.6, label="half vs half of the ANs")
+    ax.set_xlabel("matched |r| between atoms")
+    ax.set_ylabel("atoms")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _convergence_figure(history: list) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.4))
+    batch = [h for h in history if h.get("phase") == "batch"]
+    ax.plot([h["epoch"] for h in batch], [h["objective"] for h in batch], "o-", ms=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("objective")
+    ax.set_title("Dictionary learning convergence (batch epochs)", fontsize=9)
+    return _png(fig)
+
+
+def _files_section(config, spec) -> list[str]:
+    stem = f"desc-{spec.label}"
+    folder = config.output_dir / "atoms"
+    items = []
+    for name, what in ((f"{stem}_atoms.tsv", "atom time courses (+ .json sidecar)"),
+                       (f"{stem}_codes.npz", "sparse codes, neurons x atoms (scipy.sparse)"),
+                       (f"{stem}_neurons.tsv", "code row -> layer, unit"),
+                       (f"{stem}_stability.json", "matched atom correlations")):
+        if (folder / name).is_file():
+            items.append(f"<li><a href='../atoms/{name}'>atoms/{name}</a>: {what}</li>")
+    return ["<h2>Stimulus-level files</h2>", "<ul>" + "".join(items) + "</ul>"]
+
+
+def _atoms_sections(config, spec) -> list[str]:
+    """Stability and convergence of the dictionary, when recorded."""
+    import json
+
+    folder = config.output_dir / "atoms"
+    parts = []
+    stability = folder / f"desc-{spec.label}_stability.json"
+    if stability.is_file():
+        data = json.loads(stability.read_text())
+        parts += ["<h2>Atom stability</h2>",
+                  f"<p>Median matched |r|: {data['median_seed_vs_seed']:.3f} between seeds, "
+                  f"{data['median_half_vs_half']:.3f} between split halves of the ANs. Atoms "
+                  "with low values are not reproducible: interpret them with care.</p>",
+                  _stability_figure(data)]
+    sidecar = folder / f"desc-{spec.label}_atoms.json"
+    if sidecar.is_file():
+        history = json.loads(sidecar.read_text()).get("DictionaryLearning", {}).get(
+            "ConvergenceLog", [])
+        if any(h.get("phase") == "batch" for h in history):
+            parts.append(_convergence_figure(history))
+    return parts
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -188,6 +250,8 @@ def write_group_report(config, spec, folder: Path, atlas, assignments, coupling,
         "<h2>Coupling matrix</h2>", _coupling_figure(coupling, t_map.shape[0], atlas.network_names),
         "<h2>Coupled atoms: group maps, time courses, AN sub-groups</h2>",
         *_atom_figures(config, inputs, t_map, significant, coupled, atom_groups),
+        *_atoms_sections(config, spec),
+        *_files_section(config, spec),
         "<h2>Methods</h2>", f"<p>{html.escape(citation_text(config, spec, atlas.name))}</p>",
     ]
     page = _page("llmfbn group", parts)

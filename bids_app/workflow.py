@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from bids_app.bids import derivatives as out
-from bids_app.bids.layout import DatasetFiles, RunFiles, discover
+from bids_app.bids.layout import DatasetFiles, RunFiles, StoryPlacement, discover
 from bids_app.cache import cache_key, cached_folder, file_digest
 from bids_app.config import Config, resolve_device
 from bids_app.errors import LlmfbnError
@@ -32,15 +32,16 @@ GROUP_DIR = "group"
 
 # --------------------------------------------------------------------------- stimulus level
 @dataclass(frozen=True)
-class StoryGrid:
-    """One task's story on its run's scanner clock."""
+class Acquisition:
+    """One task/run's scanner clock, shared by all subjects, and the stories played in it."""
 
+    key: str                               # "task-x" or "task-x_run-N"
     task: str
-    timings_path: Path
-    onset_s: float          # story start, seconds from the first volume's acquisition start
+    run: int | None
     t_r_s: float
     start_time_s: float
-    n_frames: int           # longest run of this task across subjects
+    n_frames: int                          # longest run across subjects
+    stories: tuple[StoryPlacement, ...]
 
     def frame_times_s(self) -> np.ndarray:
         from bids_app.responses import frame_times_s
@@ -48,62 +49,100 @@ class StoryGrid:
         return frame_times_s(self.n_frames, self.t_r_s, self.start_time_s)
 
 
-def story_grids(dataset: DatasetFiles) -> dict[str, StoryGrid]:
-    """Check that every run of a task shares TR, StartTime and story onset; build the grids."""
-    from bids_app.stimulus import read_word_timings, story_onset_s
+def plan_acquisitions(dataset: DatasetFiles) -> dict[str, Acquisition]:
+    """Group the subjects' runs by task/run; check they share TR, StartTime and stories.
 
-    grids = {}
-    for task, timings_path in sorted(dataset.timings.items()):
-        runs = [r for rs in dataset.runs.values() for r in rs if r.task == task]
-        if not runs:
-            continue
-        timings = read_word_timings(timings_path)  # validates the file now, before any write
-        onsets = {r.events: story_onset_s(r.events, task) for r in {r.events: r for r in runs}.values()}
+    Also reads every word-timing file once (validating it) and checks that a story played
+    in a single run fits inside it.
+    """
+    from bids_app.stimulus import read_word_timings
+
+    by_key: dict[str, list[RunFiles]] = {}
+    for run in dataset.all_runs:
+        by_key.setdefault(run.acquisition, []).append(run)
+    timings = {p.timings: read_word_timings(p.timings)
+               for run in dataset.all_runs for p in run.stories}
+    uses: dict[Path, int] = {}
+    plan = {}
+    for key, runs in sorted(by_key.items()):
         for label, values in (("RepetitionTime", {r.t_r_s for r in runs}),
                               ("StartTime", {r.start_time_s for r in runs}),
-                              ("story onset (events.tsv)", set(onsets.values()))):
+                              ("story onsets (events.tsv / --stimuli)",
+                               {tuple(p.onset_s for p in r.stories) for r in runs}),
+                              ("stories", {tuple(p.timings for p in r.stories) for r in runs})):
             if len(values) > 1:
                 raise LlmfbnError(
-                    f"runs of task '{task}' disagree on {label}",
-                    found=", ".join(f"{v:g}" for v in sorted(values)),
-                    todo="the stimulus grid is shared by all subjects of a task; analyse "
+                    f"the runs of {key} disagree on {label} across subjects",
+                    found="; ".join(sorted(map(str, values)))[:500],
+                    todo="the stimulus is shared by all subjects of a task/run; analyse "
                     "subjects with different acquisitions separately (--participant-label)")
-        grid = StoryGrid(task=task, timings_path=timings_path, onset_s=onsets.popitem()[1],
-                         t_r_s=runs[0].t_r_s, start_time_s=runs[0].start_time_s,
-                         n_frames=max(r.n_volumes for r in runs))
-        duration_s = grid.n_frames * grid.t_r_s
-        last_s = grid.onset_s + float(timings.onsets_s[-1])
-        if last_s > duration_s:
-            raise LlmfbnError(
-                f"the words of task '{task}' run past the end of its BOLD runs",
-                expected=f"story onset + last word onset <= {duration_s:g} s "
-                f"({grid.n_frames} volumes x TR {grid.t_r_s:g} s)",
-                found=f"{grid.onset_s:g} s + {float(timings.onsets_s[-1]):g} s from {timings_path}",
-                todo="check the story onset in events.tsv and the timing file")
-        grids[task] = grid
-    return grids
+        acq = Acquisition(key=key, task=runs[0].task, run=runs[0].run, t_r_s=runs[0].t_r_s,
+                          start_time_s=runs[0].start_time_s,
+                          n_frames=max(r.n_volumes for r in runs), stories=runs[0].stories)
+        for placement in acq.stories:
+            uses[placement.timings] = uses.get(placement.timings, 0) + 1
+        plan[key] = acq
+    for acq in plan.values():
+        duration_s = acq.n_frames * acq.t_r_s
+        for placement in acq.stories:
+            words = timings[placement.timings]
+            first_s = placement.onset_s + float(words.onsets_s[0])
+            last_s = placement.onset_s + float(words.onsets_s[-1])
+            split = uses[placement.timings] > 1      # a story spread over several runs
+            if (not split and (last_s > duration_s or first_s < 0)) or \
+                    (split and (last_s < 0 or first_s > duration_s)):
+                raise LlmfbnError(
+                    f"the words of {placement.timings} fall outside the run {acq.key}",
+                    expected=f"word onsets between 0 and the run's duration {duration_s:g} s "
+                    f"({acq.n_frames} volumes x TR {acq.t_r_s:g} s)",
+                    found=f"story onset {placement.onset_s:g} s + words from "
+                    f"{float(words.onsets_s[0]):g} to {float(words.onsets_s[-1]):g} s",
+                    todo="check the story onset (events.tsv or --stimuli) and the timing file")
+    return plan
 
 
-def _stimulus_payload(config: Config, spec, grids: dict[str, StoryGrid]) -> dict:
+def _stimulus_payload(config: Config, spec, plan: dict[str, Acquisition]) -> dict:
+    digests = {}
     return {
-        "stage": "responses-v1",
+        "stage": "responses-v2",
         "model": spec.identity,
         "context_tokens": config.context_tokens,
+        "pooling": config.word_pooling,
         "hrf": config.hrf_model,
-        "stories": {t: {"timings": file_digest(g.timings_path), "onset_s": g.onset_s,
-                        "t_r_s": g.t_r_s, "start_time_s": g.start_time_s,
-                        "n_frames": g.n_frames} for t, g in grids.items()},
+        "acquisitions": {
+            key: {"t_r_s": a.t_r_s, "start_time_s": a.start_time_s, "n_frames": a.n_frames,
+                  "stories": [(digests.setdefault(p.timings, file_digest(p.timings)), p.onset_s)
+                              for p in a.stories]}
+            for key, a in plan.items()},
     }
 
 
-def compute_responses(config: Config, spec, grids: dict[str, StoryGrid], device: str) -> Path:
-    """Every AN's z-scored temporal response on each task's TR grid (cached).
+def _layer_chunks(layer_sizes: list[int], n_words: int, mem_gb: float) -> list[list[int]]:
+    """Groups of layers whose word activations (float32) fit in a quarter of the budget."""
+    budget = mem_gb * 1e9 / 4
+    chunks, current, size = [], [], 0
+    for layer, units in enumerate(layer_sizes):
+        need = n_words * units * 4
+        if current and size + need > budget:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(layer)
+        size += need
+    return chunks + [current]
 
-    The cached folder holds ``responses.npy`` (n_trs_total, n_neurons) float32 (tasks stacked
-    in sorted order), ``frames.tsv`` (task, frame, time_s) and ``neurons.tsv`` (layer, unit).
+
+def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
+    """Every AN's temporal response on each acquisition's TR grid (cached).
+
+    The cached folder holds ``x.npy`` (n_neurons, n_trs_total) float32 on disk: one row per
+    AN, its response z-scored within each acquisition, acquisitions concatenated in sorted
+    order, then scaled to unit L2 norm (silent ANs: zero rows); ``frames.tsv`` (acquisition, task, run, frame, time_s); ``neurons.tsv`` (layer,
+    unit). Each story's words are run through the model once; layers are processed in
+    groups that fit ``--mem-gb``, and rows are written straight to the on-disk array.
     """
     from bids_app.features import load_model, neuron_table, word_activations
-    from bids_app.responses import temporal_responses, zscore_time
+    from bids_app.responses import (n_response_columns, response_column_labels,
+                                    temporal_responses, zscore_time)
     from bids_app.stimulus import read_word_timings
 
     def compute(folder: Path) -> None:
@@ -112,48 +151,85 @@ def compute_responses(config: Config, spec, grids: dict[str, StoryGrid], device:
         lm = load_model(spec, device=device)
         LOGGER.info("Model %s: %d layers, %d artificial neurons", spec.label,
                     len(lm.layer_sizes), lm.n_neurons)
-        blocks, frames = [], []
-        for task, grid in sorted(grids.items()):
-            timings = read_word_timings(grid.timings_path)
-            LOGGER.info("Story '%s': %d words -> activations of %d ANs", task,
-                        len(timings.words), lm.n_neurons)
-            acts = word_activations(lm, timings.words, context_tokens=config.context_tokens,
-                                    progress=True)
-            frame_times = grid.frame_times_s()
-            resp = temporal_responses(acts, grid.onset_s + timings.onsets_s, frame_times,
-                                      hrf_model=config.hrf_model)
-            blocks.append(zscore_time(resp))
-            frames.append(pd.DataFrame({"task": task, "frame": np.arange(grid.n_frames),
-                                        "time_s": frame_times}))
-        np.save(folder / "responses.npy", np.vstack(blocks).astype(np.float32))
-        pd.concat(frames).to_csv(folder / "frames.tsv", sep="\t", index=False)
-        neuron_table(lm).to_csv(folder / "neurons.tsv", sep="\t", index=False)
-        LOGGER.info("Temporal responses done in %.1f s", time.monotonic() - started)
+        stories = sorted({p.timings for a in plan.values() for p in a.stories})
+        words = {path: read_word_timings(path) for path in stories}
+        frames = pd.concat([pd.DataFrame({
+            "acquisition": key, "task": a.task, "run": a.run if a.run is not None else "n/a",
+            "frame": np.arange(a.n_frames), "time_s": a.frame_times_s()})
+            for key, a in sorted(plan.items())], ignore_index=True)
+        n_trs = len(frames)
+        n_cols = n_response_columns(1, config.hrf_model)      # response rows per AN
+        x = np.lib.format.open_memmap(folder / "x.npy", mode="w+", dtype=np.float32,
+                                      shape=(lm.n_neurons * n_cols, n_trs))
+        offsets = np.concatenate([[0], np.cumsum(lm.layer_sizes)]) * n_cols
+        n_words_max = max(len(w.words) for w in words.values())
+        chunks = _layer_chunks(list(lm.layer_sizes), n_words_max, config.mem_gb)
+        for chunk_index, layers in enumerate(chunks, 1):
+            rows = slice(int(offsets[layers[0]]), int(offsets[layers[-1] + 1]))
+            acts = {}
+            for path in stories:
+                LOGGER.info("Story %s: %d words -> layers %d-%d of %s (chunk %d/%d)",
+                            path.parent.name if path.name.startswith("align") else path.stem,
+                            len(words[path].words), layers[0], layers[-1], spec.label,
+                            chunk_index, len(chunks))
+                acts[path] = word_activations(
+                    lm, words[path].words, context_tokens=config.context_tokens,
+                    pooling=config.word_pooling, progress=True,
+                    **({"layers": layers} if len(chunks) > 1 else {}))
+            column = 0
+            for key, acq in sorted(plan.items()):
+                frame_times = acq.frame_times_s()
+                resp = np.zeros((acq.n_frames, rows.stop - rows.start), np.float64)
+                for placement in acq.stories:
+                    resp += temporal_responses(
+                        acts[placement.timings],
+                        placement.onset_s + words[placement.timings].onsets_s,
+                        frame_times, hrf_model=config.hrf_model, drop_outside_s=32.0)
+                x[rows, column:column + acq.n_frames] = zscore_time(resp).T
+                column += acq.n_frames
+            del acts
+            block = np.asarray(x[rows], dtype=np.float64)
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            x[rows] = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
+        x.flush()
+        del x
+        frames.to_csv(folder / "frames.tsv", sep="\t", index=False)
+        neurons = neuron_table(lm)
+        if n_cols > 1:       # huth: one row per (AN, FIR delay), AN-major like the columns
+            labels = response_column_labels(len(neurons), config.hrf_model)
+            neurons = neurons.iloc[labels[:, 0]].reset_index(drop=True)
+            neurons["delay_trs"] = labels[:, 1]
+        neurons.to_csv(folder / "neurons.tsv", sep="\t", index=False)
+        LOGGER.info("Temporal responses of %d ANs x %d TRs done in %.1f s", lm.n_neurons,
+                    n_trs, time.monotonic() - started)
 
-    key = cache_key(_stimulus_payload(config, spec, grids))
-    return cached_folder(config.work_dir, "responses", key, compute, "AN temporal responses")
+    key = cache_key(_stimulus_payload(config, spec, plan))
+    return cached_folder(config.work_dir, "responses", key, compute,
+                         f"AN temporal responses ({spec.label})")
 
 
-def compute_atoms(config: Config, spec, grids: dict[str, StoryGrid], device: str) -> Path:
+def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
     """Atoms and codes of the model's responses (cached): atoms.npy, codes.npz, meta.json."""
     from bids_app.patterns import ALGORITHM_ID, learn_atoms
 
-    responses_dir = compute_responses(config, spec, grids, device)
+    responses_dir = compute_responses(config, spec, plan, device)
 
     def compute(folder: Path) -> None:
-        responses = np.load(responses_dir / "responses.npy", mmap_mode="r")
-        result = learn_atoms(np.asarray(responses), n_atoms=config.n_atoms,
-                             sparsity_lambda=config.sparsity_lambda, seed=config.seed)
+        x = np.load(responses_dir / "x.npy", mmap_mode="r")     # (n_neurons, n_trs)
+        result = learn_atoms(x, n_atoms=config.n_atoms, sparsity_lambda=config.sparsity_lambda,
+                             target_sparsity=config.target_sparsity, seed=config.seed,
+                             device=device, mem_gb=config.mem_gb)
         np.save(folder / "atoms.npy", result.atoms)
         sp.save_npz(folder / "codes.npz", result.codes)
-        (folder / "meta.json").write_text(json.dumps(
-            {"objective": result.objective, "n_silent": result.n_silent}))
+        (folder / "meta.json").write_text(json.dumps(result.meta()))
         for name in ("frames.tsv", "neurons.tsv"):
             (folder / name).write_bytes((responses_dir / name).read_bytes())
 
     payload = {"responses": responses_dir.name, "n_atoms": config.n_atoms,
-               "lambda": config.sparsity_lambda, "seed": config.seed, "algorithm": ALGORITHM_ID}
-    return cached_folder(config.work_dir, "atoms", cache_key(payload), compute, "Atoms")
+               "lambda": config.sparsity_lambda, "target_sparsity": config.target_sparsity,
+               "seed": config.seed, "algorithm": ALGORITHM_ID}
+    return cached_folder(config.work_dir, "atoms", cache_key(payload), compute,
+                         f"Atoms ({spec.label})")
 
 
 def model_sidecar(config: Config, spec) -> dict:
@@ -161,9 +237,13 @@ def model_sidecar(config: Config, spec) -> dict:
     return {
         "Model": spec.name, "ModelLabel": spec.label, "ModelIdentity": spec.identity,
         "ArtificialNeurons": "inputs of the second linear layer of each feed-forward block",
-        "WordPooling": "mean over sub-word tokens", "ContextTokens": config.context_tokens,
+        "WordPooling": {"mean": "mean over the word's sub-word tokens",
+                        "last": "the word's last sub-word token"}[config.word_pooling],
+        "ContextTokens": config.context_tokens,
         "HRF": config.hrf_model, "NumberOfAtoms": config.n_atoms,
-        "SparsityLambda": config.sparsity_lambda, "Seed": config.seed,
+        "SparsityLambda": config.sparsity_lambda if config.target_sparsity is None
+        else "chosen for TargetSparsity (value in atoms/*_atoms.json, DictionaryLearning)",
+        "TargetSparsity": config.target_sparsity, "Seed": config.seed,
         "ConfoundStrategy": config.confound_strategy, "GLM": config.glm,
         "SoftwareVersion": f"llmfbn {config.version}",
     }
@@ -175,6 +255,7 @@ def write_atom_outputs(config: Config, spec, atoms_dir: Path) -> None:
     atoms = np.load(atoms_dir / "atoms.npy")
     frames = pd.read_csv(atoms_dir / "frames.tsv", sep="\t")
     meta = json.loads((atoms_dir / "meta.json").read_text())
+    stability = meta.pop("stability", None)
     table = frames.copy()
     for k in range(atoms.shape[0]):
         table[atom_name(k)] = atoms[k]
@@ -190,15 +271,22 @@ def write_atom_outputs(config: Config, spec, atoms_dir: Path) -> None:
     out.write_json(folder / f"{stem}_atoms.json", {
         **model_sidecar(config, spec),
         "Description": "Representative temporal patterns (atoms) of all artificial neurons "
-                       "(sparse dictionary learning, scikit-learn MiniBatchDictionaryLearning, "
-                       "lasso coordinate descent); one column per atom, unit norm over all TRs",
-        "Columns": {"task": "story (BIDS task)", "frame": "volume index in the run (0-based)",
+                       "(sparse dictionary learning); one column per atom, unit norm over all "
+                       "TRs",
+        "Columns": {"acquisition": "task/run whose clock the row is on",
+                    "task": "BIDS task", "run": "BIDS run (n/a when the task has no runs)",
+                    "frame": "volume index in the run (0-based)",
                     "time_s": "frame time in seconds (StartTime + frame x RepetitionTime)"},
-        "Objective": meta["objective"], "SilentNeurons": meta["n_silent"],
+        "DictionaryLearning": meta,
         "NumberOfNeurons": int(codes.shape[0]),
         "CodesFile": f"{stem}_codes.npz (scipy.sparse CSR, n_neurons x n_atoms)",
         "NeuronsFile": f"{stem}_neurons.tsv (row -> layer, unit)",
     })
+    if stability is not None:
+        out.write_json(folder / f"{stem}_stability.json", {
+            "Description": "Atom stability: learned atoms matched (Hungarian, |r|) between "
+                           "fits with different seeds and between fits on split halves of "
+                           "the artificial neurons", **stability})
 
 
 def atom_name(index: int) -> str:
@@ -207,14 +295,19 @@ def atom_name(index: int) -> str:
 
 # ------------------------------------------------------------------------ participant level
 def _prepare(config: Config):
-    """Everything checked before the first write: inputs, timings, model name, device."""
+    """Everything checked before the first write: inputs, timings, model names, device."""
     from bids_app.features import resolve_model
 
     dataset = discover(config)
-    grids = story_grids(dataset)
-    spec = resolve_model(config.model)
+    plan = plan_acquisitions(dataset)
+    specs = [resolve_model(name) for name in config.model]
+    labels = [spec.label for spec in specs]
+    if len(set(labels)) != len(labels):
+        raise LlmfbnError("two --model entries have the same file label",
+                          found=", ".join(f"{s.name} -> {s.label}" for s in specs),
+                          todo="pass each model once")
     device = resolve_device(config.device)
-    return dataset, grids, spec, device
+    return dataset, plan, specs, device
 
 
 def _write_run_log(config: Config) -> None:
@@ -224,46 +317,56 @@ def _write_run_log(config: Config) -> None:
 
 
 def run_participant(config: Config) -> None:
-    """Stimulus features and atoms (cached), then one encoding model per subject."""
+    """Stimulus features and atoms (cached, per model), then one encoding model per subject."""
     import torch
 
-    from bids_app import report
-    from bids_app.encoding import RunData, cross_validated_r, fit_participant, load_run_confounds
+    from bids_app.encoding import load_run_confounds
 
     torch.set_num_threads(config.nprocs)
-    dataset, grids, spec, device = _prepare(config)
-    confounds = {r.bold: load_run_confounds(r.bold) for rs in dataset.runs.values() for r in rs}
-    LOGGER.info("Participant level: %d subject(s) [%s], tasks %s, model %s",
-                len(dataset.subjects), ", ".join(dataset.subjects), ", ".join(sorted(grids)),
-                spec.name)
+    dataset, plan, specs, device = _prepare(config)
+    confounds = {r.bold: load_run_confounds(r.bold) for r in dataset.all_runs}
+    LOGGER.info("Participant level: %d subject(s) [%s], %d task/run clock(s) [%s], model(s) %s",
+                len(dataset.subjects), ", ".join(dataset.subjects), len(plan),
+                ", ".join(plan), ", ".join(s.name for s in specs))
     out.write_dataset_description(config.output_dir, config.bids_dir, config.derivatives,
                                   dataset.raw_description, dataset.fmriprep_description)
     _write_run_log(config)
-    atoms_dir = compute_atoms(config, spec, grids, device)
-    write_atom_outputs(config, spec, atoms_dir)
+    for spec in specs:
+        atoms_dir = compute_atoms(config, spec, plan, device)
+        write_atom_outputs(config, spec, atoms_dir)
+        _participant_maps(config, spec, dataset, atoms_dir, confounds)
+    LOGGER.info("Participant level done: outputs in %s", config.output_dir)
+
+
+def _participant_maps(config, spec, dataset, atoms_dir: Path, confounds) -> None:
+    from bids_app import report
+    from bids_app.encoding import RunData, cross_validated_r, fit_participant
+
     atoms = np.load(atoms_dir / "atoms.npy")              # (n_atoms, n_trs_total)
     frames = pd.read_csv(atoms_dir / "frames.tsv", sep="\t")
-    atoms_by_task = {task: atoms[:, (frames["task"] == task).to_numpy()].T
-                     for task in grids}                  # (n_frames, n_atoms)
+    atoms_by_acq = {key: atoms[:, (frames["acquisition"] == key).to_numpy()].T
+                    for key in frames["acquisition"].unique()}   # (n_frames, n_atoms)
     for index, subject in enumerate(dataset.subjects, 1):
         started = time.monotonic()
-        runs = [r for r in dataset.runs[subject] if r.task in grids]
+        runs = dataset.runs[subject]
         mask_img, mask = _subject_mask(runs)
         run_data = []
         for run in runs:
-            bold = _masked_bold(run, mask, mask_img)
             conf, sample_mask = confounds[run.bold]
-            run_data.append(RunData(bold=bold, confounds=conf, sample_mask=sample_mask,
-                                    atoms=atoms_by_task[run.task][: run.n_volumes],
+            run_data.append(RunData(bold=_masked_bold(run, mask, mask_img), confounds=conf,
+                                    sample_mask=sample_mask,
+                                    atoms=atoms_by_acq[run.acquisition][: run.n_volumes],
                                     name=run.name))
         fit = fit_participant(run_data, glm=config.glm)
         cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
         _write_participant(config, spec, subject, runs, mask_img, mask, fit, cv_r)
         report.write_subject_report(config, spec, subject, fit, mask_img, mask)
-        LOGGER.info("[%d/%d] sub-%s: %d runs, %d volumes, %d voxels, median R2 %.3f (%.1f s)",
-                    index, len(dataset.subjects), subject, len(runs), fit.n_volumes_used,
-                    int(mask.sum()), float(np.median(fit.r2)), time.monotonic() - started)
-    LOGGER.info("Participant level done: outputs in %s", config.output_dir)
+        LOGGER.info("[%d/%d] sub-%s (%s): %d runs, %d volumes, %d voxels, median R2 %.3f, "
+                    "median CV r %s (%.1f s)", index, len(dataset.subjects), subject,
+                    spec.label, len(runs), fit.n_volumes_used, int(mask.sum()),
+                    float(np.median(fit.r2)),
+                    "n/a" if cv_r is None else f"{float(np.median(cv_r)):.3f}",
+                    time.monotonic() - started)
 
 
 def _subject_mask(runs: list[RunFiles]):
@@ -347,18 +450,37 @@ def _write_participant(config, spec, subject, runs, mask_img, mask, fit, cv_r) -
 
 # ------------------------------------------------------------------------------ group level
 def run_group(config: Config) -> None:
-    """Group maps per atom, coupling to networks, AN sub-groups and organisation metrics."""
-    from bids_app import group, report
+    """Per model: group maps per atom, coupling to networks, AN sub-groups, organisation
+    metrics; with several models, a side-by-side table of their metrics."""
     from bids_app.atlases import load_fbn_atlas
     from bids_app.features import resolve_model
 
-    spec = resolve_model(config.model)
-    inputs = _group_inputs(config, spec)
-    atlas = load_fbn_atlas(config.fbn_atlas, inputs.mask_img)
-    LOGGER.info("Group level: %d subjects, %d atoms, atlas %s (%d networks)",
-                len(inputs.subjects), inputs.effects.shape[1], atlas.name,
-                len(atlas.network_names))
+    specs = [resolve_model(name) for name in config.model]
+    inputs = {spec.label: _group_inputs(config, spec) for spec in specs}   # checks all first
+    atlases = {label: load_fbn_atlas(config.fbn_atlas, inp.mask_img)
+               for label, inp in inputs.items()}
     _write_run_log(config)
+    rows = []
+    for spec in specs:
+        metrics = _group_model(config, spec, inputs[spec.label], atlases[spec.label])
+        rows.append({"model": spec.name, "label": spec.label,
+                     **{f"{section}_{k}": v for section in ("diversity", "consistency")
+                        for k, v in metrics[section].items()
+                        if not isinstance(v, (list, dict))}})
+    if len(specs) > 1:
+        table = pd.DataFrame(rows)
+        out.write_tsv(config.output_dir / GROUP_DIR / "desc-models_metrics.tsv", table)
+        print("Models side by side:")
+        print(table.to_string(index=False))
+    LOGGER.info("Group level done: %s", config.output_dir / GROUP_DIR)
+
+
+def _group_model(config: Config, spec, inputs: GroupInputs, atlas) -> dict:
+    from bids_app import group, report
+
+    LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
+                spec.label, len(inputs.subjects), inputs.effects.shape[1], atlas.name,
+                len(atlas.network_names))
     t_map, p_map = group.one_sample_t(inputs.effects)
     significant = group.fdr_mask(p_map, q=config.fdr_q)
     coupling = group.coupling_table(t_map, significant, atlas)
@@ -400,7 +522,7 @@ def run_group(config: Config) -> None:
     report.write_group_report(config, spec, folder, atlas, assignments, coupling, atom_groups,
                               metrics, t_map, significant, inputs)
     print_coupled_atoms(assignments, atom_groups, spec.label)
-    LOGGER.info("Group level done: %s", folder)
+    return metrics
 
 
 @dataclass

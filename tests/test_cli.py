@@ -42,7 +42,7 @@ def test_parser_defaults_and_labels(tmp_path):
                          "MNI152NLin2009cAsym:res-2"])
     assert config.participant_label == ["01", "02"]
     assert (config.space, config.res) == ("MNI152NLin2009cAsym", "2")
-    assert config.model == "minilm" and config.n_atoms == 64 and config.fbn_atlas == "seitzman"
+    assert config.model == ["minilm"] and config.n_atoms == 64 and config.fbn_atlas == "seitzman"
     assert config.device == "auto" and config.seed == 0
     config.resolve_paths()
     assert config.derivatives == tmp_path / "derivatives" / "fmriprep"

@@ -94,7 +94,7 @@ def test_participant_maps_shapes(planted_run):
     assert list(atoms.columns[:3]) == ["task", "frame", "time_s"]
     assert atoms.shape[1] == 3 + 64
     logs = list((output / "logs").glob("config_participant_*.json"))
-    assert logs and json.loads(logs[0].read_text())["model"] == "minilm"
+    assert logs and json.loads(logs[0].read_text())["model"] == ["minilm"]
     assert (output / "logs" / "CITATION.md").is_file()
     assert (output / "group" / "desc-minilm_report.html").stat().st_size > 10_000
 

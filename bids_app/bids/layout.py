@@ -8,21 +8,35 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
+import pandas as pd
 
 from bids_app.config import Config
 from bids_app.errors import LlmfbnError
+from bids_app.stimulus import story_onset_s
 
 LOGGER = logging.getLogger("llmfbn")
 TIMING_NAMES = ("align.csv", "align.json")
 
 
 @dataclass(frozen=True)
+class StoryPlacement:
+    """A story (word-timing file) placed in a run: its start relative to the run's start.
+
+    ``onset_s`` is the time of the story's t = 0 in seconds from the start of the run's first
+    volume; it is negative for the later runs of a story split over several runs.
+    """
+
+    timings: Path
+    onset_s: float
+
+
+@dataclass(frozen=True)
 class RunFiles:
-    """The files and timing of one preprocessed BOLD run of one subject."""
+    """The files, timing and stories of one preprocessed BOLD run of one subject."""
 
     subject: str
     task: str
@@ -35,6 +49,12 @@ class RunFiles:
     t_r_s: float
     start_time_s: float
     n_volumes: int
+    stories: tuple[StoryPlacement, ...] = ()
+
+    @property
+    def acquisition(self) -> str:
+        """Key shared by all subjects' runs of one task/run: ``task-x[_run-N]``."""
+        return f"task-{self.task}" + (f"_run-{self.run}" if self.run is not None else "")
 
     @property
     def name(self) -> str:
@@ -47,17 +67,20 @@ class RunFiles:
 
 @dataclass
 class DatasetFiles:
-    """What discovery found: runs per subject and the word timings of each task."""
+    """What discovery found: runs per subject, each with the stories placed in it."""
 
     subjects: list[str]
     runs: dict[str, list[RunFiles]]
-    timings: dict[str, Path]
     raw_description: dict = field(default_factory=dict)
     fmriprep_description: dict = field(default_factory=dict)
 
     @property
     def tasks(self) -> list[str]:
         return sorted({r.task for runs in self.runs.values() for r in runs})
+
+    @property
+    def all_runs(self) -> list[RunFiles]:
+        return [r for subject in self.subjects for r in self.runs[subject]]
 
 
 def _read_description(folder: Path, what: str, todo: str) -> dict:
@@ -151,26 +174,18 @@ def discover(config: Config) -> DatasetFiles:
     else:
         tasks = tasks_all
 
-    timings: dict[str, Path] = {}
-    for task in tasks:
-        path = find_word_timings(config.bids_dir, task)
-        if path is None:
-            expected = config.bids_dir / "stimuli" / "gentle" / task / "align.csv"
-            if config.task:
-                raise LlmfbnError(
-                    f"missing word timings for task '{task}'",
-                    expected=f"{expected} (Gentle CSV) or align.json beside it",
-                    found="no such file",
-                    todo="add the story's word timings there, or leave this task out with --task",
-                )
-            LOGGER.warning("Task '%s' has no word timings at %s: skipped", task, expected)
-            continue
-        timings[task] = path
-    if not timings:
-        raise LlmfbnError(
-            "no task has word timings",
-            expected="stimuli/gentle/<task>/align.csv for the tasks " + ", ".join(tasks),
-            found="none", todo="add the stories' Gentle alignments in the Narratives layout")
+    stimuli = read_stimuli_table(config.stimuli, config.bids_dir) if config.stimuli else None
+    if stimuli is not None:
+        unknown = sorted(set(stimuli["task"]) - set(tasks_all))
+        if unknown:
+            raise LlmfbnError(
+                f"--stimuli {config.stimuli} names task(s) not in the dataset: "
+                + ", ".join(unknown), found="tasks in the dataset: " + ", ".join(tasks_all),
+                todo="fix the task column")
+        tasks = [t for t in tasks if t in set(stimuli["task"])]
+        timings = {t: None for t in tasks}
+    else:
+        timings = _narratives_timings(config, tasks)
 
     space_query = {"space": config.space}
     if config.res:
@@ -183,16 +198,121 @@ def discover(config: Config) -> DatasetFiles:
                                 extension=[".nii", ".nii.gz"])
             for raw_bold in raw_bolds:
                 ents = raw_bold.get_entities()
-                subject_runs.append(_run_files(config, raw, deriv, ents, space_query))
+                run = _run_files(config, raw, deriv, ents, space_query)
+                stories = (_stories_from_table(stimuli, run) if stimuli is not None
+                           else (StoryPlacement(timings[task], story_onset_s(run.events, task)),))
+                subject_runs.append(replace(run, stories=stories))
         if not subject_runs:
             raise LlmfbnError(
                 f"sub-{subject} has no BOLD run of the tasks " + ", ".join(sorted(timings)),
                 found=f"nothing under {config.bids_dir / ('sub-' + subject)}",
                 todo="leave this subject out with --participant-label")
         runs[subject] = subject_runs
-    return DatasetFiles(subjects=subjects, runs=runs, timings=timings,
+    return DatasetFiles(subjects=subjects, runs=runs,
                         raw_description=raw_description,
                         fmriprep_description=fmriprep_description)
+
+
+def _narratives_timings(config: Config, tasks: list[str]) -> dict[str, Path]:
+    """Word timings in the Narratives layout, one story per task."""
+    timings: dict[str, Path] = {}
+    for task in tasks:
+        path = find_word_timings(config.bids_dir, task)
+        if path is None:
+            expected = config.bids_dir / "stimuli" / "gentle" / task / "align.csv"
+            if config.task:
+                raise LlmfbnError(
+                    f"missing word timings for task '{task}'",
+                    expected=f"{expected} (Gentle CSV) or align.json beside it",
+                    found="no such file",
+                    todo="add the story's word timings there, leave this task out with "
+                    "--task, or map tasks to timing files with --stimuli",
+                )
+            LOGGER.warning("Task '%s' has no word timings at %s: skipped", task, expected)
+            continue
+        timings[task] = path
+    if not timings:
+        raise LlmfbnError(
+            "no task has word timings",
+            expected="stimuli/gentle/<task>/align.csv for the tasks " + ", ".join(tasks),
+            found="none",
+            todo="add the stories' Gentle alignments in the Narratives layout, or give "
+            "--stimuli FILE (a TSV with columns task, path and optional run, onset)")
+    return timings
+
+
+STIMULI_COLUMNS = ("task", "path", "run", "onset")
+
+
+def read_stimuli_table(path: Path, bids_dir: Path) -> pd.DataFrame:
+    """The ``--stimuli`` TSV: which word-timing file plays in which task/run, and when.
+
+    Columns: ``task``, ``path`` (relative to BIDS_DIR or absolute; Gentle CSV/JSON, TextGrid,
+    or a word table, detected from the file), optional ``run`` (empty: every run of the task)
+    and ``onset`` (seconds from the run's start to the story's start; empty: from the run's
+    events.tsv). The same file in several runs with different onsets is a story split over
+    runs; several files in one run are several stories in that run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LlmfbnError("the --stimuli file does not exist", expected="a TSV file",
+                          found=f"no file at {path}")
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except Exception as err:  # noqa: BLE001 - any parse failure is bad input
+        raise LlmfbnError(f"cannot read --stimuli {path}", found=str(err),
+                          todo="write a tab-separated table with a header row")
+    missing = [c for c in ("task", "path") if c not in table.columns]
+    extra = [c for c in table.columns if c not in STIMULI_COLUMNS]
+    if missing or extra or table.empty:
+        raise LlmfbnError(
+            f"--stimuli {path} has the wrong columns",
+            expected="a header with task, path and optionally run, onset; one row per story",
+            found="columns " + ", ".join(table.columns) + ("" if len(table) else ", no rows"),
+            todo="fix the header")
+    rows = []
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        where = f"--stimuli {path}, line {line}"
+        timing = Path(row["path"])
+        timing = timing if timing.is_absolute() else bids_dir / timing
+        if not timing.is_file():
+            raise LlmfbnError(f"{where}: word-timing file not found",
+                              expected=f"a file at {timing}", found="no such file",
+                              todo="paths are relative to BIDS_DIR or absolute")
+        run = row.get("run", "").strip()
+        onset = row.get("onset", "").strip()
+        try:
+            run_value = int(run) if run else None
+            onset_value = float(onset) if onset else None
+        except ValueError:
+            raise LlmfbnError(f"{where}: run must be a whole number and onset a number of "
+                              "seconds", found=f"run={run!r}, onset={onset!r}")
+        rows.append({"task": row["task"].strip(), "path": timing, "run": run_value,
+                     "onset": onset_value})
+    return pd.DataFrame(rows)
+
+
+def _stories_from_table(stimuli: pd.DataFrame, run: RunFiles) -> tuple[StoryPlacement, ...]:
+    rows = stimuli[(stimuli["task"] == run.task)
+                   & (stimuli["run"].isna() | (stimuli["run"] == run.run))]
+    if rows.empty:
+        raise LlmfbnError(f"--stimuli maps no story to {run.name} of sub-{run.subject}",
+                          todo=f"add a row for task {run.task}" +
+                          (f" run {run.run}" if run.run is not None else ""))
+    placements = []
+    for row in rows.to_dict("records"):
+        onset = row["onset"]
+        if (onset is None or pd.isna(onset)) and Path(row["path"]).name.endswith("_events.tsv"):
+            onset = 0.0     # word rows of an events.tsv are timed from the run's start
+        if onset is None or pd.isna(onset):
+            if len(rows) > 1:
+                raise LlmfbnError(
+                    f"{run.name} of sub-{run.subject} has {len(rows)} stories in --stimuli; "
+                    "their onsets cannot all come from events.tsv",
+                    todo="give each of them an onset (seconds from the run's start)")
+            onset = story_onset_s(run.events, run.task)
+        placements.append(StoryPlacement(Path(row["path"]), float(onset)))
+    return tuple(sorted(placements, key=lambda p: p.onset_s))
 
 
 def _run_files(config: Config, raw, deriv, ents: dict, space_query: dict) -> RunFiles:
@@ -240,7 +360,8 @@ def _run_files(config: Config, raw, deriv, ents: dict, space_query: dict) -> Run
     if len(shape) != 4:
         raise LlmfbnError(f"{bold.name} is not a 4-D BOLD series", found=f"shape {shape}")
     return RunFiles(
-        subject=subject, task=task, run=ents.get("run"), session=ents.get("session"),
+        subject=subject, task=task, run=int(ents["run"]) if ents.get("run") is not None else None,
+        session=ents.get("session"),
         bold=bold, mask=mask, confounds=confounds, events=Path(events[0].path),
         t_r_s=float(metadata["RepetitionTime"]),
         start_time_s=float(metadata.get("StartTime", 0.0)), n_volumes=int(shape[3]),

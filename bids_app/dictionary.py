@@ -1,0 +1,925 @@
+"""Sparse dictionary learning of AN time courses in torch (CPU or CUDA, same code).
+
+X (n_neurons, n_trs) holds one artificial neuron (AN) per row. :class:`DictionaryLearner`
+minimises (Mairal et al. 2010)::
+
+    0.5 * ||X - A D||_F^2 + alpha * ||A||_1     subject to ||d_k||_2 <= 1,
+
+with D (n_atoms, n_trs) the atoms and A (n_neurons, n_atoms) the sparse codes: exactly the
+objective and penalty scale of scikit-learn's ``DictionaryLearning`` (``_dict_learning``) and
+of ``sparse_encode(algorithm="lasso_cd", alpha=alpha)``.
+
+Algorithm
+---------
+1. *Initialisation*: k-means++-like seeding on a seeded subsample of rows (each new atom is a
+   row drawn with probability proportional to its energy left after projection on the
+   nearest atom chosen so far), so atoms start as real, diverse AN time courses.
+2. *Online epochs* (``online_epochs``, Mairal's algorithm 1 with mini-batches and the
+   forgetting factor of scikit-learn's ``MiniBatchDictionaryLearning``): mini-batches of
+   ``batch_size`` rows are coded, the sufficient statistics A = sum(a a^T) and B = sum(a x^T)
+   are updated, then one pass of block coordinate descent (BCD) updates the atoms.
+3. *Batch epochs* (until the relative objective change is below ``tol``): one streaming pass
+   over all rows codes them against the current atoms (warm-started) and accumulates the
+   exact statistics, whose objective is logged; BCD then minimises over the atoms exactly.
+   Each epoch therefore cannot increase the objective (up to the coding tolerance).
+   Atoms that no AN uses are re-initialised with the worst-reconstructed rows.
+4. *Final codes*: a last lasso pass in float64 to a duality gap of ``1e-11 * ||x||^2`` per
+   row, the same solution as scikit-learn's coordinate descent within ~1e-5.
+
+Sparse coding is FISTA with adaptive restart on the Gram matrix G = D D^T (n_atoms^2) and
+C = X D^T, stopped per row on the lasso duality gap; converged rows leave the working set.
+Rows are processed in chunks, so X may be a memory-mapped ``.npy`` file
+(``np.load(path, mmap_mode="r")``) larger than memory: with ``mem_gb`` set, no float copy
+of X is kept beyond that budget, and pages of a memory map are released after each chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import mmap
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from bids_app.errors import LlmfbnError
+
+LOGGER = logging.getLogger("llmfbn")
+
+#: Identifies the algorithm and its fixed settings (for cache keys): change it with them.
+ALGORITHM_ID = "torch-fista-bcd-v1"
+
+_GAP_TOL_FIT = 1e-6      # per-row duality gap / ||x||^2 in batch epochs (float32)
+_GAP_TOL_ONLINE = 1e-4   # ... in online epochs (the atoms move after every mini-batch)
+_MAX_ITER_ONLINE = 100
+_GAP_TOL_FINAL = 1e-11   # final codes and transform (float64)
+_MAX_ITER_FIT = 300      # FISTA iterations per chunk while learning
+_MAX_ITER_FINAL = 20000
+_CHECK_EVERY = 10        # FISTA iterations between duality-gap checks
+_BCD_PASSES = 20         # max passes of block coordinate descent per batch epoch
+_INIT_SAMPLE = 20000     # rows drawn for the k-means++-like initialisation
+_TUNE_SAMPLE = 4000      # rows used to pick alpha from target_sparsity
+_DEFAULT_CHUNK = 8192
+_WARMUP_ROWS = 20000     # with >= 2x as many rows, the first epochs run on a subsample
+_MAX_RETUNES = 5         # re-tunings of alpha (target_sparsity) before it is kept fixed
+_SMALL_PROBLEM = 2 ** 20  # n_rows * n_atoms below which one CPU thread is used
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms(device: torch.device):
+    """On CUDA, turn on torch's deterministic algorithms for the block, then restore them.
+
+    The CPU kernels used here (matmul, reductions, indexing) are deterministic for a given
+    number of threads already, and switching the flag costs an import of ~2 s.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+@contextlib.contextmanager
+def _torch_threads(n_threads):
+    """Use ``n_threads`` torch CPU threads for the block (None: leave as is), then restore."""
+    previous = torch.get_num_threads()
+    if n_threads is None or n_threads == previous:
+        yield
+        return
+    torch.set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _resolve_device(device) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise LlmfbnError(f"unknown device {device!r}", expected="'cpu', 'cuda' or 'auto'",
+                          found=str(device), todo="pass --device cpu|cuda|auto") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise LlmfbnError("CUDA was asked for but is not available", found=str(device),
+                          todo="use --device cpu (or auto), or run on a machine with a GPU")
+    if resolved.type not in ("cpu", "cuda"):
+        raise LlmfbnError(f"unsupported device {device!r}", expected="'cpu' or 'cuda'",
+                          found=str(device))
+    return resolved
+
+
+def _check_matrix(X, name="X"):
+    """The 2-D numeric array behind ``X`` (memory maps are kept as they are)."""
+    if not isinstance(X, np.ndarray):
+        if sp.issparse(X):
+            raise LlmfbnError(f"{name} is a sparse matrix", expected="a dense array "
+                              "(n_neurons, n_trs)", todo="pass X.toarray() or a .npy memory map")
+        X = np.asarray(X)
+    if X.ndim != 2:
+        raise LlmfbnError(f"{name} must be 2-D (n_neurons, n_trs)", found=f"shape {X.shape}")
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise LlmfbnError(f"{name} must hold real numbers", found=f"dtype {X.dtype}")
+    return X
+
+
+def _mmap_of(array):
+    """The ``mmap.mmap`` behind a NumPy array (a memmap or a view of one), else None."""
+    base = array
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return base
+        base = getattr(base, "base", None)
+    return None
+
+
+class _Rows:
+    """Chunked float reader of the rows ``rows`` of X (all rows when ``rows`` is None).
+
+    When ``resident`` a float32 copy (or a view, if X already is an in-memory C-contiguous
+    float32 array) lives on ``device``; otherwise every chunk is read from X and converted,
+    and the pages of a memory-mapped X are released after each chunk.
+    """
+
+    def __init__(self, X, rows, device, resident: bool, chunk_rows: int):
+        self.X = X
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.n = X.shape[0] if rows is None else len(self.rows)
+        self.n_trs = X.shape[1]
+        self.device = device
+        self.chunk_rows = max(1, int(chunk_rows))
+        self._mm = _mmap_of(X)
+        self.data = None
+        in_place = (rows is None and self._mm is None and X.dtype == np.float32
+                    and X.flags.c_contiguous and device.type == "cpu")
+        if resident and in_place:
+            for start, stop in self.chunks():
+                self._read(start, stop)         # checks that the values are finite
+            self.data = torch.from_numpy(X) if X.flags.writeable else \
+                torch.from_numpy(X.copy())
+        elif resident:
+            self.data = torch.empty((self.n, self.n_trs), dtype=torch.float32, device=device)
+            for start, stop in self.chunks():
+                self.data[start:stop] = self._read(start, stop)
+
+    def chunks(self, size=None):
+        size = size or self.chunk_rows
+        return [(s, min(s + size, self.n)) for s in range(0, self.n, size)]
+
+    def _release(self, block):
+        """Drop the pages of ``block`` (a view of a memory map) from this process's RSS."""
+        if self._mm is None or not hasattr(self._mm, "madvise"):
+            return
+        try:
+            view = np.frombuffer(self._mm, dtype=np.uint8)
+            base = view.ctypes.data
+            lo = block.ctypes.data - base
+            hi = lo + block.nbytes
+            del view
+            page = mmap.PAGESIZE
+            lo = (lo // page) * page
+            hi = min(-(-hi // page) * page, len(self._mm))
+            if hi > lo >= 0:
+                self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (ValueError, OSError, BufferError, TypeError):
+            pass  # best effort: the kernel reclaims file pages under pressure anyway
+
+    def _read(self, start, stop) -> torch.Tensor:
+        if self.rows is None:
+            block = self.X[start:stop]
+            array = np.array(block, dtype=np.float32, order="C", copy=True) \
+                if (self._mm is not None or block.dtype != np.float32
+                    or not block.flags.c_contiguous or not block.flags.writeable) else block
+            if self._mm is not None:
+                self._release(block)
+        else:
+            idx = self.rows[start:stop]
+            array = np.ascontiguousarray(self.X[idx], dtype=np.float32)
+            if self._mm is not None and len(idx):
+                self._release(self.X[idx.min():idx.max() + 1])
+        tensor = torch.from_numpy(array).to(self.device)
+        if not torch.isfinite(tensor).all():
+            raise LlmfbnError("X holds NaN or infinite values", expected="finite responses",
+                              todo="check the AN responses (silent ANs must be zero, not NaN)")
+        return tensor
+
+    def get(self, start, stop) -> torch.Tensor:
+        if self.data is not None:
+            return self.data[start:stop]
+        return self._read(start, stop)
+
+    def take(self, index) -> torch.Tensor:
+        """Rows at positions ``index`` (sorted int array) of this reader, float32."""
+        index = np.asarray(index, dtype=np.int64)
+        if self.data is not None:
+            return self.data[torch.as_tensor(index, device=self.device)]
+        source = index if self.rows is None else self.rows[index]
+        tensor = torch.from_numpy(np.ascontiguousarray(self.X[source], dtype=np.float32))
+        if self._mm is not None and len(source):
+            self._release(self.X[source.min():source.max() + 1])
+        return tensor.to(self.device)
+
+
+def _lipschitz(gram: torch.Tensor) -> float:
+    """Largest eigenvalue of the Gram matrix (host LAPACK: identical on every device)."""
+    values = np.linalg.eigvalsh(gram.detach().cpu().double().numpy())
+    return max(float(values[-1]) * (1 + 1e-6), 1e-12)   # margin for float32 rounding
+
+
+def _gap(codes, gram, cross, x_sq, alpha):
+    """Per-row lasso duality gap and squared residual from K-sized quantities only.
+
+    primal = 0.5 ||x - a D||^2 + alpha ||a||_1; the dual point is the residual scaled into
+    {||D r||_inf <= alpha}; D r = c - a G, so no (n_trs)-sized work is needed.
+    """
+    q = codes @ gram
+    a_c = (codes * cross).sum(1)
+    resid_sq = (x_sq - 2 * a_c + (codes * q).sum(1)).clamp_min(0)
+    primal = 0.5 * resid_sq + alpha * codes.abs().sum(1)
+    corr_max = (cross - q).abs().amax(1)
+    scale = torch.where(corr_max > alpha, alpha / corr_max.clamp_min(1e-30),
+                        torch.ones_like(corr_max))
+    dual = scale * (x_sq - a_c) - 0.5 * scale ** 2 * resid_sq
+    return primal - dual, resid_sq
+
+
+def _lasso_gram(gram, cross, x_sq, alpha, init, gap_tol, max_iter, lipschitz):
+    """Lasso codes of a batch: argmin_a 0.5 a G a^T - a c + alpha ||a||_1 for every row.
+
+    FISTA with adaptive (gradient) restart, per row; rows whose duality gap falls below
+    ``gap_tol * ||x||^2`` are frozen and leave the working set.
+
+    Parameters
+    ----------
+    gram : tensor (n_atoms, n_atoms), D D^T.
+    cross : tensor (n_rows, n_atoms), X D^T.
+    x_sq : tensor (n_rows,), squared norms of the rows of X.
+    init : tensor (n_rows, n_atoms) or None, warm start.
+
+    Returns
+    -------
+    codes : tensor (n_rows, n_atoms); resid_sq : tensor (n_rows,), ||x - a D||^2;
+    n_iter : int, FISTA iterations done on the slowest row.
+    """
+    n_rows, n_atoms = cross.shape
+    codes = torch.zeros_like(cross) if init is None else init.to(cross.dtype).clone()
+    resid_sq = torch.empty_like(x_sq)
+    step = 1.0 / lipschitz
+    threshold = alpha * step
+    active = torch.arange(n_rows, device=cross.device)
+    a = codes
+    y = a.clone()
+    t = torch.ones(n_rows, dtype=cross.dtype, device=cross.device)
+    c, xs = cross, x_sq
+    tol = gap_tol * x_sq
+    n_iter = 0
+    while True:
+        if n_iter % _CHECK_EVERY == 0 or n_iter >= max_iter:
+            gap, rsq = _gap(a, gram, c, xs, alpha)
+            done = gap <= tol
+            if n_iter >= max_iter:
+                done = torch.ones_like(done)
+            if bool(done.any()):
+                rows = active[done]
+                codes[rows] = a[done]
+                resid_sq[rows] = rsq[done]
+                keep = ~done
+                if not bool(keep.any()):
+                    break
+                active, a, y, t = active[keep], a[keep], y[keep], t[keep]
+                c, xs, tol = c[keep], xs[keep], tol[keep]
+        grad = y @ gram - c
+        z = y - step * grad
+        a_new = torch.sign(z) * (z.abs() - threshold).clamp_min(0)
+        restart = ((y - a_new) * (a_new - a)).sum(1) > 0
+        t = torch.where(restart, torch.ones_like(t), t)
+        t_new = 0.5 * (1 + torch.sqrt(1 + 4 * t * t))
+        y = a_new + ((t - 1) / t_new)[:, None] * (a_new - a)
+        a, t = a_new, t_new
+        n_iter += 1
+    return codes, resid_sq, n_iter
+
+
+def _bcd(atoms64, stat_a, stat_b, passes, tol=1e-7):
+    """Block coordinate descent on the atoms (Mairal 2010, algorithm 2), in place.
+
+    Minimises 0.5 tr(D^T A D) - tr(D^T B) over ||d_k|| <= 1, with A = sum a^T a
+    (n_atoms, n_atoms) and B = sum a^T x (n_atoms, n_trs). Returns the unused atoms.
+    """
+    n_atoms = atoms64.shape[0]
+    diag = torch.diagonal(stat_a)
+    unused = (diag <= 1e-12 * max(float(diag.max()), 1e-300)).cpu().numpy()
+    for _ in range(passes):
+        change = 0.0
+        for k in range(n_atoms):
+            if unused[k]:
+                continue
+            update = (stat_b[k] - stat_a[k] @ atoms64) / stat_a[k, k]
+            new = atoms64[k] + update
+            new = new / max(1.0, float(torch.linalg.vector_norm(new)))
+            change = max(change, float((new - atoms64[k]).abs().max()))
+            atoms64[k] = new
+        if change < tol:
+            break
+    return np.flatnonzero(unused)
+
+
+@dataclass
+class _Solver:
+    atoms: torch.Tensor          # (n_atoms, n_trs) float32, on device
+    gram: torch.Tensor
+    lipschitz: float
+
+    @classmethod
+    def of(cls, atoms):
+        gram = atoms @ atoms.T
+        return cls(atoms, gram, _lipschitz(gram))
+
+    def code(self, x, alpha, init=None, gap_tol=_GAP_TOL_FIT, max_iter=_MAX_ITER_FIT,
+             dtype=torch.float32):
+        atoms = self.atoms.to(dtype)
+        x = x.to(dtype)
+        gram = self.gram.to(dtype) if dtype == torch.float32 else atoms @ atoms.T
+        cross = x @ atoms.T
+        x_sq = (x * x).sum(1)
+        return _lasso_gram(gram, cross, x_sq, alpha, init, gap_tol, max_iter, self.lipschitz)
+
+
+class DictionaryLearner:
+    """Sparse dictionary learning with torch, scikit-learn style.
+
+    Minimises ``0.5 * ||X - A D||_F^2 + alpha * ||A||_1`` with ``||d_k||_2 <= 1`` over the
+    atoms D (n_atoms, n_trs) and codes A (n_neurons, n_atoms), the objective and ``alpha``
+    scale of scikit-learn's ``DictionaryLearning``. See the module docstring for the
+    algorithm. Deterministic: with the same ``random_state``, input and number of torch
+    threads, two CPU fits give bit-identical results.
+
+    Parameters
+    ----------
+    n_atoms : int, default=64
+        Number of atoms K.
+    alpha : float, default=0.1
+        Sparsity penalty lambda. X is used as given; for unit-norm rows (the pipeline's
+        input) it is on a correlation scale: an atom enters an AN's code only when the AN's
+        residual correlates with it by more than ``alpha``. Ignored when ``target_sparsity``
+        is given.
+    target_sparsity : float or None, default=None
+        Wanted mean number of non-zero codes per (non-zero) row. ``alpha`` is then chosen by
+        bisection on log(alpha) so that the lasso codes of a seeded subsample of rows
+        against the current atoms have this mean; it is re-tuned after the online epochs
+        and the first batch epochs until it moves by less than 2 %, then kept fixed.
+    device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
+    random_state : int, default=0
+        Seed of the initialisation subsample and of the mini-batch order.
+    batch_size : int, default=1024
+        Rows per mini-batch in the online epochs.
+    online_epochs : int, default=1
+        Passes of Mairal's online algorithm before the batch epochs (0 for none).
+    max_epochs : int, default=100
+        Maximum number of epochs (online + batch).
+    tol : float, default=1e-4
+        Stop when the relative change of the objective between two batch epochs (same
+        alpha) is below ``tol``.
+    mem_gb : float or None, default=None
+        Memory budget in GiB for the copies this learner makes (float32 copy of X, codes,
+        working chunks). ``None``: X is copied once as float32 (if it is not already) and
+        kept. When the copy does not fit, X is streamed chunk by chunk on every epoch.
+    n_threads : int or None, default=None
+        Torch CPU threads during ``fit``/``transform`` (restored afterwards). ``None``: one
+        thread when n_neurons * n_atoms < 2**20, else torch's current setting. Results
+        are bit-identical for the same number of threads.
+
+    Attributes
+    ----------
+    components_ : ndarray (n_atoms, n_trs), float32
+        Unit-norm atoms, most used first (by sum of absolute codes), signed so that their
+        summed code is >= 0. Unused atoms (if any) are zero rows.
+    codes_ : scipy.sparse.csr_matrix (n_neurons, n_atoms), float32
+        Lasso codes of the training rows with ``components_`` (duality gap <= 1e-11 ||x||^2).
+    objective_ : float
+        ``0.5 * ||X - codes_ @ components_||_F^2 + alpha_ * ||codes_||_1`` (float64).
+    alpha_ : float
+        The penalty used.
+    history_ : list of dict
+        One entry per epoch: ``epoch``, ``phase`` ("online" or "batch"), ``objective`` (for
+        "online" the sum of the mini-batch objectives as they were coded; for "batch" the
+        exact objective of the epoch's codes and the atoms they were coded with),
+        ``alpha``, ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA iterations).
+    n_iter_ : int
+        Epochs run.
+    converged_ : bool
+        Whether ``tol`` was reached before ``max_epochs``.
+    """
+
+    def __init__(self, n_atoms: int = 64, alpha: float = 0.1, target_sparsity=None,
+                 device="cpu", random_state: int = 0, batch_size: int = 1024,
+                 online_epochs: int = 1, max_epochs: int = 100, tol: float = 1e-4,
+                 mem_gb=None, n_threads=None):
+        self.n_atoms = n_atoms
+        self.alpha = alpha
+        self.target_sparsity = target_sparsity
+        self.device = device
+        self.random_state = random_state
+        self.batch_size = batch_size
+        self.online_epochs = online_epochs
+        self.max_epochs = max_epochs
+        self.tol = tol
+        self.mem_gb = mem_gb
+        self.n_threads = n_threads
+
+    # ------------------------------------------------------------------ checks and memory
+    def _check_params(self, n_rows, n_trs):
+        if not isinstance(self.n_atoms, (int, np.integer)) or self.n_atoms < 1:
+            raise LlmfbnError("n_atoms must be a positive integer", found=repr(self.n_atoms))
+        if n_rows < self.n_atoms:
+            raise LlmfbnError(f"only {n_rows} artificial neurons for {self.n_atoms} atoms",
+                              expected="at least as many neurons (rows) as atoms",
+                              todo="lower --n-atoms or add neurons")
+        if n_trs < 2:
+            raise LlmfbnError("the responses have fewer than 2 TRs", found=f"{n_trs} TRs")
+        if self.target_sparsity is None:
+            if not (np.isfinite(self.alpha) and self.alpha > 0):
+                raise LlmfbnError("alpha must be a positive number", found=repr(self.alpha))
+        elif not (0 < self.target_sparsity < self.n_atoms):
+            raise LlmfbnError("target_sparsity must lie between 0 and n_atoms",
+                              found=repr(self.target_sparsity),
+                              expected=f"a mean number of non-zero codes in (0, {self.n_atoms})")
+        for name in ("batch_size", "max_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise LlmfbnError(f"{name} must be >= 1", found=repr(getattr(self, name)))
+        if self.online_epochs < 0 or self.tol < 0:
+            raise LlmfbnError("online_epochs and tol must be >= 0")
+        if self.mem_gb is not None and not self.mem_gb > 0:
+            raise LlmfbnError("mem_gb must be positive", found=repr(self.mem_gb))
+
+    def _plan(self, X, n_rows, rows):
+        """(resident, chunk_rows): whether a float32 copy of X is kept, and the chunk size."""
+        n_trs, k = X.shape[1], self.n_atoms
+        per_row_work = n_trs * (4 + 8 + X.dtype.itemsize) + 16 * k * 8
+        codes_bytes = n_rows * k * 4 * 2            # warm-start store + final codes
+        if n_rows >= 2 * _WARMUP_ROWS:              # the subsample's copy and codes
+            codes_bytes += _WARMUP_ROWS * (n_trs + k) * 4
+        view_ok = (rows is None and _mmap_of(X) is None and X.dtype == np.float32
+                   and X.flags.c_contiguous and _resolve_device(self.device).type == "cpu")
+        copy_bytes = 0 if view_ok else n_rows * n_trs * 4
+        if self.mem_gb is None:
+            return True, _DEFAULT_CHUNK
+        budget = float(self.mem_gb) * 2 ** 30
+        resident = copy_bytes + codes_bytes + _DEFAULT_CHUNK * per_row_work <= 0.8 * budget
+        left = 0.8 * budget - codes_bytes - (copy_bytes if resident else 0)
+        chunk = int(left // per_row_work)
+        if chunk < min(256, n_rows):
+            need = (codes_bytes + 256 * per_row_work) / 0.8 / 2 ** 30
+            raise LlmfbnError(f"mem_gb={self.mem_gb} is too small for {n_rows} neurons x "
+                              f"{n_trs} TRs with {k} atoms", expected=f"at least {need:.3g} GiB",
+                              todo="raise --mem-gb")
+        return resident, min(chunk, 65536 if resident else 32768)
+
+    def _threads(self, device, n_rows):
+        """Torch CPU threads: ``n_threads``, or 1 for small problems, else unchanged.
+
+        On small problems the per-operation work is too small to share, and when the
+        cores are busy with other processes, OpenMP threads waiting for each other made
+        such fits up to 50x slower than one thread.
+        """
+        if device.type != "cpu":
+            return None
+        if self.n_threads is not None:
+            return int(self.n_threads)
+        return 1 if n_rows * self.n_atoms < _SMALL_PROBLEM else None
+
+    # ------------------------------------------------------------------ initialisation
+    def _init_atoms(self, data: _Rows, rng):
+        """k-means++-like seeding (on |cosine|) from a subsample of the non-zero rows."""
+        n_sample = min(data.n, max(_INIT_SAMPLE, 20 * self.n_atoms))
+        index = np.sort(rng.choice(data.n, size=n_sample, replace=False))
+        sample = data.take(index).cpu().double().numpy()
+        norms = np.linalg.norm(sample, axis=1)
+        nonzero = norms > 1e-12 * max(1.0, float(norms.max(initial=0.0)))
+        if int(nonzero.sum()) < self.n_atoms:
+            raise LlmfbnError("too few non-zero rows (responding neurons) to learn from",
+                              found=f"{int(nonzero.sum())} of {n_sample} sampled rows",
+                              todo="check the responses or lower --n-atoms")
+        index, sample = index[nonzero], sample[nonzero]
+        unit = sample / norms[nonzero, None]
+        atoms = np.zeros((self.n_atoms, unit.shape[1]))
+        first = int(rng.integers(len(unit)))
+        atoms[0] = unit[first]
+        best = np.abs(unit @ atoms[0])
+        n_candidates = 2 + int(np.log(self.n_atoms))
+        for k in range(1, self.n_atoms):
+            # greedy k-means++ (as scikit-learn's kmeans_plusplus): of a few rows drawn
+            # with probability ~ energy left, keep the one that leaves the least energy
+            left = np.clip(1.0 - best ** 2, 0.0, None)
+            total = left.sum()
+            if total > 1e-12:
+                picks = rng.choice(len(unit), size=n_candidates, p=left / total)
+            else:
+                picks = rng.integers(len(unit), size=n_candidates)
+            cos = np.abs(unit @ unit[picks].T)                  # (n_sample, n_candidates)
+            after = np.maximum(best[:, None], cos)
+            pick = int(picks[np.argmin((1.0 - after ** 2).sum(0))])
+            atoms[k] = unit[pick]
+            best = np.maximum(best, np.abs(unit @ atoms[k]))
+        tune_rows = sample[:_TUNE_SAMPLE] if len(sample) <= _TUNE_SAMPLE else \
+            sample[np.sort(rng.choice(len(sample), size=_TUNE_SAMPLE, replace=False))]
+        return atoms, tune_rows
+
+    # ------------------------------------------------------------------ alpha from sparsity
+    def _tune_alpha(self, solver: _Solver, tune_x: torch.Tensor, start: float) -> float:
+        """Bisection on log(alpha): mean non-zeros of the subsample's lasso codes = target."""
+        target = float(self.target_sparsity)
+        cross_max = float((tune_x @ solver.atoms.T).abs().amax())
+
+        def mean_nnz(alpha, init):
+            codes, _, _ = solver.code(tune_x, alpha, init=init, gap_tol=1e-5)
+            return float((codes != 0).sum(1).double().mean()), codes
+
+        lo, hi = cross_max * 1e-4, cross_max        # nnz(lo) large, nnz(hi) = 0
+        alpha = min(max(start, lo), hi)
+        codes = None
+        for _ in range(40):
+            nnz, codes = mean_nnz(alpha, codes)
+            if abs(nnz - target) <= 0.02 * target or hi / lo < 1.001:
+                break
+            if nnz > target:
+                lo = alpha
+            else:
+                hi = alpha
+            alpha = math.sqrt(lo * hi)
+        return float(alpha)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, rows=None):
+        """Learn the atoms and codes from X.
+
+        Parameters
+        ----------
+        X : array (n_neurons, n_trs)
+            One AN time course per row (the pipeline passes unit-norm rows). A NumPy array
+            or a memory map (``np.load(path, mmap_mode="r")``); it is read chunk by chunk.
+        y : ignored
+        rows : array of int or None
+            Fit on these rows of X only (read in place, no copy of X beyond ``mem_gb``).
+
+        Returns
+        -------
+        self
+        """
+        X = _check_matrix(X)
+        if rows is not None:
+            rows = np.sort(np.asarray(rows, dtype=np.int64))
+            if rows.size and (rows[0] < 0 or rows[-1] >= X.shape[0]):
+                raise LlmfbnError("rows index outside X", found=f"{rows[0]}..{rows[-1]}")
+        n_rows = X.shape[0] if rows is None else len(rows)
+        self._check_params(n_rows, X.shape[1])
+        device = _resolve_device(self.device)
+        resident, chunk_rows = self._plan(X, n_rows, rows)
+        with _deterministic_algorithms(device), \
+                _torch_threads(self._threads(device, n_rows)):
+            self._fit(X, rows, device, resident, chunk_rows)
+        return self
+
+    def _fit(self, X, rows, device, resident, chunk_rows):
+        rng = np.random.default_rng(self.random_state)
+        data = _Rows(X, rows, device, resident, chunk_rows)
+        n, n_trs, k = data.n, data.n_trs, self.n_atoms
+        atoms_np, tune_np = self._init_atoms(data, rng)
+        atoms = torch.from_numpy(atoms_np.astype(np.float32)).to(device)
+        tune_x = torch.from_numpy(tune_np.astype(np.float32)).to(device)
+        tuning = self.target_sparsity is not None
+        alpha = float(self.alpha) if not tuning else 0.1
+        if tuning:
+            alpha = self._tune_alpha(_Solver.of(atoms), tune_x, alpha)
+        self.history_ = []
+        self._retunes = 0 if tuning else _MAX_RETUNES
+        LOGGER.info("Dictionary learning: %d rows x %d TRs -> %d atoms on %s, alpha=%.4g%s",
+                    n, n_trs, k, device, alpha, "" if resident else
+                    f" (streaming X in chunks of {chunk_rows} rows)")
+        online_epochs = self.online_epochs
+        if n >= 2 * _WARMUP_ROWS:
+            # Most epochs are spent while the atoms are still far off: run them on a
+            # subsample of rows, then refine on all rows from there.
+            index = np.sort(rng.choice(n, size=_WARMUP_ROWS, replace=False))
+            sub = _Rows(data.take(index).cpu().numpy(), None, device, True, _DEFAULT_CHUNK)
+            atoms, alpha, _ = self._learn(sub, atoms, alpha, tune_x, rng, online_epochs,
+                                          "subsample ")
+            online_epochs = 0
+            del sub
+        atoms, alpha, store = self._learn(data, atoms, alpha, tune_x, rng, online_epochs, "")
+        self.n_iter_ = len(self.history_)
+        self.alpha_ = float(alpha)
+        del self._retunes
+        self._finish(data, atoms, store, device)
+
+    def _learn(self, data, atoms, alpha, tune_x, rng, online_epochs, phase):
+        """Online then batch epochs on ``data`` from ``atoms``; appends to ``history_``."""
+        device = atoms.device
+        n, n_trs, k = data.n, data.n_trs, self.n_atoms
+        store = torch.zeros((n, k), dtype=torch.float32,
+                            device=device if data.data is not None else "cpu")
+        tuning = self.target_sparsity is not None
+
+        # -- online epochs (Mairal 2010, algorithm 1 with mini-batches)
+        stat_a = torch.zeros((k, k), dtype=torch.float64, device=device)
+        stat_b = torch.zeros((k, n_trs), dtype=torch.float64, device=device)
+        step = 0
+        epoch = 0
+        bsize = int(min(self.batch_size, n))
+        for _ in range(min(online_epochs, self.max_epochs)):
+            total, nnz, max_it = 0.0, 0, 0
+            chunk_list = data.chunks()
+            for ci in rng.permutation(len(chunk_list)):
+                start, stop = chunk_list[ci]
+                x_chunk = data.get(start, stop)
+                order = rng.permutation(stop - start)
+                for b0 in range(0, stop - start, bsize):
+                    local = np.sort(order[b0:b0 + bsize])
+                    local_t = torch.as_tensor(local, device=device)
+                    xb = x_chunk[local_t]
+                    solver = _Solver.of(atoms)
+                    init = store[torch.as_tensor(local + start, device=store.device)]
+                    codes, resid_sq, it = solver.code(xb, alpha, init=init.to(device),
+                                                      gap_tol=_GAP_TOL_ONLINE,
+                                                      max_iter=_MAX_ITER_ONLINE)
+                    store[torch.as_tensor(local + start, device=store.device)] = \
+                        codes.to(store.device)
+                    total += float(0.5 * resid_sq.double().sum()
+                                   + alpha * codes.abs().double().sum())
+                    nnz += int((codes != 0).sum())
+                    max_it = max(max_it, it)
+                    m = xb.shape[0]
+                    theta = (step + 1) * m if step < m - 1 else m * m + step + 1 - m
+                    beta = (theta + 1 - m) / (theta + 1)
+                    codes64 = codes.double()
+                    stat_a.mul_(beta).add_(codes64.T @ codes64 / m)
+                    stat_b.mul_(beta).add_((codes.T @ xb).double() / m)
+                    atoms64 = atoms.double()
+                    unused = _bcd(atoms64, stat_a, stat_b, passes=1)
+                    if len(unused) and step > 0:
+                        worst = torch.argsort(resid_sq, descending=True, stable=True)
+                        for j, u in enumerate(unused[:m]):
+                            row = xb[worst[j]].double()
+                            atoms64[u] = row / row.norm().clamp_min(1e-30)
+                    atoms = atoms64.float()
+                    step += 1
+            epoch += 1
+            self._log_epoch(phase + "online", total, alpha, nnz / n, max_it, n)
+        if tuning and online_epochs and self._retunes < _MAX_RETUNES:
+            alpha = self._tune_alpha(_Solver.of(atoms), tune_x, alpha)
+
+        # -- batch epochs: exact coding pass + exact block coordinate descent
+        previous = None
+        self.converged_ = False
+        while epoch < self.max_epochs:
+            solver = _Solver.of(atoms)
+            stat_a.zero_()
+            stat_b.zero_()
+            total, nnz, max_it = 0.0, 0, 0
+            worst_sq = torch.empty(0, dtype=torch.float32, device=device)
+            worst_idx = torch.empty(0, dtype=torch.int64, device=device)
+            for start, stop in data.chunks():
+                x_chunk = data.get(start, stop)
+                init = store[start:stop].to(device)
+                codes, resid_sq, it = solver.code(x_chunk, alpha, init=init)
+                store[start:stop] = codes.to(store.device)
+                total += float(0.5 * resid_sq.double().sum()
+                               + alpha * codes.abs().double().sum())
+                nnz += int((codes != 0).sum())
+                max_it = max(max_it, it)
+                codes64 = codes.double()
+                stat_a += codes64.T @ codes64
+                stat_b += (codes.T @ x_chunk).double()
+                keep = min(k, stop - start)
+                top = torch.topk(resid_sq, keep, sorted=True)
+                worst_sq = torch.cat([worst_sq, top.values])
+                worst_idx = torch.cat([worst_idx, top.indices + start])
+                if worst_sq.numel() > k:
+                    top = torch.topk(worst_sq, k, sorted=True)
+                    worst_sq, worst_idx = top.values, worst_idx[top.indices]
+            epoch += 1
+            self._log_epoch(phase + "batch", total, alpha, nnz / n, max_it, n)
+            if previous is not None and previous[1] == alpha:
+                if abs(previous[0] - total) <= self.tol * abs(previous[0]):
+                    self.converged_ = True
+                    break
+            previous = (total, alpha)
+            atoms64 = atoms.double()
+            unused = _bcd(atoms64, stat_a, stat_b, passes=_BCD_PASSES)
+            if len(unused):
+                order = np.sort(worst_idx.cpu().numpy()[:len(unused)])
+                fresh = data.take(order).double()
+                for u, row in zip(unused, fresh):
+                    atoms64[u] = row / row.norm().clamp_min(1e-30)
+                LOGGER.info("re-initialised %d unused atoms with poorly reconstructed rows",
+                            len(unused))
+            atoms = atoms64.float()
+            if tuning and self._retunes < _MAX_RETUNES:
+                new_alpha = self._tune_alpha(_Solver.of(atoms), tune_x, alpha)
+                self._retunes += 1
+                if abs(new_alpha - alpha) <= 0.02 * alpha:
+                    self._retunes = _MAX_RETUNES     # settled: keep alpha fixed from now on
+                else:
+                    alpha = new_alpha
+        return atoms, alpha, store
+
+    def _log_epoch(self, phase, total, alpha, mean_nonzero, coding_iter, n_rows):
+        self.history_.append(dict(epoch=len(self.history_) + 1, phase=phase,
+                                  objective=total, alpha=alpha, mean_nonzero=mean_nonzero,
+                                  coding_iter=coding_iter, n_rows=n_rows))
+        LOGGER.info("epoch %d (%s, %d rows): objective %.6g, %.2f non-zeros per row, "
+                    "%d FISTA iterations", len(self.history_), phase, n_rows, total,
+                    mean_nonzero, coding_iter)
+
+    def _finish(self, data, atoms, store, device):
+        n = data.n
+
+        # -- final atoms (unit norm, ordered by use) and accurate codes
+        norms = atoms.double().norm(dim=1)
+        atoms = (atoms.double() / norms.clamp_min(1e-30)[:, None]).float()
+        atoms[norms <= 1e-30] = 0
+        self.components_ = atoms.cpu().numpy()
+        codes = self._encode(data, store, device)
+        usage = np.asarray(abs(codes).sum(axis=0)).ravel()
+        order = np.argsort(-usage, kind="stable")
+        signs = np.where(np.asarray(codes.sum(axis=0)).ravel()[order] < 0, -1, 1)
+        signs = signs.astype(np.float32)
+        self.components_ = np.ascontiguousarray(self.components_[order] * signs[:, None])
+        codes = codes[:, order] @ sp.diags(signs).tocsr()
+        self.codes_ = sp.csr_matrix(codes, dtype=np.float32)
+        self.codes_.sort_indices()
+        self.objective_ = _objective_chunks(data, self.codes_, self.components_, self.alpha_)
+        LOGGER.info("Atoms learned in %d epochs: objective %.6g, alpha %.4g, %.2f non-zeros "
+                    "per row", self.n_iter_, self.objective_, self.alpha_,
+                    self.codes_.nnz / max(n, 1))
+        del store
+
+    def _encode(self, data: _Rows, store, device):
+        """Accurate float64 lasso codes of every row of ``data`` (CSR, float32)."""
+        atoms = torch.from_numpy(self.components_).to(device)
+        solver = _Solver.of(atoms)
+        blocks = []
+        for start, stop in data.chunks():
+            init = None if store is None else store[start:stop].to(device)
+            codes, _, _ = solver.code(data.get(start, stop), self.alpha_, init=init,
+                                      gap_tol=_GAP_TOL_FINAL, max_iter=_MAX_ITER_FINAL,
+                                      dtype=torch.float64)
+            blocks.append(sp.csr_matrix(codes.float().cpu().numpy()))
+        return sp.vstack(blocks, format="csr") if blocks else \
+            sp.csr_matrix((0, self.n_atoms), dtype=np.float32)
+
+    def transform(self, X):
+        """Lasso codes of the rows of X with the fitted atoms.
+
+        Same solution as ``sklearn.decomposition.sparse_encode(X, components_,
+        algorithm="lasso_cd", alpha=alpha_)`` (duality gap <= 1e-11 ||x||^2 per row).
+
+        Parameters
+        ----------
+        X : array (n_rows, n_trs), NumPy array or memory map.
+
+        Returns
+        -------
+        codes : ndarray (n_rows, n_atoms), float32
+        """
+        if not hasattr(self, "components_"):
+            raise LlmfbnError("this DictionaryLearner is not fitted yet", todo="call fit first")
+        X = _check_matrix(X)
+        if X.shape[1] != self.components_.shape[1]:
+            raise LlmfbnError("X has a different number of TRs than the atoms",
+                              expected=f"{self.components_.shape[1]} columns",
+                              found=f"{X.shape[1]}")
+        device = _resolve_device(self.device)
+        _, chunk_rows = self._plan(X, X.shape[0], None)
+        with _deterministic_algorithms(device), \
+                _torch_threads(self._threads(device, X.shape[0])):
+            data = _Rows(X, None, device, resident=False, chunk_rows=chunk_rows)
+            return self._encode(data, None, device).toarray()
+
+    def fit_transform(self, X, y=None):
+        """Fit, then return ``codes_`` as a dense array (n_neurons, n_atoms)."""
+        return self.fit(X).codes_.toarray()
+
+
+def _objective_chunks(data: _Rows, codes, atoms, alpha) -> float:
+    atoms64 = np.asarray(atoms, dtype=np.float64)
+    total = 0.0
+    for start, stop in data.chunks():
+        block = codes[start:stop]
+        x = data.get(start, stop).cpu().double().numpy()
+        resid = x - block @ atoms64
+        total += 0.5 * float(np.sum(resid * resid))
+    return total + alpha * float(abs(codes).sum())
+
+
+def dictionary_objective(X, codes, atoms, alpha, chunk_rows: int = _DEFAULT_CHUNK) -> float:
+    """``0.5 * ||X - codes @ atoms||_F^2 + alpha * ||codes||_1`` in float64, by chunks.
+
+    Parameters
+    ----------
+    X : array (n_neurons, n_trs), NumPy array or memory map.
+    codes : array or scipy.sparse matrix (n_neurons, n_atoms).
+    atoms : array (n_atoms, n_trs).
+    alpha : float, the penalty (scikit-learn's ``alpha``).
+    """
+    X = _check_matrix(X)
+    codes = sp.csr_matrix(codes) if not sp.issparse(codes) else codes.tocsr()
+    data = _Rows(X, None, torch.device("cpu"), resident=False, chunk_rows=chunk_rows)
+    return _objective_chunks(data, codes, atoms, float(alpha))
+
+
+def match_atoms(atoms_a, atoms_b) -> np.ndarray:
+    """|Pearson correlation| of the atoms paired by the Hungarian algorithm.
+
+    Parameters
+    ----------
+    atoms_a, atoms_b : arrays (n_atoms, n_trs)
+
+    Returns
+    -------
+    ndarray (n_atoms,): the matched |correlations|, in the order of ``atoms_a``'s rows.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    a = np.asarray(atoms_a, dtype=np.float64)
+    b = np.asarray(atoms_b, dtype=np.float64)
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    corr = np.abs((a @ b.T) / np.maximum(np.outer(na, nb), 1e-30))
+    corr[(na == 0)[:, None] | (nb == 0)[None, :]] = 0.0
+    rows, cols = linear_sum_assignment(-corr)
+    matched = np.zeros(a.shape[0])
+    matched[rows] = corr[rows, cols]
+    return matched
+
+
+def atom_stability(X, n_atoms: int = 64, alpha=0.1, seeds=(0, 1, 2), split_seed: int = 0,
+                   **learner_kwargs) -> dict:
+    """Stability of the atoms across seeds and across split halves of the neurons.
+
+    Fits :class:`DictionaryLearner` on all rows with every seed, and on two random halves
+    of the rows (one split per seed, drawn from ``split_seed``). Atoms of two fits are
+    paired by the Hungarian algorithm on their |Pearson correlation|.
+
+    Parameters
+    ----------
+    X : array (n_neurons, n_trs), NumPy array or memory map.
+    n_atoms : int
+    alpha : float or None
+        Penalty; with ``alpha=None`` and ``target_sparsity=...`` in ``learner_kwargs``, the
+        first fit picks it and every other fit reuses that value, so all fits compare alike.
+    seeds : sequence of int
+    **learner_kwargs : other :class:`DictionaryLearner` parameters (device, mem_gb, ...).
+
+    Returns
+    -------
+    dict with
+        ``seed_vs_seed`` : list of float, matched |r| of every pair of seeds (all atoms),
+        ``half_vs_half`` : list of float, matched |r| between the two halves, every seed,
+        ``seed_pairs`` : list of (seed, seed), in the order of ``seed_vs_seed`` blocks,
+        ``alpha`` : float, ``n_atoms`` : int, ``seeds`` : list of int,
+        ``objectives`` : dict, seed -> final objective of the full fit.
+    """
+    X = _check_matrix(X)
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 1:
+        raise LlmfbnError("atom_stability needs at least one seed")
+    target = learner_kwargs.pop("target_sparsity", None)
+    fits = {}
+    for seed in seeds:
+        if alpha is None:
+            learner = DictionaryLearner(n_atoms=n_atoms, target_sparsity=target,
+                                        random_state=seed, **learner_kwargs).fit(X)
+            alpha = learner.alpha_
+        else:
+            learner = DictionaryLearner(n_atoms=n_atoms, alpha=alpha, random_state=seed,
+                                        **learner_kwargs).fit(X)
+        fits[seed] = learner
+    pairs = [(a, b) for i, a in enumerate(seeds) for b in seeds[i + 1:]]
+    seed_vs_seed = []
+    for a, b in pairs:
+        seed_vs_seed.extend(match_atoms(fits[a].components_, fits[b].components_).tolist())
+    half_vs_half = []
+    split_rng = np.random.default_rng(split_seed)
+    for seed in seeds:
+        order = split_rng.permutation(X.shape[0])
+        half = X.shape[0] // 2
+        halves = []
+        for part in (order[:half], order[half:]):
+            learner = DictionaryLearner(n_atoms=n_atoms, alpha=alpha, random_state=seed,
+                                        **learner_kwargs).fit(X, rows=np.sort(part))
+            halves.append(learner.components_)
+        half_vs_half.extend(match_atoms(*halves).tolist())
+    return dict(seed_vs_seed=seed_vs_seed, half_vs_half=half_vs_half, seed_pairs=pairs,
+                alpha=float(alpha), n_atoms=int(n_atoms), seeds=seeds,
+                objectives={s: float(f.objective_) for s, f in fits.items()})

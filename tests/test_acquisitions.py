@@ -1,0 +1,103 @@
+"""Stories placed on runs: the --stimuli table, split stories, several stories per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bids_app.bids.layout import (RunFiles, StoryPlacement, _stories_from_table,
+                                  read_stimuli_table, DatasetFiles)
+from bids_app.errors import LlmfbnError
+from bids_app.workflow import plan_acquisitions
+
+
+def _gentle(path: Path, words, start=0.5, step=0.4) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{w},{w.lower()},{start + i * step:.2f},{start + i * step + 0.3:.2f}"
+             for i, w in enumerate(words)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _run(tmp_path, subject="01", task="story", run=None, n_volumes=100, stories=(),
+         events_onset=5.0):
+    events = tmp_path / f"sub-{subject}_task-{task}_run-{run}_events.tsv"
+    events.write_text(f"onset\tduration\ttrial_type\n{events_onset}\t100\t{task}\n")
+    return RunFiles(subject=subject, task=task, run=run, session=None, bold=Path("b"),
+                    mask=Path("m"), confounds=Path("c"), events=events, t_r_s=1.0,
+                    start_time_s=0.5, n_volumes=n_volumes, stories=tuple(stories))
+
+
+def test_stimuli_table_paths_runs_onsets(tmp_path):
+    a = _gentle(tmp_path / "timings" / "a.csv", ["Once", "upon", "a", "time"])
+    b = _gentle(tmp_path / "b.csv", ["The", "end"])
+    table = tmp_path / "stimuli.tsv"
+    table.write_text("task\tpath\trun\tonset\n"
+                     "story\ttimings/a.csv\t1\t3.5\n"
+                     f"story\t{b}\t2\t\n")
+    stim = read_stimuli_table(table, tmp_path)
+    assert stim["path"].tolist() == [a, b]
+    run1 = _run(tmp_path, run=1)
+    run2 = _run(tmp_path, run=2, events_onset=7.0)
+    assert _stories_from_table(stim, run1) == (StoryPlacement(a, 3.5),)
+    assert _stories_from_table(stim, run2) == (StoryPlacement(b, 7.0),)   # from events.tsv
+    with pytest.raises(LlmfbnError, match="run 3"):
+        _stories_from_table(stim, _run(tmp_path, run=3))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("task\tfile\nstory\ta.csv\n", "wrong columns"),
+    ("task\tpath\nstory\tmissing.csv\n", "line 2"),
+    ("task\tpath\trun\nstory\ta.csv\tone\n", "whole number"),
+    ("task\tpath\n", "wrong columns"),
+])
+def test_stimuli_table_errors(tmp_path, content, message):
+    _gentle(tmp_path / "a.csv", ["x", "y"])
+    table = tmp_path / "stimuli.tsv"
+    table.write_text(content)
+    with pytest.raises(LlmfbnError, match=message):
+        read_stimuli_table(table, tmp_path)
+    with pytest.raises(LlmfbnError, match="does not exist"):
+        read_stimuli_table(tmp_path / "nope.tsv", tmp_path)
+
+
+def test_two_stories_in_one_run_need_onsets(tmp_path):
+    _gentle(tmp_path / "a.csv", ["x", "y"])
+    _gentle(tmp_path / "b.csv", ["z"])
+    table = tmp_path / "stimuli.tsv"
+    table.write_text("task\tpath\tonset\nstory\ta.csv\t40\nstory\tb.csv\t2\n")
+    stories = _stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path))
+    assert [p.onset_s for p in stories] == [2.0, 40.0]        # in playing order
+    table.write_text("task\tpath\nstory\ta.csv\nstory\tb.csv\n")
+    with pytest.raises(LlmfbnError, match="onset"):
+        _stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path))
+
+
+def _dataset(runs):
+    subjects = sorted({r.subject for r in runs})
+    return DatasetFiles(subjects=subjects,
+                        runs={s: [r for r in runs if r.subject == s] for s in subjects})
+
+
+def test_split_story_and_consistency_checks(tmp_path):
+    story = _gentle(tmp_path / "long.csv", [f"w{i}" for i in range(400)], step=0.45)
+    # a 180 s story played over two runs of 100 s: the second run starts 95 s into it
+    runs = [_run(tmp_path, subject=s, run=r, stories=[StoryPlacement(story, onset)])
+            for s in ("01", "02") for r, onset in ((1, 5.0), (2, -95.0))]
+    plan = plan_acquisitions(_dataset(runs))
+    assert list(plan) == ["task-story_run-1", "task-story_run-2"]
+    assert plan["task-story_run-2"].stories[0].onset_s == -95.0
+    np.testing.assert_allclose(plan["task-story_run-1"].frame_times_s()[:2], [0.5, 1.5])
+    # subjects disagreeing on the onset of a shared acquisition is an error
+    bad = runs[:3] + [_run(tmp_path, subject="02", run=2, stories=[StoryPlacement(story, -90)])]
+    with pytest.raises(LlmfbnError, match="disagree"):
+        plan_acquisitions(_dataset(bad))
+
+
+def test_story_beyond_its_single_run(tmp_path):
+    story = _gentle(tmp_path / "long.csv", [f"w{i}" for i in range(400)], step=0.45)
+    runs = [_run(tmp_path, stories=[StoryPlacement(story, 5.0)])]       # 180 s in 100 s
+    with pytest.raises(LlmfbnError, match="outside the run"):
+        plan_acquisitions(_dataset(runs))

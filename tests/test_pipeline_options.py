@@ -1,0 +1,102 @@
+"""End-to-end options on the small synthetic dataset: --stimuli for other layouts, several
+models side by side, and parallel participant jobs sharing one work directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_app.cli.run import main
+
+
+def _participant(bids, out, work, *extra):
+    return main([str(bids), str(out), "participant", "-w", str(work), "--nprocs", "1",
+                 "--n-atoms", "8", *map(str, extra)])
+
+
+def test_stimuli_table_with_word_tables_gives_the_same_atoms(dataset_copy, tmp_path):
+    """The same words as a word-table TSV mapped with --stimuli (no Narratives layout)
+    give exactly the atoms of the Gentle files found in the Narratives layout."""
+    bids = dataset_copy
+    assert _participant(bids, tmp_path / "gentle", tmp_path / "work1",
+                        "--participant-label", "001") == 0
+    rows = []
+    for task in ("lighthouse", "market"):
+        gentle = bids / "stimuli" / "gentle" / task / "align.csv"
+        table = pd.read_csv(gentle, header=None, names=["word", "aligned", "onset", "offset"],
+                            keep_default_na=False)
+        target = bids / "stimuli" / "tables" / f"{task}_words.tsv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        table[["word", "onset", "offset"]].replace("", "n/a").to_csv(target, sep="\t",
+                                                                      index=False)
+        rows.append({"task": task, "path": f"stimuli/tables/{task}_words.tsv"})
+    shutil.rmtree(bids / "stimuli" / "gentle")
+    mapping = tmp_path / "stimuli.tsv"
+    pd.DataFrame(rows).to_csv(mapping, sep="\t", index=False)
+    assert _participant(bids, tmp_path / "tables", tmp_path / "work2",
+                        "--participant-label", "001", "--stimuli", mapping) == 0
+    a = pd.read_csv(tmp_path / "gentle" / "atoms" / "desc-minilm_atoms.tsv", sep="\t")
+    b = pd.read_csv(tmp_path / "tables" / "atoms" / "desc-minilm_atoms.tsv", sep="\t")
+    np.testing.assert_array_equal(a.filter(like="atom").to_numpy(),
+                                  b.filter(like="atom").to_numpy())
+
+
+def _tiny_llama(folder):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+
+    from bids_app.features import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm").path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32,
+                         intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, max_position_embeddings=512)
+    LlamaModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_two_models_side_by_side(dataset_copy, tmp_path, capsys):
+    llama = _tiny_llama(tmp_path / "tinyllama")
+    out = tmp_path / "out"
+    args = ["--model", "minilm", str(llama)]
+    assert _participant(dataset_copy, out, tmp_path / "work", *args) == 0
+    assert main([str(dataset_copy), str(out), "group", "-w", str(tmp_path / "work"),
+                 "--n-atoms", "8", *args]) == 0
+    table = pd.read_csv(out / "group" / "desc-models_metrics.tsv", sep="\t")
+    assert table["label"].tolist() == ["minilm", "tinyllama"]
+    assert "diversity_n_coupled_atoms" in table.columns
+    for label in ("minilm", "tinyllama"):
+        assert (out / "atoms" / f"desc-{label}_atoms.tsv").is_file()
+        assert (out / "sub-003" / "func" /
+                f"sub-003_space-MNI152NLin2009cAsym_desc-{label}_stat-t_statmap.nii.gz").is_file()
+    neurons = pd.read_csv(out / "atoms" / "desc-tinyllama_neurons.tsv", sep="\t")
+    assert len(neurons) == 2 * 48
+    assert "Models side by side" in capsys.readouterr().out
+
+
+def test_parallel_participant_jobs_share_the_cache(dataset_copy, tmp_path):
+    """Two jobs started together on one work dir: the stimulus stage runs once, both jobs
+    finish, and neither reads a half-written cache."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "bids_app", str(dataset_copy), str(out), "participant",
+           "-w", str(work), "--nprocs", "1", "--n-atoms", "8", "--participant-label"]
+    jobs = [subprocess.Popen(cmd + [label], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env) for label in ("001", "002")]
+    logs = [job.communicate(timeout=900) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], [err[-2000:] for _, err in logs]
+    stderr = "".join(err for _, err in logs)
+    assert stderr.count("Loading language model") == 1
+    assert stderr.count("computed by another job") + stderr.count("reusing cached") >= 2
+    for label in ("001", "002"):
+        assert (out / f"sub-{label}" / "func").is_dir()
+    leftovers = [p for p in (work / "llmfbn").rglob(".*") if p.is_dir()]
+    assert not leftovers
