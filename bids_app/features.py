@@ -20,10 +20,21 @@ Values are captured with forward *pre*-hooks on those modules, which see exactly
 the second FFN layer receives.
 
 A word's activation is the mean over the sub-word tokens that overlap the word's characters
-(ours). Long stories are cut into overlapping windows of ``W`` tokens with a stride of
-``W // 2``; decoders take each token from the earliest window that holds it (so it sees at
-least ``W / 2`` previous tokens, except the first ``W`` tokens of the story), encoders from
-the window in which it is most central (ours).
+(``pooling="mean"``, the default, ours) or the activation of its last sub-word token
+(``pooling="last"``). Long stories are cut into overlapping windows of ``W`` tokens with a
+stride of ``W // 2``; decoders take each token from the earliest window that holds it (so it
+sees at least ``W / 2`` previous tokens, except the first ``W`` tokens of the story),
+encoders from the window in which it is most central (ours).
+
+Precision: weights are float32 on the CPU and bfloat16 on CUDA (float16 where the GPU has no
+bfloat16) unless ``dtype`` says otherwise; word sums are accumulated in float64 and the
+returned activations are float32 whatever the weights' precision.
+
+GGUF checkpoints (e.g. the bundled ``smollm2``) are dequantised once by ``transformers``
+(slow: ~20 s for SmolLM2-135M on 2 cores) and re-saved as a safetensors copy (model +
+tokenizer) in ``$LLMFBN_CACHE/models/<label>-<key>`` (default ``$XDG_CACHE_HOME/llmfbn``,
+else ``~/.cache/llmfbn``), where ``key`` hashes the GGUF file's name, size and mtime;
+later loads read that copy (< 1 s). The model's identity stays keyed to the GGUF file.
 
 Typical use::
 
@@ -36,9 +47,14 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import json
+import logging
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -48,12 +64,16 @@ import pandas as pd
 
 from bids_app.errors import LlmfbnError
 
+LOGGER = logging.getLogger("llmfbn")
+
 __all__ = [
     "BUNDLED_MODELS",
     "FFN_PATHS",
     "LanguageModel",
     "ModelSpec",
+    "POOLINGS",
     "find_ffn_layers",
+    "gguf_cache_folder",
     "load_model",
     "neuron_table",
     "plan_windows",
@@ -85,6 +105,13 @@ FFN_PATHS = (
     ("llama", "feed_forward.w2", "feed_forward.w1"),
 )
 _FAMILIES = ("bert", "llama", "gpt2")
+
+#: How a word's sub-word tokens are pooled into one activation per AN.
+POOLINGS = ("mean", "last")
+
+_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+_GGUF_CACHE_VERSION = "1"
+_GGUF_CACHE_MARKER = "llmfbn_source.json"
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 _ACCEPTED_FORMS = (
@@ -458,15 +485,23 @@ class LanguageModel:
         Longest input (in tokens, special tokens included) the model accepts.
     device : torch.device
         Where the model lives.
+    dtype : torch.dtype
+        Precision of the weights (and of the hooked activations).
+    weights_path : str
+        What the weights were read from: the model folder or Hugging Face snapshot, or for
+        GGUF checkpoints the cached safetensors copy (the GGUF file itself when no copy
+        could be written).
     ffn_modules : list of torch.nn.Module
         The hooked module of each layer (its input holds the ANs).
     """
 
-    def __init__(self, spec: ModelSpec, model, tokenizer, device):
+    def __init__(self, spec: ModelSpec, model, tokenizer, device, weights_path: str = ""):
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        self.dtype = next(model.parameters()).dtype
+        self.weights_path = str(weights_path or spec.path)
         self.family, self.ffn_modules, self.layer_sizes = find_ffn_layers(model)
         self.n_neurons = int(sum(self.layer_sizes))
         config = getattr(model, "config", None)
@@ -477,7 +512,7 @@ class LanguageModel:
         return (f"LanguageModel({self.spec.label!r}, family={self.family!r}, "
                 f"decoder={self.is_decoder}, layers={len(self.layer_sizes)}, "
                 f"n_neurons={self.n_neurons}, max_positions={self.max_positions}, "
-                f"device={str(self.device)!r})")
+                f"device={str(self.device)!r}, dtype={str(self.dtype).split('.')[-1]!r})")
 
 
 def _max_positions(config, tokenizer) -> int:
@@ -533,7 +568,147 @@ def _hf_snapshot(spec: ModelSpec) -> str | None:
             found=f"{type(exc).__name__}", todo="run resolve_model again") from exc
 
 
-def load_model(spec: ModelSpec, device: str = "cpu", dtype: str = "float32") -> LanguageModel:
+def _torch_dtype(dtype, torch_device):
+    """The weights' precision: float32 on CPU, bfloat16 (else float16) on CUDA by default."""
+    import torch
+
+    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        if torch_device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        name = str(dtype).split(".")[-1]
+    else:
+        name = str(dtype).strip().lower().removeprefix("torch.")
+    if name not in _DTYPE_NAMES:
+        raise LlmfbnError(f"unknown dtype {dtype!r}",
+                          expected=f"None (float32 on CPU, bfloat16 on CUDA) or one of "
+                                   f"{', '.join(_DTYPE_NAMES)}",
+                          found=repr(dtype), todo="leave dtype unset, or use float32")
+    return getattr(torch, name)
+
+
+def _cache_root() -> Path:
+    """The llmfbn cache: $LLMFBN_CACHE, else $XDG_CACHE_HOME/llmfbn, else ~/.cache/llmfbn."""
+    configured = os.environ.get("LLMFBN_CACHE", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "llmfbn"
+
+
+def gguf_cache_folder(spec: ModelSpec) -> Path:
+    """Where the safetensors copy of a GGUF model is cached.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        A resolved GGUF model (``spec.gguf_file`` set).
+
+    Returns
+    -------
+    folder : pathlib.Path
+        ``<cache>/models/<label>-<key>`` where ``<cache>`` is ``$LLMFBN_CACHE`` (else
+        ``$XDG_CACHE_HOME/llmfbn``, else ``~/.cache/llmfbn``) and ``key`` is a hash of the
+        GGUF file's name, size in bytes and mtime in ns: a changed file gets a new copy.
+        The folder may not exist yet.
+    """
+    if not spec.gguf_file:
+        raise ValueError(f"{spec.name!r} is not a GGUF model")
+    gguf = Path(spec.path) / spec.gguf_file
+    try:
+        stat = gguf.stat()
+    except OSError as exc:
+        raise LlmfbnError(f"the GGUF file of {spec.name!r} is gone", expected=str(gguf),
+                          found=f"{type(exc).__name__}",
+                          todo="run resolve_model again") from exc
+    key = f"v{_GGUF_CACHE_VERSION}|{gguf.name}|{stat.st_size}|{stat.st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return _cache_root() / "models" / f"{spec.label}-{digest}"
+
+
+def _cached_copy_ok(folder: Path, spec: ModelSpec) -> bool:
+    try:
+        marker = json.loads((folder / _GGUF_CACHE_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return (marker.get("gguf_file") == spec.gguf_file
+            and (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+            and bool(_weight_files(folder)))
+
+
+def _missing_gguf_packages(spec: ModelSpec) -> None:
+    missing = [pkg for pkg in ("gguf", "accelerate") if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise LlmfbnError(
+            f"loading the GGUF model {spec.name!r} needs the packages "
+            f"{' and '.join(missing)}",
+            found=f"{', '.join(missing)} not installed",
+            todo=f"pip install {' '.join(missing)}")
+
+
+def _dequantised_gguf(spec: ModelSpec):
+    """Tokenizer and float32 causal LM read from a GGUF file (slow: dequantises)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _missing_gguf_packages(spec)
+    kwargs = {"gguf_file": spec.gguf_file, "dtype": torch.float32}
+    try:  # transformers >= 5 can keep GGUF blocks packed; ask for plain dense weights
+        from transformers import GgufConfig
+        kwargs["quantization_config"] = GgufConfig(gguf_file=spec.gguf_file, dequantize=True)
+    except ImportError:  # pragma: no cover - older transformers always dequantise
+        pass
+    tokenizer = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+    causal = AutoModelForCausalLM.from_pretrained(spec.path, **kwargs)
+    # Dequantised weights are plain tensors: nothing of the quantizer is needed any more,
+    # and its presence would stop save_pretrained.
+    if getattr(causal, "hf_quantizer", None) is not None:
+        causal.hf_quantizer = None
+    if getattr(causal.config, "quantization_config", None) is not None:
+        del causal.config.quantization_config
+    return tokenizer, causal
+
+
+def _write_gguf_copy(spec: ModelSpec, folder: Path, tokenizer, causal) -> bool:
+    """Save a dequantised GGUF model + tokenizer atomically into ``folder``.
+
+    Returns False (with a warning) when the cache cannot be written; the caller then
+    uses the model in memory.
+    """
+    temporary = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        causal.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        gguf = Path(spec.path) / spec.gguf_file
+        (temporary / _GGUF_CACHE_MARKER).write_text(json.dumps(
+            {"gguf_file": spec.gguf_file, "gguf_path": str(gguf), "identity": spec.identity,
+             "cache_version": _GGUF_CACHE_VERSION}, indent=2))
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in (temporary, *temporary.iterdir()):  # mkdtemp makes 0700: follow umask
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+        if folder.exists():  # an invalid leftover (a valid one is never rewritten)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(temporary, folder)
+        except OSError:
+            if not _cached_copy_ok(folder, spec):  # not another process winning the race
+                raise
+        return True
+    except OSError as exc:
+        LOGGER.warning("Could not cache a safetensors copy of %s in %s (%s); loading the "
+                       "GGUF file directly (set LLMFBN_CACHE to a writable folder to "
+                       "load in < 1 s next time)", spec.gguf_file, folder, exc)
+        return False
+    finally:
+        if temporary is not None and temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def load_model(spec: ModelSpec, device: str = "cpu", dtype=None) -> LanguageModel:
     """Load a resolved model: fast tokenizer + base model, eval mode, no gradients.
 
     Parameters
@@ -542,42 +717,45 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype: str = "float32") -> 
         From :func:`resolve_model`.
     device : {"cpu", "cuda", "cuda:N", "auto"}
         Where to run it. ``"cuda"`` without a GPU raises :class:`LlmfbnError`.
-    dtype : {"float32", "bfloat16", "float16"}
-        Weight precision; float32 (the default) gives reproducible activations.
+    dtype : {None, "float32", "bfloat16", "float16"} or torch.dtype, optional
+        Weight precision. None (or ``"auto"``): float32 on CPU (reproducible
+        activations), bfloat16 on CUDA (float16 on GPUs without bfloat16).
 
     Returns
     -------
     lm : LanguageModel
+
+    Notes
+    -----
+    A GGUF model is dequantised on its first load and a safetensors copy is cached (see
+    :func:`gguf_cache_folder`); later loads read the copy. The copy is written to a
+    temporary folder and renamed into place, so concurrent runs never see half a copy.
     """
     import torch
 
     torch_device = _torch_device(device)
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16,
-              "float16": torch.float16}
-    if dtype not in dtypes:
-        raise LlmfbnError(f"unknown dtype {dtype!r}", expected=", ".join(dtypes),
-                          found=repr(dtype), todo="use float32")
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    torch_dtype = _torch_dtype(dtype, torch_device)
+    from transformers import AutoModel, AutoTokenizer
 
     where = f"{spec.path}" + (f" ({spec.gguf_file})" if spec.gguf_file else "")
-    source = _hf_snapshot(spec) or spec.path
     try:
+        model = None
         if spec.gguf_file:
-            missing = [pkg for pkg in ("gguf", "accelerate")
-                       if importlib.util.find_spec(pkg) is None]
-            if missing:
-                raise LlmfbnError(
-                    f"loading the GGUF model {spec.name!r} needs the packages "
-                    f"{' and '.join(missing)}",
-                    found=f"{', '.join(missing)} not installed",
-                    todo=f"pip install {' '.join(missing)}")
-            tokenizer = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
-            causal = AutoModelForCausalLM.from_pretrained(
-                spec.path, gguf_file=spec.gguf_file, dtype=dtypes[dtype])
-            model = causal.base_model  # e.g. LlamaForCausalLM.model
+            folder = gguf_cache_folder(spec)
+            source = str(folder)
+            if not _cached_copy_ok(folder, spec):
+                LOGGER.info("Dequantising %s once; caching a safetensors copy in %s",
+                            spec.gguf_file, folder)
+                tokenizer, causal = _dequantised_gguf(spec)
+                if not _write_gguf_copy(spec, folder, tokenizer, causal):
+                    source = str(Path(spec.path) / spec.gguf_file)
+                    model = causal.base_model.to(torch_dtype)  # LlamaForCausalLM.model
+                del causal
         else:
+            source = _hf_snapshot(spec) or spec.path
+        if model is None:
             tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
-            model = AutoModel.from_pretrained(source, dtype=dtypes[dtype])
+            model = AutoModel.from_pretrained(source, dtype=torch_dtype)
     except LlmfbnError:
         raise
     except (OSError, ValueError, KeyError, TypeError, ImportError, RuntimeError) as exc:
@@ -598,7 +776,7 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype: str = "float32") -> 
     model.eval()
     model.requires_grad_(False)
     model.to(torch_device)
-    return LanguageModel(spec, model, tokenizer, torch_device)
+    return LanguageModel(spec, model, tokenizer, torch_device, weights_path=source)
 
 
 def neuron_table(lm: LanguageModel) -> pd.DataFrame:
@@ -622,14 +800,30 @@ def neuron_table(lm: LanguageModel) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 # Running the model
 # --------------------------------------------------------------------------------------
+class _StopForward(Exception):
+    """Raised by the hook of the last wanted layer: the rest of the forward pass is skipped."""
+
+
 @contextlib.contextmanager
-def _ffn_hooks(lm: LanguageModel, on_input: Callable[[int, object], None]) -> Iterator[None]:
-    """Call ``on_input(layer, tensor)`` with each FFN second layer's input; always unhook."""
+def _ffn_hooks(lm: LanguageModel, on_input: Callable[[int, object], None],
+               layers: Sequence[int] | None = None,
+               stop_after_last: bool = False) -> Iterator[None]:
+    """Call ``on_input(layer, tensor)`` with each (wanted) FFN second layer's input.
+
+    With ``stop_after_last``, the hook of the last wanted layer raises :class:`_StopForward`
+    so that later blocks are not computed. Hooks are always removed.
+    """
     handles = []
+    wanted = range(len(lm.ffn_modules)) if layers is None else sorted(layers)
+    last = max(wanted)
     try:
-        for layer, module in enumerate(lm.ffn_modules):
+        for layer in wanted:
+            module = lm.ffn_modules[layer]
+
             def hook(_module, args, _layer=layer):
                 on_input(_layer, args[0])
+                if stop_after_last and _layer == last:
+                    raise _StopForward
             handles.append(module.register_forward_pre_hook(hook))
         yield
     finally:
@@ -770,13 +964,15 @@ def _word_token_pairs(spans: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
 
 
 def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: int = 256,
-                     batch_size: int = 8, progress: bool = False) -> np.ndarray:
+                     batch_size: int = 8, progress: bool = False,
+                     pooling: str = "mean", layers: Sequence[int] | None = None) -> np.ndarray:
     """Activation of every AN for every word of a story.
 
     The words are joined with single spaces and tokenized once (no special tokens), with
     character offsets. A token belongs to every word whose characters it overlaps, so
     punctuation, casing and words split into several sub-word tokens map correctly; a
-    word's activation is the mean over its tokens (ours). A word that produces no token
+    word's activation is the mean over its tokens (``pooling="mean"``, ours) or the
+    activation of its last token (``pooling="last"``). A word that produces no token
     at all gets the activation of the nearest previous token (of the first token at the
     story start); no error is raised for it.
 
@@ -798,16 +994,24 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
         Windows per forward pass (right-padded, with an attention mask).
     progress : bool, default False
         Show a progress bar over batches.
+    pooling : {"mean", "last"}, default "mean"
+        How a word's sub-word tokens become one value per AN: their mean, or the last
+        token's activation (for decoders the one that has seen the whole word).
+    layers : sequence of int or None
+        Record only these layers (memory: a big model's words x ANs may not fit). The
+        forward pass stops after the last of them.
 
     Returns
     -------
     activations : ndarray of float32, shape (n_words, n_neurons)
-        Columns as in :func:`neuron_table`. Token activations are summed in float64.
+        Columns as in :func:`neuron_table` (restricted to ``layers``, in layer order).
+        Token activations are summed in float64
+        (on the model's device) whatever the weights' precision.
 
     Raises
     ------
     LlmfbnError
-        Words that are not strings, or a story without any token.
+        Words that are not strings, an unknown pooling, or a story without any token.
     """
     import torch
 
@@ -821,11 +1025,27 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
         raise LlmfbnError("every word must be a string", expected="a list of str",
                           found=f"{type(words[bad[0]]).__name__} at position {bad[0]}",
                           todo="convert the words to str (missing words: drop them)")
+    if pooling not in POOLINGS:
+        raise LlmfbnError(f"unknown pooling {pooling!r}",
+                          expected=" or ".join(repr(p) for p in POOLINGS),
+                          found=repr(pooling),
+                          todo='use pooling="mean" (default) or pooling="last"')
     if int(batch_size) < 1:
         raise LlmfbnError("batch_size must be at least 1", expected=">= 1",
                           found=str(batch_size), todo="use the default 8")
+    n_layers = len(lm.layer_sizes)
+    if layers is None:
+        layers = list(range(n_layers))
+    else:
+        layers = sorted({int(layer) for layer in layers})
+        if not layers or layers[0] < 0 or layers[-1] >= n_layers:
+            raise LlmfbnError("layers out of range", expected=f"indices 0..{n_layers - 1}",
+                              found=str(layers))
+    sizes = [lm.layer_sizes[layer] for layer in layers]
+    column_of_layer = dict(zip(layers, np.concatenate([[0], np.cumsum(sizes)])[:-1]))
+    n_columns = int(sum(sizes))
     n_words = len(words)
-    activations = np.zeros((n_words, lm.n_neurons), dtype=np.float32)
+    activations = np.zeros((n_words, n_columns), dtype=np.float32)
     if n_words == 0:
         return activations
 
@@ -853,6 +1073,9 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
     length = min(window, n_tokens)
 
     pair_word, pair_token = _word_token_pairs(spans, offsets)
+    if pooling == "last":  # pairs come word by word, tokens in increasing order
+        last = np.r_[pair_word[1:] != pair_word[:-1], True]
+        pair_word, pair_token = pair_word[last], pair_token[last]
     n_tokens_of_word = np.bincount(pair_word, minlength=n_words)
     pair_window = owner[pair_token]
 
@@ -861,7 +1084,6 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
     # ~10^5-10^6 ANs).
     pending_sums: dict[int, np.ndarray] = {}
     pending_counts: dict[int, int] = {}
-    offsets_of_layer = np.concatenate([[0], np.cumsum(lm.layer_sizes)])
 
     batches = range(0, len(starts), int(batch_size))
     if progress:
@@ -879,14 +1101,17 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
                            device=selected.device)
         sums.index_add_(0, state["pair_row"], selected[state["pair_sel"]])
         sums = sums.cpu().numpy()
-        cols = slice(offsets_of_layer[layer], offsets_of_layer[layer + 1])
+        start = int(column_of_layer[layer])
+        cols = slice(start, start + lm.layer_sizes[layer])
         done = state["complete"]
         activations[state["touched"][done], cols] = (
             sums[done] / state["counts"][done, None]).astype(np.float32)
         for row in np.flatnonzero(~done):
             pending_sums[int(state["touched"][row])][cols] += sums[row]
 
-    with _ffn_hooks(lm, accumulate), torch.inference_mode():
+    stop_early = layers[-1] < n_layers - 1
+    with _ffn_hooks(lm, accumulate, layers, stop_after_last=stop_early), \
+            torch.inference_mode():
         for first in batches:
             batch_windows = np.arange(first, min(first + int(batch_size), len(starts)))
             input_ids = np.empty((batch_windows.size, len(prefix) + length + len(suffix)),
@@ -911,7 +1136,7 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
                                  and int(w) not in pending_sums
                                  for i, w in enumerate(touched)], dtype=bool)
             for w in touched[~complete]:
-                pending_sums.setdefault(int(w), np.zeros(lm.n_neurons, dtype=np.float64))
+                pending_sums.setdefault(int(w), np.zeros(n_columns, dtype=np.float64))
             state.update(
                 rows=torch.as_tensor(rows, device=lm.device),
                 positions=torch.as_tensor(positions, device=lm.device),
@@ -920,8 +1145,11 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
                 n_touched=touched.size, touched=touched, complete=complete,
                 counts=n_tokens_of_word[touched].astype(np.float64))
 
-            lm.model(input_ids=torch.as_tensor(input_ids, device=lm.device),
-                     attention_mask=torch.as_tensor(attention_mask, device=lm.device))
+            try:
+                lm.model(input_ids=torch.as_tensor(input_ids, device=lm.device),
+                         attention_mask=torch.as_tensor(attention_mask, device=lm.device))
+            except _StopForward:
+                pass
 
             for i, w in enumerate(touched):
                 if not complete[i]:

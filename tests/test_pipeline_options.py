@@ -100,3 +100,19 @@ def test_parallel_participant_jobs_share_the_cache(dataset_copy, tmp_path):
         assert (out / f"sub-{label}" / "func").is_dir()
     leftovers = [p for p in (work / "llmfbn").rglob(".*") if p.is_dir()]
     assert not leftovers
+
+
+def test_memory_budget_streams_layers_with_identical_responses(dataset_copy, tmp_path):
+    """A tiny --mem-gb processes one layer at a time; the on-disk responses are identical."""
+    from bids_app.workflow import _layer_chunks
+
+    assert _layer_chunks([10, 10, 10], n_words=100, mem_gb=1e-5) == [[0], [1], [2]]
+    assert _layer_chunks([10, 10, 10], n_words=100, mem_gb=1.0) == [[0, 1, 2]]
+    for name, budget in (("big", "8"), ("tiny", "0.02")):
+        assert _participant(dataset_copy, tmp_path / f"out-{name}", tmp_path / f"work-{name}",
+                            "--participant-label", "001", "--mem-gb", budget) == 0
+    big, tiny = (np.load(next((tmp_path / f"work-{n}").rglob("x.npy"))) for n in ("big", "tiny"))
+    assert big.shape == tiny.shape == (9216, 416)
+    np.testing.assert_array_equal(big, tiny)
+    norms = np.linalg.norm(big, axis=1)
+    assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
