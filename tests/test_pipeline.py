@@ -91,8 +91,9 @@ def test_participant_maps_shapes(planted_run):
     r2_data = np.asarray(r2.dataobj)
     assert np.all((r2_data >= 0) & (r2_data <= 1))
     atoms = pd.read_csv(output / "atoms" / "desc-minilm_atoms.tsv", sep="\t")
-    assert list(atoms.columns[:3]) == ["task", "frame", "time_s"]
-    assert atoms.shape[1] == 3 + 64
+    assert list(atoms.columns[:5]) == ["acquisition", "task", "run", "frame", "time_s"]
+    assert atoms.shape[1] == 5 + 64
+    assert (output / "atoms" / "desc-minilm_stability.json").is_file()
     logs = list((output / "logs").glob("config_participant_*.json"))
     assert logs and json.loads(logs[0].read_text())["model"] == ["minilm"]
     assert (output / "logs" / "CITATION.md").is_file()
