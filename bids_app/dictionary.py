@@ -11,9 +11,12 @@ of ``sparse_encode(algorithm="lasso_cd", alpha=alpha)``.
 
 Algorithm
 ---------
-1. *Initialisation*: k-means++-like seeding on a seeded subsample of rows (each new atom is a
-   row drawn with probability proportional to its energy left after projection on the
-   nearest atom chosen so far), so atoms start as real, diverse AN time courses.
+1. *Initialisation*: greedy k-means++ seeding on a seeded subsample of (up to 20,000) rows:
+   each new atom is, of a few rows drawn with probability proportional to their energy
+   left after projection on the nearest atom so far, the one leaving the least energy.
+   Atoms start as real, diverse AN time courses. When X has at least twice as many rows
+   as that subsample, steps 2-3 first run on the subsample alone (cheap epochs while the
+   atoms are far off), then step 3 continues on all rows from the atoms found.
 2. *Online epochs* (``online_epochs``, Mairal's algorithm 1 with mini-batches and the
    forgetting factor of scikit-learn's ``MiniBatchDictionaryLearning``): mini-batches of
    ``batch_size`` rows are coded, the sufficient statistics A = sum(a a^T) and B = sum(a x^T)
@@ -24,7 +27,7 @@ Algorithm
    Each epoch therefore cannot increase the objective (up to the coding tolerance).
    Atoms that no AN uses are re-initialised with the worst-reconstructed rows.
 4. *Final codes*: a last lasso pass in float64 to a duality gap of ``1e-11 * ||x||^2`` per
-   row, the same solution as scikit-learn's coordinate descent within ~1e-5.
+   row: scikit-learn's ``sparse_encode(algorithm="lasso_cd")`` solution within 1e-4.
 
 Sparse coding is FISTA with adaptive restart on the Gram matrix G = D D^T (n_atoms^2) and
 C = X D^T, stopped per row on the lasso duality gap; converged rows leave the working set.
@@ -50,7 +53,7 @@ from bids_app.errors import LlmfbnError
 LOGGER = logging.getLogger("llmfbn")
 
 #: Identifies the algorithm and its fixed settings (for cache keys): change it with them.
-ALGORITHM_ID = "torch-fista-bcd-v1"
+ALGORITHM_ID = "torch-fista-bcd-v2"
 
 _GAP_TOL_FIT = 1e-6      # per-row duality gap / ||x||^2 in batch epochs (float32)
 _GAP_TOL_ONLINE = 1e-4   # ... in online epochs (the atoms move after every mini-batch)
@@ -60,10 +63,10 @@ _MAX_ITER_FIT = 300      # FISTA iterations per chunk while learning
 _MAX_ITER_FINAL = 20000
 _CHECK_EVERY = 10        # FISTA iterations between duality-gap checks
 _BCD_PASSES = 20         # max passes of block coordinate descent per batch epoch
-_INIT_SAMPLE = 20000     # rows drawn for the k-means++-like initialisation
+_INIT_SAMPLE = 20000     # rows drawn for the initialisation (and the warm-up epochs when
+                         # X has at least twice as many)
 _TUNE_SAMPLE = 4000      # rows used to pick alpha from target_sparsity
-_DEFAULT_CHUNK = 8192
-_WARMUP_ROWS = 20000     # with >= 2x as many rows, the first epochs run on a subsample
+_DEFAULT_CHUNK = 32768    # rows per chunk (fewer, larger operations)
 _MAX_RETUNES = 5         # re-tunings of alpha (target_sparsity) before it is kept fixed
 _SMALL_PROBLEM = 2 ** 20  # n_rows * n_atoms below which one CPU thread is used
 
@@ -223,10 +226,16 @@ class _Rows:
         if self.data is not None:
             return self.data[torch.as_tensor(index, device=self.device)]
         source = index if self.rows is None else self.rows[index]
-        tensor = torch.from_numpy(np.ascontiguousarray(self.X[source], dtype=np.float32))
-        if self._mm is not None and len(source):
-            self._release(self.X[source.min():source.max() + 1])
-        return tensor.to(self.device)
+        out = np.empty((len(source), self.n_trs), dtype=np.float32)
+        for start in range(0, len(source), self.chunk_rows):    # no float64 temporaries
+            part = source[start:start + self.chunk_rows]
+            out[start:start + len(part)] = self.X[part]
+            if self._mm is not None:
+                self._release(self.X[part.min():part.max() + 1])
+        if not np.isfinite(out).all():
+            raise LlmfbnError("X holds NaN or infinite values", expected="finite responses",
+                              todo="check the AN responses (silent ANs must be zero, not NaN)")
+        return torch.from_numpy(out).to(self.device)
 
 
 def _lipschitz(gram: torch.Tensor) -> float:
@@ -297,13 +306,15 @@ def _lasso_gram(gram, cross, x_sq, alpha, init, gap_tol, max_iter, lipschitz):
                     break
                 active, a, y, t = active[keep], a[keep], y[keep], t[keep]
                 c, xs, tol = c[keep], xs[keep], tol[keep]
-        grad = y @ gram - c
-        z = y - step * grad
-        a_new = torch.sign(z) * (z.abs() - threshold).clamp_min(0)
-        restart = ((y - a_new) * (a_new - a)).sum(1) > 0
+        # few, fused (n_rows, n_atoms) operations: each is a parallel region, and on
+        # busy cores every region can cost a scheduler time slice
+        z = torch.addmm(torch.add(y, c, alpha=step), y, gram, alpha=-step)
+        a_new = z - z.clamp(-threshold, threshold)             # soft-thresholding
+        diff = a_new - a
+        restart = ((y - a_new) * diff).sum(1) > 0
         t = torch.where(restart, torch.ones_like(t), t)
         t_new = 0.5 * (1 + torch.sqrt(1 + 4 * t * t))
-        y = a_new + ((t - 1) / t_new)[:, None] * (a_new - a)
+        y = torch.addcmul(a_new, ((t - 1) / t_new)[:, None], diff)
         a, t = a_new, t_new
         n_iter += 1
     return codes, resid_sq, n_iter
@@ -410,10 +421,13 @@ class DictionaryLearner:
     alpha_ : float
         The penalty used.
     history_ : list of dict
-        One entry per epoch: ``epoch``, ``phase`` ("online" or "batch"), ``objective`` (for
-        "online" the sum of the mini-batch objectives as they were coded; for "batch" the
-        exact objective of the epoch's codes and the atoms they were coded with),
-        ``alpha``, ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA iterations).
+        One entry per epoch: ``epoch``, ``phase`` ("online", "batch", or "subsample
+        online"/"subsample batch" for the warm-up on a subsample), ``n_rows`` (rows the
+        epoch ran on), ``objective`` (for online epochs the sum of the mini-batch
+        objectives as they were coded; for batch epochs the exact objective of the epoch's
+        codes and the atoms they were coded with, which cannot increase while ``alpha`` is
+        fixed), ``alpha``, ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA
+        iterations).
     n_iter_ : int
         Epochs run.
     converged_ : bool
@@ -466,8 +480,8 @@ class DictionaryLearner:
         n_trs, k = X.shape[1], self.n_atoms
         per_row_work = n_trs * (4 + 8 + X.dtype.itemsize) + 16 * k * 8
         codes_bytes = n_rows * k * 4 * 2            # warm-start store + final codes
-        if n_rows >= 2 * _WARMUP_ROWS:              # the subsample's copy and codes
-            codes_bytes += _WARMUP_ROWS * (n_trs + k) * 4
+        n_sample = min(n_rows, max(_INIT_SAMPLE, 20 * k))   # initialisation / warm-up rows
+        codes_bytes += n_sample * (2 * n_trs + k) * 4
         view_ok = (rows is None and _mmap_of(X) is None and X.dtype == np.float32
                    and X.flags.c_contiguous and _resolve_device(self.device).type == "cpu")
         copy_bytes = 0 if view_ok else n_rows * n_trs * 4
@@ -502,16 +516,15 @@ class DictionaryLearner:
         """k-means++-like seeding (on |cosine|) from a subsample of the non-zero rows."""
         n_sample = min(data.n, max(_INIT_SAMPLE, 20 * self.n_atoms))
         index = np.sort(rng.choice(data.n, size=n_sample, replace=False))
-        sample = data.take(index).cpu().double().numpy()
+        sample = data.take(index).cpu().numpy()                 # float32
         norms = np.linalg.norm(sample, axis=1)
-        nonzero = norms > 1e-12 * max(1.0, float(norms.max(initial=0.0)))
+        nonzero = norms > 1e-6 * max(1.0, float(norms.max(initial=0.0)))
         if int(nonzero.sum()) < self.n_atoms:
             raise LlmfbnError("too few non-zero rows (responding neurons) to learn from",
                               found=f"{int(nonzero.sum())} of {n_sample} sampled rows",
                               todo="check the responses or lower --n-atoms")
-        index, sample = index[nonzero], sample[nonzero]
-        unit = sample / norms[nonzero, None]
-        atoms = np.zeros((self.n_atoms, unit.shape[1]))
+        unit = sample[nonzero] / norms[nonzero, None]
+        atoms = np.zeros((self.n_atoms, unit.shape[1]), dtype=np.float32)
         first = int(rng.integers(len(unit)))
         atoms[0] = unit[first]
         best = np.abs(unit @ atoms[0])
@@ -530,9 +543,10 @@ class DictionaryLearner:
             pick = int(picks[np.argmin((1.0 - after ** 2).sum(0))])
             atoms[k] = unit[pick]
             best = np.maximum(best, np.abs(unit @ atoms[k]))
+        del unit
         tune_rows = sample[:_TUNE_SAMPLE] if len(sample) <= _TUNE_SAMPLE else \
             sample[np.sort(rng.choice(len(sample), size=_TUNE_SAMPLE, replace=False))]
-        return atoms, tune_rows
+        return atoms, tune_rows, sample
 
     # ------------------------------------------------------------------ alpha from sparsity
     def _tune_alpha(self, solver: _Solver, tune_x: torch.Tensor, start: float) -> float:
@@ -593,7 +607,7 @@ class DictionaryLearner:
         rng = np.random.default_rng(self.random_state)
         data = _Rows(X, rows, device, resident, chunk_rows)
         n, n_trs, k = data.n, data.n_trs, self.n_atoms
-        atoms_np, tune_np = self._init_atoms(data, rng)
+        atoms_np, tune_np, sample = self._init_atoms(data, rng)
         atoms = torch.from_numpy(atoms_np.astype(np.float32)).to(device)
         tune_x = torch.from_numpy(tune_np.astype(np.float32)).to(device)
         tuning = self.target_sparsity is not None
@@ -606,15 +620,16 @@ class DictionaryLearner:
                     n, n_trs, k, device, alpha, "" if resident else
                     f" (streaming X in chunks of {chunk_rows} rows)")
         online_epochs = self.online_epochs
-        if n >= 2 * _WARMUP_ROWS:
+        if n >= 2 * len(sample):
             # Most epochs are spent while the atoms are still far off: run them on a
             # subsample of rows, then refine on all rows from there.
-            index = np.sort(rng.choice(n, size=_WARMUP_ROWS, replace=False))
-            sub = _Rows(data.take(index).cpu().numpy(), None, device, True, _DEFAULT_CHUNK)
+            # (the seeded rows drawn for the initialisation)
+            sub = _Rows(sample, None, device, True, _DEFAULT_CHUNK)
             atoms, alpha, _ = self._learn(sub, atoms, alpha, tune_x, rng, online_epochs,
                                           "subsample ")
             online_epochs = 0
             del sub
+        del sample
         atoms, alpha, store = self._learn(data, atoms, alpha, tune_x, rng, online_epochs, "")
         self.n_iter_ = len(self.history_)
         self.alpha_ = float(alpha)
@@ -748,7 +763,7 @@ class DictionaryLearner:
         atoms = (atoms.double() / norms.clamp_min(1e-30)[:, None]).float()
         atoms[norms <= 1e-30] = 0
         self.components_ = atoms.cpu().numpy()
-        codes = self._encode(data, store, device)
+        codes, objective = self._encode(data, store, device)
         usage = np.asarray(abs(codes).sum(axis=0)).ravel()
         order = np.argsort(-usage, kind="stable")
         signs = np.where(np.asarray(codes.sum(axis=0)).ravel()[order] < 0, -1, 1)
@@ -757,25 +772,40 @@ class DictionaryLearner:
         codes = codes[:, order] @ sp.diags(signs).tocsr()
         self.codes_ = sp.csr_matrix(codes, dtype=np.float32)
         self.codes_.sort_indices()
-        self.objective_ = _objective_chunks(data, self.codes_, self.components_, self.alpha_)
+        self.objective_ = objective      # reordering and signs leave it unchanged
         LOGGER.info("Atoms learned in %d epochs: objective %.6g, alpha %.4g, %.2f non-zeros "
                     "per row", self.n_iter_, self.objective_, self.alpha_,
                     self.codes_.nnz / max(n, 1))
         del store
 
     def _encode(self, data: _Rows, store, device):
-        """Accurate float64 lasso codes of every row of ``data`` (CSR, float32)."""
+        """Accurate float64 lasso codes of every row of ``data``.
+
+        Returns the codes (CSR, float32) and the objective of these float32 codes with
+        ``components_``, in float64 from K-sized quantities (no second pass over X).
+        """
         atoms = torch.from_numpy(self.components_).to(device)
         solver = _Solver.of(atoms)
-        blocks = []
+        atoms64 = atoms.double()
+        gram64 = atoms64 @ atoms64.T
+        blocks, total = [], 0.0
         for start, stop in data.chunks():
             init = None if store is None else store[start:stop].to(device)
-            codes, _, _ = solver.code(data.get(start, stop), self.alpha_, init=init,
-                                      gap_tol=_GAP_TOL_FINAL, max_iter=_MAX_ITER_FINAL,
-                                      dtype=torch.float64)
-            blocks.append(sp.csr_matrix(codes.float().cpu().numpy()))
-        return sp.vstack(blocks, format="csr") if blocks else \
+            x64 = data.get(start, stop).double()
+            cross = x64 @ atoms64.T
+            x_sq = (x64 * x64).sum(1)
+            del x64
+            codes, _, _ = _lasso_gram(gram64, cross, x_sq, self.alpha_, init,
+                                      _GAP_TOL_FINAL, _MAX_ITER_FINAL, solver.lipschitz)
+            codes32 = codes.float()
+            rounded = codes32.double()
+            resid_sq = (x_sq - 2 * (rounded * cross).sum(1)
+                        + (rounded * (rounded @ gram64)).sum(1))
+            total += float(0.5 * resid_sq.sum() + self.alpha_ * rounded.abs().sum())
+            blocks.append(sp.csr_matrix(codes32.cpu().numpy()))
+        codes = sp.vstack(blocks, format="csr") if blocks else \
             sp.csr_matrix((0, self.n_atoms), dtype=np.float32)
+        return codes, total
 
     def transform(self, X):
         """Lasso codes of the rows of X with the fitted atoms.
@@ -803,7 +833,7 @@ class DictionaryLearner:
         with _deterministic_algorithms(device), \
                 _torch_threads(self._threads(device, X.shape[0])):
             data = _Rows(X, None, device, resident=False, chunk_rows=chunk_rows)
-            return self._encode(data, None, device).toarray()
+            return self._encode(data, None, device)[0].toarray()
 
     def fit_transform(self, X, y=None):
         """Fit, then return ``codes_`` as a dense array (n_neurons, n_atoms)."""
@@ -821,7 +851,7 @@ def _objective_chunks(data: _Rows, codes, atoms, alpha) -> float:
     return total + alpha * float(abs(codes).sum())
 
 
-def dictionary_objective(X, codes, atoms, alpha, chunk_rows: int = _DEFAULT_CHUNK) -> float:
+def dictionary_objective(X, codes, atoms, alpha, chunk_rows: int = 4096) -> float:
     """``0.5 * ||X - codes @ atoms||_F^2 + alpha * ||codes||_1`` in float64, by chunks.
 
     Parameters

@@ -72,7 +72,8 @@ def responding_rows(x: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
 
 def learn_atoms(x: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
                 target_sparsity: float | None = None, seed: int = 0, device: str = "cpu",
-                mem_gb: float | None = None, stability: bool = True) -> Atoms:
+                mem_gb: float | None = None, stability: bool = True,
+                n_threads: int | None = None) -> Atoms:
     """Learn ``n_atoms`` atoms from ``x`` (n_neurons, n_trs): unit-norm (or zero) rows.
 
     ``x`` may be a memory map. With ``target_sparsity`` (mean non-zero codes per AN) the
@@ -91,7 +92,8 @@ def learn_atoms(x: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
                 else f"lambda={sparsity_lambda:g}")
     learner = DictionaryLearner(n_atoms=n_atoms, alpha=sparsity_lambda,
                                 target_sparsity=target_sparsity, device=device,
-                                random_state=seed, mem_gb=mem_gb).fit(x, rows=rows)
+                                random_state=seed, mem_gb=mem_gb,
+                                n_threads=n_threads).fit(x, rows=rows)
     fitted = learner.codes_.tocoo()
     codes = sp.csr_matrix((fitted.data, (rows[fitted.row], fitted.col)),
                           shape=(x.shape[0], n_atoms), dtype=np.float32)
@@ -102,12 +104,14 @@ def learn_atoms(x: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
                              for k, v in h.items()} for h in learner.history_])
     if stability:
         result.stability = atom_stability(x, rows, result.atoms, n_atoms,
-                                          result.sparsity_lambda, seed, device, mem_gb)
+                                          result.sparsity_lambda, seed, device, mem_gb,
+                                          n_threads)
     return result
 
 
 def atom_stability(x, rows: np.ndarray, atoms: np.ndarray, n_atoms: int, alpha: float,
-                   seed: int, device: str = "cpu", mem_gb: float | None = None) -> dict:
+                   seed: int, device: str = "cpu", mem_gb: float | None = None,
+                   n_threads: int | None = None) -> dict:
     """How reproducible the atoms are: three more fits, matched by the Hungarian algorithm.
 
     ``seed_vs_seed``: the fitted ``atoms`` against a fit with seed + 1 (same ANs, same
@@ -118,8 +122,8 @@ def atom_stability(x, rows: np.ndarray, atoms: np.ndarray, n_atoms: int, alpha: 
 
     def fit(subset, random_state):
         return DictionaryLearner(n_atoms=n_atoms, alpha=alpha, device=device,
-                                 random_state=random_state, mem_gb=mem_gb
-                                 ).fit(x, rows=subset).components_
+                                 random_state=random_state, mem_gb=mem_gb,
+                                 n_threads=n_threads).fit(x, rows=subset).components_
 
     other = fit(rows, seed + 1)
     order = np.random.default_rng(seed).permutation(rows)

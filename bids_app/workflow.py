@@ -218,7 +218,7 @@ def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: st
         x = np.load(responses_dir / "x.npy", mmap_mode="r")     # (n_neurons, n_trs)
         result = learn_atoms(x, n_atoms=config.n_atoms, sparsity_lambda=config.sparsity_lambda,
                              target_sparsity=config.target_sparsity, seed=config.seed,
-                             device=device, mem_gb=config.mem_gb)
+                             device=device, mem_gb=config.mem_gb, n_threads=config.nprocs)
         np.save(folder / "atoms.npy", result.atoms)
         sp.save_npz(folder / "codes.npz", result.codes)
         (folder / "meta.json").write_text(json.dumps(result.meta()))

@@ -1,0 +1,214 @@
+"""Torch dictionary learner: scikit-learn's objective, planted-atom recovery, lasso codes
+equal to scikit-learn's, memory maps, determinism, target sparsity, convergence log."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from bids_app.dictionary import (DictionaryLearner, atom_stability, dictionary_objective,
+                                 match_atoms)
+from bids_app.errors import LlmfbnError
+
+
+def _unit_rows(x):
+    x = x - x.mean(1, keepdims=True)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _planted(seed, n_neurons=2000, n_trs=120, n_atoms=8, noise=0.05):
+    """X (n_neurons, n_trs): 1-2 of ``n_atoms`` random unit atoms per row, plus noise."""
+    rng = np.random.default_rng(seed)
+    atoms = rng.standard_normal((n_atoms, n_trs))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    codes = np.zeros((n_neurons, n_atoms))
+    for i in range(n_neurons):
+        used = rng.choice(n_atoms, size=rng.integers(1, 3), replace=False)
+        codes[i, used] = rng.uniform(0.5, 2.0, used.size) * rng.choice([-1, 1], used.size)
+    x = codes @ atoms + noise * rng.standard_normal((n_neurons, n_trs))
+    return atoms, _unit_rows(x).astype(np.float32)
+
+
+def _objective(x, codes, atoms, alpha):
+    """Independent formula: scikit-learn's ``_dict_learning`` cost, in float64."""
+    codes = codes.toarray() if sp.issparse(codes) else np.asarray(codes)
+    resid = np.asarray(x, np.float64) - codes.astype(np.float64) @ np.asarray(atoms, np.float64)
+    return 0.5 * np.sum(resid ** 2) + alpha * np.abs(codes).sum()
+
+
+@pytest.fixture(scope="module")
+def planted_fit():
+    true_atoms, x = _planted(0)
+    return true_atoms, x, DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0).fit(x)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "planted"])
+def test_objective_not_worse_than_sklearn(kind):
+    """Same K and alpha: final objective <= 1.01 x scikit-learn's (batch and mini-batch)."""
+    from sklearn.decomposition import (DictionaryLearning, MiniBatchDictionaryLearning,
+                                       sparse_encode)
+
+    if kind == "gaussian":
+        x = _unit_rows(np.random.default_rng(7).standard_normal((600, 80)))
+    else:
+        x = _planted(8, n_neurons=600, n_trs=80)[1].astype(np.float64)
+    alpha = 0.1
+    ours = DictionaryLearner(n_atoms=8, alpha=alpha, random_state=0).fit(x)
+    ours_value = _objective(x, ours.codes_, ours.components_, alpha)
+    assert ours.objective_ == pytest.approx(ours_value, rel=1e-6)
+    references = [
+        DictionaryLearning(n_components=8, alpha=alpha, fit_algorithm="cd",
+                           transform_algorithm="lasso_cd", random_state=0),
+        MiniBatchDictionaryLearning(n_components=8, alpha=alpha, fit_algorithm="cd",
+                                    batch_size=64, random_state=0),
+    ]
+    for model in references:
+        atoms = model.fit(x).components_
+        codes = sparse_encode(x, atoms, algorithm="lasso_cd", alpha=alpha)
+        value = _objective(x, codes, atoms, alpha)
+        assert ours_value <= 1.01 * value, (type(model).__name__, ours_value, value)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovers_planted_atoms(seed):
+    true_atoms, x = _planted(seed)
+    learner = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=seed).fit(x)
+    corr = np.abs(np.corrcoef(true_atoms, learner.components_)[:8, 8:])
+    rows, cols = linear_sum_assignment(-corr)
+    # every true atom matched by a learned one with |r| >= 0.95
+    assert corr[rows, cols].min() >= 0.95, corr[rows, cols]
+
+
+def test_fitted_attributes(planted_fit):
+    _, x, learner = planted_fit
+    atoms, codes = learner.components_, learner.codes_
+    assert atoms.dtype == np.float32 and atoms.shape == (8, x.shape[1])
+    np.testing.assert_allclose(np.linalg.norm(atoms, axis=1), 1.0, atol=1e-5)
+    assert sp.isspmatrix_csr(codes) and codes.shape == (x.shape[0], 8)
+    assert codes.dtype == np.float32
+    assert learner.alpha_ == 0.1
+    assert learner.n_iter_ == len(learner.history_) >= 1
+    dense = codes.toarray()
+    usage = np.abs(dense).sum(0)
+    assert np.all(np.diff(usage) <= 1e-3)              # most used first
+    assert np.all(dense.sum(0) >= 0)                   # sign convention
+    assert learner.objective_ == pytest.approx(_objective(x, codes, atoms, 0.1), rel=1e-6)
+    # objective_ comes from K-sized sums (||x||^2 - 2 a.c + a G a): same value in float64
+    assert dictionary_objective(x, codes, atoms, 0.1) == pytest.approx(learner.objective_,
+                                                                       rel=1e-7)
+
+
+def test_codes_and_transform_equal_sklearn_lasso(planted_fit):
+    from sklearn.decomposition import sparse_encode
+
+    _, x, learner = planted_fit
+    atoms = learner.components_.astype(np.float64)
+    reference = sparse_encode(x.astype(np.float64), atoms, algorithm="lasso_cd", alpha=0.1)
+    np.testing.assert_allclose(learner.codes_.toarray(), reference, atol=1e-4)
+    _, new_rows = _planted(5, n_neurons=300)
+    new_rows[3] = 0.0                                  # a silent neuron: all-zero code
+    codes = learner.transform(new_rows)
+    reference = sparse_encode(new_rows.astype(np.float64), atoms, algorithm="lasso_cd",
+                              alpha=0.1)
+    assert codes.shape == (300, 8)
+    np.testing.assert_allclose(codes, reference, atol=1e-4)
+    assert np.all(codes[3] == 0)
+
+
+def test_memmap_input_same_as_array(planted_fit, tmp_path):
+    _, x, learner = planted_fit
+    path = tmp_path / "x.npy"
+    np.save(path, x.astype(np.float64))
+    mapped = np.load(path, mmap_mode="r")
+    again = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0).fit(mapped)
+    np.testing.assert_array_equal(again.components_, learner.components_)
+    assert again.objective_ == learner.objective_
+    # Streaming in small chunks (4 MiB budget): same optimum up to float rounding.
+    streamed = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, mem_gb=4e-3)
+    streamed.fit(mapped)
+    assert streamed.objective_ == pytest.approx(learner.objective_, rel=1e-4)
+    assert match_atoms(streamed.components_, learner.components_).min() > 0.999
+
+
+def test_deterministic(planted_fit):
+    _, x, learner = planted_fit
+    again = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0).fit(x.copy())
+    np.testing.assert_array_equal(again.components_, learner.components_)
+    np.testing.assert_array_equal(again.codes_.toarray(), learner.codes_.toarray())
+    assert again.objective_ == learner.objective_
+    assert again.history_ == learner.history_
+    other = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=1).fit(x)
+    assert not np.array_equal(other.history_[0]["objective"],
+                              learner.history_[0]["objective"])
+
+
+@pytest.mark.parametrize("target", [2.0, 4.0])
+def test_target_sparsity(target):
+    _, x = _planted(3, n_neurons=1500)
+    learner = DictionaryLearner(n_atoms=12, target_sparsity=target, random_state=0).fit(x)
+    mean_nonzero = learner.codes_.nnz / x.shape[0]
+    assert abs(mean_nonzero - target) <= 0.15 * target, (mean_nonzero, learner.alpha_)
+    assert learner.alpha_ > 0
+
+
+def test_history_decreases_and_tol_stops_early(planted_fit):
+    _, x, learner = planted_fit
+    values = [h["objective"] for h in learner.history_ if h["phase"] == "batch"]
+    assert len(values) >= 2
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(values, values[1:])), values
+    assert learner.converged_ and learner.n_iter_ < learner.max_epochs
+    loose = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, tol=1e-2).fit(x)
+    assert loose.converged_ and loose.n_iter_ < learner.n_iter_
+    capped = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, tol=0.0,
+                               max_epochs=3).fit(x)
+    assert capped.n_iter_ == 3 and not capped.converged_
+
+
+def test_atom_stability():
+    true_atoms, x = _planted(4, n_neurons=1200, n_atoms=6)
+    result = atom_stability(x, n_atoms=6, alpha=0.1, seeds=(0, 1))
+    assert result["seed_pairs"] == [(0, 1)]
+    assert len(result["seed_vs_seed"]) == 6 and len(result["half_vs_half"]) == 12
+    values = np.array(result["seed_vs_seed"] + result["half_vs_half"])
+    assert np.all((values >= 0) & (values <= 1 + 1e-9))
+    assert values.min() > 0.95                       # planted atoms are found every time
+    # match_atoms = Hungarian matching on |Pearson r| computed with numpy
+    other = np.random.default_rng(0).standard_normal((6, true_atoms.shape[1]))
+    corr = np.abs(np.corrcoef(true_atoms, other)[:6, 6:])
+    rows, cols = linear_sum_assignment(-corr)
+    np.testing.assert_allclose(np.sort(match_atoms(true_atoms, other)),
+                               np.sort(corr[rows, cols]), atol=1e-12)
+
+
+def test_input_errors():
+    x = np.random.default_rng(0).standard_normal((50, 20))
+    with pytest.raises(LlmfbnError, match="atoms"):
+        DictionaryLearner(n_atoms=64).fit(x)
+    with pytest.raises(LlmfbnError, match="2-D"):
+        DictionaryLearner(n_atoms=4).fit(x[0])
+    bad = x.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(LlmfbnError, match="NaN"):
+        DictionaryLearner(n_atoms=4).fit(bad)
+    with pytest.raises(LlmfbnError, match="alpha"):
+        DictionaryLearner(n_atoms=4, alpha=-1.0).fit(x)
+    with pytest.raises(LlmfbnError, match="not fitted"):
+        DictionaryLearner(n_atoms=4).transform(x)
+    with pytest.raises(LlmfbnError, match="mem_gb"):
+        DictionaryLearner(n_atoms=4, mem_gb=1e-9).fit(x)
+    if not torch.cuda.is_available():
+        with pytest.raises(LlmfbnError, match="CUDA"):
+            DictionaryLearner(n_atoms=4, device="cuda").fit(x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(planted_fit):
+    _, x, learner = planted_fit
+    gpu = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, device="cuda").fit(x)
+    assert gpu.objective_ == pytest.approx(learner.objective_, rel=1e-4)
+    assert match_atoms(gpu.components_, learner.components_).min() > 0.999
+    again = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, device="cuda").fit(x)
+    assert again.objective_ == pytest.approx(gpu.objective_, rel=1e-6)
