@@ -731,8 +731,6 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype=None) -> LanguageMode
     :func:`gguf_cache_folder`); later loads read the copy. The copy is written to a
     temporary folder and renamed into place, so concurrent runs never see half a copy.
     """
-    import torch
-
     torch_device = _torch_device(device)
     torch_dtype = _torch_dtype(dtype, torch_device)
     from transformers import AutoModel, AutoTokenizer

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from bids_app.dictionary import (DictionaryLearner, atom_stability, dictionary_objective,
+from bids_app.dictionary import (DictionaryLearner, dictionary_objective,
                                  match_atoms)
 from bids_app.errors import LlmfbnError
 
@@ -165,22 +165,6 @@ def test_history_decreases_and_tol_stops_early(planted_fit):
     capped = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, tol=0.0,
                                max_epochs=3).fit(x)
     assert capped.n_iter_ == 3 and not capped.converged_
-
-
-def test_atom_stability():
-    true_atoms, x = _planted(4, n_neurons=1200, n_atoms=6)
-    result = atom_stability(x, n_atoms=6, alpha=0.1, seeds=(0, 1))
-    assert result["seed_pairs"] == [(0, 1)]
-    assert len(result["seed_vs_seed"]) == 6 and len(result["half_vs_half"]) == 12
-    values = np.array(result["seed_vs_seed"] + result["half_vs_half"])
-    assert np.all((values >= 0) & (values <= 1 + 1e-9))
-    assert values.min() > 0.95                       # planted atoms are found every time
-    # match_atoms = Hungarian matching on |Pearson r| computed with numpy
-    other = np.random.default_rng(0).standard_normal((6, true_atoms.shape[1]))
-    corr = np.abs(np.corrcoef(true_atoms, other)[:6, 6:])
-    rows, cols = linear_sum_assignment(-corr)
-    np.testing.assert_allclose(np.sort(match_atoms(true_atoms, other)),
-                               np.sort(corr[rows, cols]), atol=1e-12)
 
 
 def test_input_errors():

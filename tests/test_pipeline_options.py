@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from bids_app.cli.run import main
 
