@@ -241,7 +241,7 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
     weights = np.zeros((0, n_vox), np.float32)
     if planted:
         signals, weights, truth["networks"] = _planted_signals(
-            timings, n_volumes, model, networks, mask_img, mask, rng, load_fbn_atlas)
+            bids_dir, tasks, n_volumes, model, networks, mask_img, mask, rng, load_fbn_atlas)
 
     _write_raw_metadata(bids_dir, n_subjects, tasks, planted)
     fmriprep = bids_dir / "derivatives" / "fmriprep"
@@ -264,19 +264,23 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
     return bids_dir
 
 
-def _planted_signals(timings, n_volumes, model, networks, mask_img, mask, rng, load_fbn_atlas):
+def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask, rng,
+                     load_fbn_atlas):
     from bids_app.features import load_model, neuron_table, resolve_model, word_activations
     from bids_app.responses import frame_times_s, temporal_responses, zscore_time
+    from bids_app.stimulus import read_word_timings
 
     lm = load_model(resolve_model(model), device="cpu")
     layers = neuron_table(lm)["layer"].to_numpy()
     per_task = {}
-    for task, table in timings.items():
-        acts = word_activations(lm, list(table["word"]))
+    for task in tasks:
+        # read back the Gentle file just written: the pipeline sees exactly these words and
+        # onsets (unaligned words interpolated by the same reader)
+        timings = read_word_timings(bids_dir / "stimuli" / "gentle" / task / "align.csv")
+        acts = word_activations(lm, timings.words)
         frames = frame_times_s(n_volumes[task], T_R_S, START_TIME_S)
-        onsets = _interpolated_onsets(table)
         per_task[task] = zscore_time(temporal_responses(
-            acts, STORY_ONSETS_S[task] + onsets, frames))
+            acts, STORY_ONSETS_S[task] + timings.onsets_s, frames))
     stacked = np.vstack([per_task[t] for t in sorted(per_task)])
     groups = choose_subgroups(stacked, layers, len(networks), rng)
     atlas = load_fbn_atlas("seitzman", mask_img)
@@ -295,14 +299,6 @@ def _planted_signals(timings, n_volumes, model, networks, mask_img, mask, rng, l
         sig = np.stack([resp[:, g].mean(axis=1) for g in groups], axis=1)
         signals[task] = ((sig - sig.mean(0)) / sig.std(0)).astype(np.float32)
     return signals, np.asarray(weights, np.float32), truth
-
-
-def _interpolated_onsets(table: pd.DataFrame) -> np.ndarray:
-    """Onsets as the pipeline will read them: unaligned words interpolated by position."""
-    onsets = table["onset_s"].to_numpy(float)
-    aligned = table["aligned"].to_numpy()
-    idx = np.arange(len(onsets))
-    return np.interp(idx, idx[aligned], onsets[aligned])
 
 
 def _write_raw_metadata(bids_dir: Path, n_subjects: int, tasks, planted: bool) -> None:
