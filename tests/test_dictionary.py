@@ -12,24 +12,8 @@ from scipy.optimize import linear_sum_assignment
 from bids_app.dictionary import (DictionaryLearner, dictionary_objective,
                                  match_atoms)
 from bids_app.errors import LlmfbnError
-
-
-def _unit_rows(x):
-    x = x - x.mean(1, keepdims=True)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _planted(seed, n_neurons=2000, n_trs=120, n_atoms=8, noise=0.05):
-    """X (n_neurons, n_trs): 1-2 of ``n_atoms`` random unit atoms per row, plus noise."""
-    rng = np.random.default_rng(seed)
-    atoms = rng.standard_normal((n_atoms, n_trs))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    codes = np.zeros((n_neurons, n_atoms))
-    for i in range(n_neurons):
-        used = rng.choice(n_atoms, size=rng.integers(1, 3), replace=False)
-        codes[i, used] = rng.uniform(0.5, 2.0, used.size) * rng.choice([-1, 1], used.size)
-    x = codes @ atoms + noise * rng.standard_normal((n_neurons, n_trs))
-    return atoms, _unit_rows(x).astype(np.float32)
+from tests.planted import planted_rows as _planted
+from tests.planted import unit_rows as _unit_rows
 
 
 def _objective(x, codes, atoms, alpha):

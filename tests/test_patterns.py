@@ -9,25 +9,12 @@ from scipy.optimize import linear_sum_assignment
 
 from bids_app.errors import LlmfbnError
 from bids_app.patterns import learn_atoms, responding_rows
-
-
-def _planted(rng, n_neurons=1500, n_trs=150, n_atoms=6, noise=0.05):
-    """Unit-norm rows from a known sparse dictionary: (true atoms, x (n_neurons, n_trs))."""
-    atoms = rng.standard_normal((n_atoms, n_trs))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    codes = np.zeros((n_neurons, n_atoms))
-    for i in range(n_neurons):
-        used = rng.choice(n_atoms, size=rng.integers(1, 3), replace=False)
-        codes[i, used] = rng.uniform(0.5, 2.0, used.size) * rng.choice([-1, 1], used.size)
-    x = codes @ atoms + noise * rng.standard_normal((n_neurons, n_trs))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return atoms, x.astype(np.float32)
+from tests.planted import planted_rows
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_recovers_planted_atoms(seed):
-    rng = np.random.default_rng(seed)
-    true_atoms, x = _planted(rng)
+    true_atoms, x = planted_rows(seed, n_neurons=1500, n_trs=150, n_atoms=6)
     result = learn_atoms(x, n_atoms=6, sparsity_lambda=0.05, seed=0, stability=False)
     corr = np.abs(np.corrcoef(true_atoms, result.atoms)[:6, 6:])
     rows, cols = linear_sum_assignment(-corr)
@@ -38,8 +25,7 @@ def test_recovers_planted_atoms(seed):
 def test_codes_equal_sklearn_lasso_silent_rows_and_objective():
     from sklearn.decomposition import sparse_encode
 
-    rng = np.random.default_rng(1)
-    _, x = _planted(rng, n_neurons=400)
+    _, x = planted_rows(1, n_neurons=400, n_trs=150, n_atoms=6)
     x[[7, 100]] = 0.0                                  # silent ANs
     np.testing.assert_array_equal(np.setdiff1d(np.arange(400), responding_rows(x)), [7, 100])
     result = learn_atoms(x, n_atoms=6, sparsity_lambda=0.1, seed=3, stability=False)
@@ -59,8 +45,7 @@ def test_codes_equal_sklearn_lasso_silent_rows_and_objective():
 
 
 def test_seeded_ordered_and_stability_reported():
-    rng = np.random.default_rng(2)
-    _, x = _planted(rng, n_neurons=600)
+    _, x = planted_rows(2, n_neurons=600, n_trs=150, n_atoms=6)
     a = learn_atoms(x, n_atoms=6, sparsity_lambda=0.1, seed=5, stability=True)
     b = learn_atoms(x, n_atoms=6, sparsity_lambda=0.1, seed=5, stability=False)
     np.testing.assert_array_equal(a.atoms, b.atoms)
