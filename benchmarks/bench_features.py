@@ -10,15 +10,20 @@ What is measured, per model, on ~2,000 words (the bundled stories, repeated):
 * **ours** -- :func:`bids_app.features.word_activations` over the whole text (windows of
   ``W`` tokens, stride ``W // 2``, forward pre-hooks, batched).
 * **naive baseline** -- written here without any llmfbn code: one forward pass per word,
-  each with its own context window of ``W`` tokens (decoders: the text up to and including
-  the word; encoders: ``W`` tokens centred on the word), FFN activations read with
+  each with its own context window of ``W`` tokens (decoders: the ``W`` tokens ending with
+  the word, run on to ``W`` tokens when fewer precede it -- later tokens cannot change a
+  causal model's activations at the word; encoders: ``W`` tokens centred on the word),
+  FFN activations read with
   ordinary forward hooks on the layers *before* the hooked one (BERT ``intermediate``;
   Llama ``act(gate_proj) * up_proj``), pooled the same way (mean or last token of the
   word). Its cost per word does not depend on the other words, so it is timed on words
   spread evenly over the whole text (``--baseline-words``) and reported in words/s.
 * **identity check** -- on the first ``--check-words`` words as a story of their own (they
   fit one window, where both methods define exactly the same quantity), both poolings:
-  max absolute difference, and the same relative to the largest activation.
+  max absolute difference, and the same relative to the largest activation. For decoders
+  also the naive loop with windows cut at the word (the text up to and including it, so
+  every pass has another length) against the naive loop above: the float32 rounding of
+  Hugging Face's own forward passes when only the sequence length changes.
 * **peak memory** -- resident set size (RSS) of this process sampled every 2 ms during
   each phase: the peak, and its rise over the RSS at the phase's start.
 
@@ -149,17 +154,23 @@ class NaiveFFN:
         return torch.cat([self.combine([outputs[(layer, k)] for k in range(len(mods))])[0]
                           for layer, mods in enumerate(self.sources)], dim=-1)
 
-    def word_activations(self, words, window, pooling="mean", which=None):
-        """(len(which), n_neurons) float32; one forward pass per word in `which`."""
+    def word_activations(self, words, window, pooling="mean", which=None, cut=False):
+        """(len(which), n_neurons) float32; one forward pass per word in `which`.
+
+        ``cut`` (decoders): the window ends at the word even when fewer than ``window``
+        tokens precede it, so the passes have different lengths.
+        """
         ids, own = self.tokens_of_words(words)
         n = len(ids)
         which = range(len(words)) if which is None else which
         rows = []
         for i in which:
             tokens = own[i]
-            if self.decoder:  # the text up to and including the word, last W tokens
-                end = tokens[-1] + 1
+            if self.decoder:  # the last W tokens up to and including the word, run on to
+                end = tokens[-1] + 1  # W tokens when fewer precede it (causal: same values)
                 start = max(0, end - window)
+                if not cut:
+                    end = min(n, start + window)
             else:  # W tokens centred on the word
                 centre = (tokens[0] + tokens[-1]) / 2
                 start = int(min(max(0, round(centre - (window - 1) / 2)), max(0, n - window)))
@@ -204,6 +215,14 @@ def bench_model(name, words, window, batch_size, baseline_words, check_words):
         checks[pooling] = {"max_abs_diff": diff,
                            "max_abs_activation": float(np.abs(theirs).max()),
                            "rel_diff": diff / float(np.abs(theirs).max())}
+        if naive.decoder:
+            cut = naive.word_activations(subset, window, pooling, cut=True)
+            hf_diff = float(np.abs(cut - theirs).max())
+            checks[pooling].update(naive_cut_vs_naive_max_abs_diff=hf_diff,
+                                   naive_cut_vs_naive_rel_diff=hf_diff
+                                   / float(np.abs(theirs).max()),
+                                   ours_vs_naive_cut_max_abs_diff=float(
+                                       np.abs(ours - cut).max()))
     result["check"] = {"n_words": len(subset),
                        "n_tokens": len(lm.tokenizer(" ".join(subset),
                                                     add_special_tokens=False)["input_ids"]),

@@ -25,15 +25,27 @@ Algorithm
    over all rows codes them against the current atoms (warm-started) and accumulates the
    exact statistics, whose objective is logged; BCD then minimises over the atoms exactly.
    Each epoch therefore cannot increase the objective (up to the coding tolerance).
-   Atoms that no AN uses are re-initialised with the worst-reconstructed rows.
-4. *Final codes*: a last lasso pass in float64 to a duality gap of ``1e-11 * ||x||^2`` per
-   row: scikit-learn's ``sparse_encode(algorithm="lasso_cd")`` solution within 1e-4.
+   Atoms that no AN uses are re-initialised. So are, in at most three epochs per phase,
+   the marks of the usual local minima: an atom nearly duplicating another (|cos| > 0.9)
+   or barely used (code energy < 5 % of the median atom's) while some pattern stays
+   unexplained. They restart from the leading principal directions of the coding
+   residuals of a seeded subset of 16,384 rows, and convergence is only accepted without
+   such atoms; if a restart does not pay off, the atoms of the best epoch are kept.
+4. *Final codes*: exact lasso solutions to a duality gap of ``1e-11 * ||x||^2`` per row in
+   float64: scikit-learn's ``sparse_encode(algorithm="lasso_cd")`` solution within 1e-4.
 
 Sparse coding is FISTA with adaptive restart on the Gram matrix G = D D^T (n_atoms^2) and
 C = X D^T, stopped per row on the lasso duality gap; converged rows leave the working set.
+With a warm start (every batch epoch, and the final codes), each row's lasso is first
+solved exactly on the support and signs of its previous codes, a small linear system
+G_SS a_S = c_S - alpha sign(a_S) per row, solved in batches in float64; the duality gap
+certifies the result, and only the rows whose support changed run FISTA.
 Rows are processed in chunks, so X may be a memory-mapped ``.npy`` file
 (``np.load(path, mmap_mode="r")``) larger than memory: with ``mem_gb`` set, no float copy
 of X is kept beyond that budget, and pages of a memory map are released after each chunk.
+
+All linear algebra during a fit goes through torch (none through NumPy's BLAS, whose
+threads would compete with torch's spinning OpenMP threads on the same cores).
 """
 
 from __future__ import annotations
@@ -61,7 +73,7 @@ _MAX_ITER_ONLINE = 100
 _GAP_TOL_FINAL = 1e-11   # final codes and transform (float64)
 _MAX_ITER_FIT = 300      # FISTA iterations per chunk while learning
 _MAX_ITER_FINAL = 20000
-_CHECK_EVERY = 10        # FISTA iterations between duality-gap checks
+_CHECK_EVERY = 5         # FISTA iterations between duality-gap checks
 _BCD_PASSES = 20         # max passes of block coordinate descent per batch epoch
 _INIT_SAMPLE = 20000     # rows drawn for the initialisation (and the warm-up epochs when
                          # X has at least twice as many)
@@ -69,6 +81,10 @@ _TUNE_SAMPLE = 4000      # rows used to pick alpha from target_sparsity
 _DEFAULT_CHUNK = 32768    # rows per chunk (fewer, larger operations)
 _MAX_RETUNES = 5         # re-tunings of alpha (target_sparsity) before it is kept fixed
 _SMALL_PROBLEM = 2 ** 20  # n_rows * n_atoms below which one CPU thread is used
+_DUPLICATE_CORR = 0.9    # |cos| above which the weaker of two atoms is re-initialised
+_MAX_DUPLICATE_ROUNDS = 3  # batch epochs (per phase) that may re-initialise duplicates
+_RARE_ENERGY = 0.05      # code energy, relative to the median atom's, of a rarely used atom
+_N_PROBE = 16384         # rows whose coding residuals re-initialise atoms
 
 
 @contextlib.contextmanager
@@ -240,8 +256,15 @@ class _Rows:
 
 def _lipschitz(gram: torch.Tensor) -> float:
     """Largest eigenvalue of the Gram matrix (host LAPACK: identical on every device)."""
-    values = np.linalg.eigvalsh(gram.detach().cpu().double().numpy())
+    # torch's LAPACK on the host, not NumPy's: NumPy's BLAS threads would compete with
+    # torch's spinning OpenMP threads (4 ms instead of 0.1 ms for 64 x 64)
+    values = torch.linalg.eigvalsh(gram.detach().cpu().double())
     return max(float(values[-1]) * (1 + 1e-6), 1e-12)   # margin for float32 rounding
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products (n_rows,) of two (n_rows, n) tensors (one fused kernel)."""
+    return torch.einsum("ij,ij->i", a, b)
 
 
 def _gap(codes, gram, cross, x_sq, alpha):
@@ -251,8 +274,8 @@ def _gap(codes, gram, cross, x_sq, alpha):
     {||D r||_inf <= alpha}; D r = c - a G, so no (n_trs)-sized work is needed.
     """
     q = codes @ gram
-    a_c = (codes * cross).sum(1)
-    resid_sq = (x_sq - 2 * a_c + (codes * q).sum(1)).clamp_min(0)
+    a_c = _rowdot(codes, cross)
+    resid_sq = (x_sq - 2 * a_c + _rowdot(codes, q)).clamp_min(0)
     primal = 0.5 * resid_sq + alpha * codes.abs().sum(1)
     corr_max = (cross - q).abs().amax(1)
     scale = torch.where(corr_max > alpha, alpha / corr_max.clamp_min(1e-30),
@@ -309,15 +332,81 @@ def _lasso_gram(gram, cross, x_sq, alpha, init, gap_tol, max_iter, lipschitz):
         # few, fused (n_rows, n_atoms) operations: each is a parallel region, and on
         # busy cores every region can cost a scheduler time slice
         z = torch.addmm(torch.add(y, c, alpha=step), y, gram, alpha=-step)
-        a_new = z - z.clamp(-threshold, threshold)             # soft-thresholding
+        a_new = torch.nn.functional.softshrink(z, threshold)   # soft-thresholding
         diff = a_new - a
-        restart = ((y - a_new) * diff).sum(1) > 0
+        restart = _rowdot(y - a_new, diff) > 0
         t = torch.where(restart, torch.ones_like(t), t)
         t_new = 0.5 * (1 + torch.sqrt(1 + 4 * t * t))
         y = torch.addcmul(a_new, ((t - 1) / t_new)[:, None], diff)
         a, t = a_new, t_new
         n_iter += 1
     return codes, resid_sq, n_iter
+
+
+def _polish(codes, gram, cross, alpha):
+    """Exact lasso solution of each row on the support (and signs) of ``codes``.
+
+    On the right support S with signs s, the lasso optimum solves the linear system
+    G_SS a_S = c_S - alpha s_S. Rows are grouped by support size and solved as batches of
+    small systems; a singular system leaves that row's ``codes`` as they were. Whether the
+    support was right is for the caller to check (the duality gap certifies it).
+
+    Parameters
+    ----------
+    codes : tensor (n_rows, n_atoms), approximate lasso codes (e.g. from FISTA).
+    gram : tensor (n_atoms, n_atoms), D D^T; cross : tensor (n_rows, n_atoms), X D^T.
+
+    Returns
+    -------
+    tensor (n_rows, n_atoms), same dtype as ``gram``.
+    """
+    codes = codes.to(gram.dtype)
+    support = codes != 0
+    sizes = support.sum(1)
+    out = codes.clone()
+    out[sizes == 0] = 0
+    for size in torch.unique(sizes).tolist():
+        if size == 0:
+            continue
+        rows = torch.nonzero(sizes == size).squeeze(1)
+        idx = torch.nonzero(support[rows])[:, 1].reshape(-1, size)  # row-major: per row
+        sub = gram[idx[:, :, None], idx[:, None, :]]
+        signs = torch.sign(codes[rows].gather(1, idx))
+        rhs = cross[rows].gather(1, idx) - alpha * signs
+        solution, info = torch.linalg.solve_ex(sub, rhs)
+        solved = (info == 0) & torch.isfinite(solution).all(1)
+        exact = torch.zeros((len(rows), codes.shape[1]), dtype=gram.dtype,
+                            device=gram.device).scatter_(1, idx, solution)
+        out[rows[solved]] = exact[solved]
+    return out
+
+
+def _exact_codes(gram, cross, x_sq, alpha, init, lipschitz):
+    """Lasso codes with a duality gap <= ``_GAP_TOL_FINAL * ||x||^2`` on every row.
+
+    ``init`` (e.g. float32 FISTA codes) is polished on its support (:func:`_polish`); the
+    rows whose gap then stays above the tolerance (support not yet identified) run FISTA
+    in ``gram``'s precision from ``init``, and are polished again when that helps.
+
+    Parameters
+    ----------
+    gram : tensor (n_atoms, n_atoms); cross : tensor (n_rows, n_atoms); x_sq : (n_rows,),
+        in the working precision (float64 for final codes).
+    init : tensor (n_rows, n_atoms).
+    """
+    init = init.to(gram.dtype)
+    codes = _polish(init, gram, cross, alpha)
+    tol = _GAP_TOL_FINAL * x_sq
+    gap, _ = _gap(codes, gram, cross, x_sq, alpha)
+    bad = torch.nonzero(gap > tol).squeeze(1)
+    if len(bad):
+        fista, _, _ = _lasso_gram(gram, cross[bad], x_sq[bad], alpha, init[bad],
+                                  _GAP_TOL_FINAL, _MAX_ITER_FINAL, lipschitz)
+        again = _polish(fista, gram, cross[bad], alpha)
+        gap_fista, _ = _gap(fista, gram, cross[bad], x_sq[bad], alpha)
+        gap_again, _ = _gap(again, gram, cross[bad], x_sq[bad], alpha)
+        codes[bad] = torch.where((gap_again < gap_fista)[:, None], again, fista)
+    return codes
 
 
 def _bcd(atoms64, stat_a, stat_b, passes, tol=1e-7):
@@ -344,6 +433,50 @@ def _bcd(atoms64, stat_a, stat_b, passes, tol=1e-7):
     return np.flatnonzero(unused)
 
 
+def _top_directions(resid, n_directions, n_iter=8):
+    """Leading right singular vectors (n_directions, n_trs) of ``resid`` (n_rows, n_trs).
+
+    Deterministic subspace iteration (fixed start, QR each step, Rayleigh-Ritz at the
+    end): a few matrix products, also for thousands of TRs.
+    """
+    n_rows, n_trs = resid.shape
+    width = min(n_trs, n_directions + 8)
+    start = torch.arange(n_trs * width, dtype=resid.dtype, device=resid.device)
+    basis = torch.cos(start.reshape(n_trs, width) * 0.7071)    # fixed, full-rank start
+    basis = torch.linalg.qr(basis)[0]
+    for _ in range(n_iter):
+        basis = torch.linalg.qr(resid.T @ (resid @ basis))[0]
+    _, _, vt = torch.linalg.svd(resid @ basis, full_matrices=False)
+    return (vt[:n_directions] @ basis.T)
+
+
+def _wasted_atoms(atoms64, stat_a):
+    """Atoms that waste their slot: near-duplicates and rarely used atoms.
+
+    Of each pair with |cos| > ``_DUPLICATE_CORR`` the one with less code energy (diagonal
+    of ``stat_a``, the sum of its squared codes) is returned, and every atom whose code
+    energy is below ``_RARE_ENERGY`` times the median of the used atoms'. Both are the
+    marks of the usual local minima of dictionary learning: two atoms sharing a pattern,
+    or an atom fitting a few rows' noise, while some pattern stays unexplained.
+    Unused atoms (zero energy) are left to the caller.
+    """
+    energy = torch.diagonal(stat_a).cpu().numpy()
+    used = energy > 1e-12 * max(float(energy.max()), 1e-300)
+    norms = atoms64.norm(dim=1).clamp_min(1e-30)
+    cos = ((atoms64 @ atoms64.T) / norms[:, None] / norms[None, :]).abs().cpu().numpy()
+    chosen = set()
+    if used.any():
+        chosen |= set(np.flatnonzero(used & (energy < _RARE_ENERGY
+                                             * np.median(energy[used]))).tolist())
+    rows, cols = np.nonzero(np.triu(cos, 1) > _DUPLICATE_CORR)
+    for i in np.argsort(-cos[rows, cols], kind="stable"):
+        a, b = int(rows[i]), int(cols[i])
+        if a in chosen or b in chosen or not (used[a] and used[b]):
+            continue
+        chosen.add(a if energy[a] < energy[b] else b)
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
 @dataclass
 class _Solver:
     atoms: torch.Tensor          # (n_atoms, n_trs) float32, on device
@@ -361,8 +494,25 @@ class _Solver:
         x = x.to(dtype)
         gram = self.gram.to(dtype) if dtype == torch.float32 else atoms @ atoms.T
         cross = x @ atoms.T
-        x_sq = (x * x).sum(1)
-        return _lasso_gram(gram, cross, x_sq, alpha, init, gap_tol, max_iter, self.lipschitz)
+        x_sq = _rowdot(x, x)
+        if init is None or not bool((init != 0).any()):
+            return _lasso_gram(gram, cross, x_sq, alpha, init, gap_tol, max_iter,
+                               self.lipschitz)
+        # Warm start: the support of most rows has not changed since their last coding,
+        # so solving the lasso on it (float64 for the small systems) usually meets the
+        # tolerance at once; FISTA runs from the warm start on the other rows only.
+        init = init.to(dtype)
+        codes = _polish(init, gram.double(), cross.double(), alpha).to(dtype)
+        gap, resid_sq = _gap(codes, gram, cross, x_sq, alpha)
+        redo = torch.nonzero(gap > gap_tol * x_sq).squeeze(1)
+        n_iter = 0
+        if len(redo):
+            redone, redo_sq, n_iter = _lasso_gram(gram, cross[redo], x_sq[redo], alpha,
+                                                  init[redo], gap_tol, max_iter,
+                                                  self.lipschitz)
+            codes[redo] = redone
+            resid_sq[redo] = redo_sq
+        return codes, resid_sq, n_iter
 
 
 class DictionaryLearner:
@@ -387,7 +537,8 @@ class DictionaryLearner:
         Wanted mean number of non-zero codes per (non-zero) row. ``alpha`` is then chosen by
         bisection on log(alpha) so that the lasso codes of a seeded subsample of rows
         against the current atoms have this mean; it is re-tuned after the online epochs
-        and the first batch epochs until it moves by less than 2 %, then kept fixed.
+        and the first batch epochs until it moves by less than 2 %, then kept fixed
+        (tuning resumes after atoms are re-initialised).
     device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
     random_state : int, default=0
         Seed of the initialisation subsample and of the mini-batch order.
@@ -427,7 +578,8 @@ class DictionaryLearner:
         objectives as they were coded; for batch epochs the exact objective of the epoch's
         codes and the atoms they were coded with, which cannot increase while ``alpha`` is
         fixed), ``alpha``, ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA
-        iterations).
+        iterations over the rows that ran FISTA; 0 when every row was solved exactly on
+        the support of its warm start).
     n_iter_ : int
         Epochs run.
     converged_ : bool
@@ -523,26 +675,28 @@ class DictionaryLearner:
             raise LlmfbnError("too few non-zero rows (responding neurons) to learn from",
                               found=f"{int(nonzero.sum())} of {n_sample} sampled rows",
                               todo="check the responses or lower --n-atoms")
-        unit = sample[nonzero] / norms[nonzero, None]
-        atoms = np.zeros((self.n_atoms, unit.shape[1]), dtype=np.float32)
+        # torch for the products (NumPy's BLAS threads would compete with torch's)
+        unit = torch.from_numpy(sample[nonzero] / norms[nonzero, None])
+        atoms = torch.zeros((self.n_atoms, unit.shape[1]), dtype=torch.float32)
         first = int(rng.integers(len(unit)))
         atoms[0] = unit[first]
-        best = np.abs(unit @ atoms[0])
+        best = (unit @ atoms[0]).abs()
         n_candidates = 2 + int(np.log(self.n_atoms))
         for k in range(1, self.n_atoms):
             # greedy k-means++ (as scikit-learn's kmeans_plusplus): of a few rows drawn
             # with probability ~ energy left, keep the one that leaves the least energy
-            left = np.clip(1.0 - best ** 2, 0.0, None)
+            left = (1.0 - best.double() ** 2).clamp_min(0.0).numpy()
             total = left.sum()
             if total > 1e-12:
                 picks = rng.choice(len(unit), size=n_candidates, p=left / total)
             else:
                 picks = rng.integers(len(unit), size=n_candidates)
-            cos = np.abs(unit @ unit[picks].T)                  # (n_sample, n_candidates)
-            after = np.maximum(best[:, None], cos)
-            pick = int(picks[np.argmin((1.0 - after ** 2).sum(0))])
+            cos = (unit @ unit[torch.as_tensor(picks)].T).abs()   # (n_sample, n_candidates)
+            after = torch.maximum(best[:, None], cos)
+            pick = int(picks[int(torch.argmin((1.0 - after.double() ** 2).sum(0)))])
             atoms[k] = unit[pick]
-            best = np.maximum(best, np.abs(unit @ atoms[k]))
+            best = torch.maximum(best, (unit @ atoms[k]).abs())
+        atoms = atoms.numpy()
         del unit
         tune_rows = sample[:_TUNE_SAMPLE] if len(sample) <= _TUNE_SAMPLE else \
             sample[np.sort(rng.choice(len(sample), size=_TUNE_SAMPLE, replace=False))]
@@ -695,13 +849,14 @@ class DictionaryLearner:
         # -- batch epochs: exact coding pass + exact block coordinate descent
         previous = None
         self.converged_ = False
+        best = None                      # (objective, alpha, atoms) of the best epoch
+        probe = None                     # rows whose residuals re-initialise atoms
+        duplicate_rounds = 0
         while epoch < self.max_epochs:
             solver = _Solver.of(atoms)
             stat_a.zero_()
             stat_b.zero_()
             total, nnz, max_it = 0.0, 0, 0
-            worst_sq = torch.empty(0, dtype=torch.float32, device=device)
-            worst_idx = torch.empty(0, dtype=torch.int64, device=device)
             for start, stop in data.chunks():
                 x_chunk = data.get(start, stop)
                 init = store[start:stop].to(device)
@@ -714,29 +869,43 @@ class DictionaryLearner:
                 codes64 = codes.double()
                 stat_a += codes64.T @ codes64
                 stat_b += (codes.T @ x_chunk).double()
-                keep = min(k, stop - start)
-                top = torch.topk(resid_sq, keep, sorted=True)
-                worst_sq = torch.cat([worst_sq, top.values])
-                worst_idx = torch.cat([worst_idx, top.indices + start])
-                if worst_sq.numel() > k:
-                    top = torch.topk(worst_sq, k, sorted=True)
-                    worst_sq, worst_idx = top.values, worst_idx[top.indices]
             epoch += 1
             self._log_epoch(phase + "batch", total, alpha, nnz / n, max_it, n)
-            if previous is not None and previous[1] == alpha:
-                if abs(previous[0] - total) <= self.tol * abs(previous[0]):
-                    self.converged_ = True
-                    break
-            previous = (total, alpha)
+            if best is None or best[1] != alpha or total < best[0]:
+                best = (total, alpha, atoms)
+            converged = (previous is not None and previous[1] == alpha
+                         and abs(previous[0] - total) <= self.tol * abs(previous[0]))
             atoms64 = atoms.double()
+            duplicates = []
+            if duplicate_rounds < _MAX_DUPLICATE_ROUNDS:
+                # an atom that duplicates another or is barely used leaves a pattern
+                # unexplained (a local minimum): restart it, at most a few times
+                duplicates = _wasted_atoms(atoms64, stat_a)
+                duplicate_rounds += bool(len(duplicates))
+            if converged and not len(duplicates):
+                self.converged_ = True
+                break
+            previous = (total, alpha)
             unused = _bcd(atoms64, stat_a, stat_b, passes=_BCD_PASSES)
-            if len(unused):
-                order = np.sort(worst_idx.cpu().numpy()[:len(unused)])
-                fresh = data.take(order).double()
-                for u, row in zip(unused, fresh):
+            duplicates = np.setdiff1d(duplicates, unused)
+            replace = np.union1d(unused, duplicates).astype(np.int64)
+            if len(replace):
+                # restart them from what the current atoms leave unexplained: the
+                # leading principal directions of the coding residuals of a seeded
+                # subset of rows (a pattern missing from the atoms dominates them)
+                if probe is None:
+                    probe_rng = np.random.default_rng([int(self.random_state), 1])
+                    probe = np.sort(probe_rng.choice(n, min(n, _N_PROBE), replace=False))
+                index = torch.as_tensor(probe, device=store.device)
+                resid = (data.take(probe) - store[index].to(device) @ atoms).double()
+                directions = _top_directions(resid, len(replace))
+                for u, row in zip(replace, directions):
                     atoms64[u] = row / row.norm().clamp_min(1e-30)
-                LOGGER.info("re-initialised %d unused atoms with poorly reconstructed rows",
-                            len(unused))
+                if tuning:
+                    self._retunes = 0          # the codes' sparsity moves with the atoms
+                LOGGER.info("re-initialised %d unused and %d duplicate or rarely used "
+                            "atoms from the principal directions of the residuals",
+                            len(unused), len(replace) - len(unused))
             atoms = atoms64.float()
             if tuning and self._retunes < _MAX_RETUNES:
                 new_alpha = self._tune_alpha(_Solver.of(atoms), tune_x, alpha)
@@ -745,6 +914,8 @@ class DictionaryLearner:
                     self._retunes = _MAX_RETUNES     # settled: keep alpha fixed from now on
                 else:
                     alpha = new_alpha
+        if best is not None and best[1] == alpha and best[0] < total:
+            atoms = best[2]       # a re-initialisation did not pay off: keep the best atoms
         return atoms, alpha, store
 
     def _log_epoch(self, phase, total, alpha, mean_nonzero, coding_iter, n_rows):
@@ -779,7 +950,11 @@ class DictionaryLearner:
         del store
 
     def _encode(self, data: _Rows, store, device):
-        """Accurate float64 lasso codes of every row of ``data``.
+        """Accurate lasso codes of every row of ``data`` (duality gap <= 1e-11 ||x||^2).
+
+        Each chunk starts from ``store`` (the codes of the last batch epoch, made with the
+        same atoms) or, without it, from float32 FISTA codes; :func:`_exact_codes` then
+        solves the lasso exactly on each row's support in float64.
 
         Returns the codes (CSR, float32) and the objective of these float32 codes with
         ``components_``, in float64 from K-sized quantities (no second pass over X).
@@ -790,17 +965,21 @@ class DictionaryLearner:
         gram64 = atoms64 @ atoms64.T
         blocks, total = [], 0.0
         for start, stop in data.chunks():
-            init = None if store is None else store[start:stop].to(device)
-            x64 = data.get(start, stop).double()
+            x32 = data.get(start, stop)
+            if store is None:
+                init, _, _ = solver.code(x32, self.alpha_)
+            else:
+                init = store[start:stop].to(device)
+            x64 = x32.double()
+            del x32
             cross = x64 @ atoms64.T
-            x_sq = (x64 * x64).sum(1)
+            x_sq = _rowdot(x64, x64)
             del x64
-            codes, _, _ = _lasso_gram(gram64, cross, x_sq, self.alpha_, init,
-                                      _GAP_TOL_FINAL, _MAX_ITER_FINAL, solver.lipschitz)
+            codes = _exact_codes(gram64, cross, x_sq, self.alpha_, init, solver.lipschitz)
             codes32 = codes.float()
             rounded = codes32.double()
-            resid_sq = (x_sq - 2 * (rounded * cross).sum(1)
-                        + (rounded * (rounded @ gram64)).sum(1))
+            resid_sq = (x_sq - 2 * _rowdot(rounded, cross)
+                        + _rowdot(rounded, rounded @ gram64))
             total += float(0.5 * resid_sq.sum() + self.alpha_ * rounded.abs().sum())
             blocks.append(sp.csr_matrix(codes32.cpu().numpy()))
         codes = sp.vstack(blocks, format="csr") if blocks else \

@@ -389,3 +389,65 @@ def _write_run(bids_dir, fmriprep, sub, task, n, signal, weights, mask_img, mask
     conf.to_csv(func / f"{base}_desc-confounds_timeseries.tsv", sep="\t", index=False,
                 na_rep="n/a", float_format="%.6g")
     _write_json(func / f"{base}_desc-confounds_timeseries.json", meta)
+
+
+# --------------------------------------------------------------------------------------
+# AN-like responses from known sources (for the dictionary learner's tests and benchmark)
+# --------------------------------------------------------------------------------------
+def _spm_hrf(tr_s: float, length_s: float = 32.0) -> np.ndarray:
+    """SPM canonical HRF sampled every ``tr_s`` s (double gamma, peak 6 s, undershoot 16 s,
+    ratio 1/6), summing to 1."""
+    from scipy.stats import gamma
+
+    t_s = np.arange(0, length_s, tr_s)
+    hrf = gamma.pdf(t_s, 6) - gamma.pdf(t_s, 16) / 6.0
+    return hrf / hrf.sum()
+
+
+def source_mixtures(n_neurons: int = 100_000, n_trs: int = 300, n_sources: int = 64,
+                    tr_s: float = 1.5, noise: float = 0.5, seed: int = 0,
+                    chunk: int = 20_000, out=None, progress=None):
+    """Unit-norm AN-like responses, each a sparse mixture of known smooth sources.
+
+    The sources are random event trains (30 % of the TRs, normal amplitudes) convolved
+    with the SPM canonical HRF; each row combines 1-4 of them with normal weights, plus
+    white noise of sd ``noise``, and is z-scored and scaled to unit norm, as the
+    pipeline's AN responses are. The ground truth for dictionary learning tests and
+    benchmarks: with ``n_atoms = n_sources``, the optimal atoms are the sources.
+
+    Parameters
+    ----------
+    out : array (n_neurons, n_trs) or None
+        Written chunk by chunk when given (e.g. a memory-mapped ``.npy``), so X never has
+        to fit in memory.
+    progress : callable(str) or None
+        Called every 50 chunks with a progress line.
+
+    Returns
+    -------
+    x : ndarray (n_neurons, n_trs), float32 (``out`` when given)
+    sources : ndarray (n_sources, n_trs), float64, centred, unit norm
+    """
+    rng = np.random.default_rng(seed)
+    hrf = _spm_hrf(tr_s)
+    events = rng.standard_normal((n_sources, n_trs + len(hrf))) \
+        * (rng.random((n_sources, n_trs + len(hrf))) < 0.3)
+    sources = np.array([np.convolve(e, hrf)[len(hrf):len(hrf) + n_trs] for e in events])
+    sources -= sources.mean(1, keepdims=True)
+    sources /= sources.std(1, keepdims=True)
+    x = np.empty((n_neurons, n_trs), dtype=np.float32) if out is None else out
+    for start in range(0, n_neurons, chunk):
+        m = min(chunk, n_neurons - start)
+        weights = np.zeros((m, n_sources))
+        n_used = rng.integers(1, 5, size=m)
+        for i in range(m):
+            used = rng.choice(n_sources, size=n_used[i], replace=False)
+            weights[i, used] = rng.standard_normal(n_used[i])
+        block = weights @ sources + noise * rng.standard_normal((m, n_trs))
+        if progress is not None and start % (50 * chunk) == 0:
+            progress(f"wrote {start:,} of {n_neurons:,} rows")
+        block -= block.mean(1, keepdims=True)
+        block /= block.std(1, keepdims=True)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        x[start:start + m] = block
+    return x, sources / np.linalg.norm(sources, axis=1, keepdims=True)
