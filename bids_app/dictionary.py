@@ -65,7 +65,7 @@ from bids_app.errors import LlmfbnError
 LOGGER = logging.getLogger("llmfbn")
 
 #: Identifies the algorithm and its fixed settings (for cache keys): change it with them.
-ALGORITHM_ID = "torch-fista-bcd-v2"
+ALGORITHM_ID = "torch-fista-bcd-v3"
 
 _GAP_TOL_FIT = 1e-6      # per-row duality gap / ||x||^2 in batch epochs (float32)
 _GAP_TOL_ONLINE = 1e-4   # ... in online epochs (the atoms move after every mini-batch)
