@@ -8,6 +8,8 @@ Run by hand (not part of the tests)::
     python benchmarks/bench_dictionary.py stream --n-neurons 100000 --mem-gb 0.25
     python benchmarks/bench_dictionary.py stream --n-neurons 2300000 --n-trs 3000 \
         --dtype float32 --mem-gb 8 --path /big/disk/X.npy --keep        # LLM scale
+    python benchmarks/bench_dictionary.py ours --device cuda --n-neurons 458752 \
+        --n-trs 1000                              # GPU: Llama-3-8B's ANs (peak GPU memory too)
 
 Each command runs in its own process, so its peak RSS (``ru_maxrss``) is its own, and
 prints one JSON line: wall time, final objective ``0.5 ||X - A D||^2 + alpha ||A||_1``
@@ -157,6 +159,9 @@ def main(argv=None):
             record["prepare_s"] = round(prepare_s, 1)
             record["x_reused"] = reuse
         rss_before = peak_rss_gb()
+        if args.device.startswith("cuda"):
+            record["gpu"] = torch.cuda.get_device_name()
+            torch.cuda.reset_peak_memory_stats()
         walls, cpus = [], []
         for _ in range(max(1, args.repeat)):
             t0, c0 = time.perf_counter(), cpu_s()
@@ -171,6 +176,8 @@ def main(argv=None):
         record["cpu_s"] = float(np.median(cpus))
         if len(walls) > 1:
             record["wall_s_all"] = [round(w, 3) for w in walls]
+        if args.device.startswith("cuda"):
+            record["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 3)
         record["peak_rss_before_fit_gb"] = round(rss_before, 3)
         record["peak_rss_rise_fit_gb"] = round(peak_rss_gb() - rss_before, 3)
         record["epochs"] = model.n_iter_

@@ -963,8 +963,9 @@ def _word_token_pairs(spans: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
 
 def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: int = 256,
                      batch_size: int = 8, progress: bool = False,
-                     pooling: str = "mean", layers: Sequence[int] | None = None) -> np.ndarray:
-    """Activation of every AN for every word of a story.
+                     pooling: str = "mean", layers: Sequence[int] | None = None,
+                     project=None) -> np.ndarray:
+    """Activation of every AN for every word of a story (or a linear map of them).
 
     The words are joined with single spaces and tokenized once (no special tokens), with
     character offsets. A token belongs to every word whose characters it overlaps, so
@@ -998,6 +999,12 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
     layers : sequence of int or None
         Record only these layers (memory: a big model's words x ANs may not fit). The
         forward pass stops after the last of them.
+    project : array of shape (n_out, n_words) or None
+        If given, return ``project @ activations`` instead of the activations, computed
+        on the model's device as words are completed (float64 on the CPU, float32 on a
+        GPU), so that the words x ANs activations never leave the device and never exist
+        in full: with :func:`bids_app.responses.response_operator` as ``project``, only
+        TR-level responses come back.
 
     Returns
     -------
@@ -1005,6 +1012,7 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
         Columns as in :func:`neuron_table` (restricted to ``layers``, in layer order).
         Token activations are summed in float64
         (on the model's device) whatever the weights' precision.
+        With ``project``: shape (n_out, n_neurons) instead.
 
     Raises
     ------
@@ -1043,9 +1051,26 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
     column_of_layer = dict(zip(layers, np.concatenate([[0], np.cumsum(sizes)])[:-1]))
     n_columns = int(sum(sizes))
     n_words = len(words)
-    activations = np.zeros((n_words, n_columns), dtype=np.float32)
-    if n_words == 0:
-        return activations
+    if project is not None:
+        project = np.asarray(project, dtype=np.float64)
+        if project.ndim != 2 or project.shape[1] != n_words:
+            raise LlmfbnError("project must map the story's words",
+                              expected=f"an array of shape (n_out, {n_words})",
+                              found=f"shape {project.shape}")
+        if not np.all(np.isfinite(project)):
+            raise LlmfbnError("project holds NaN or infinite values")
+        if n_words == 0:
+            return np.zeros((project.shape[0], n_columns), dtype=np.float32)
+        project_dtype = torch.float64 if lm.device.type == "cpu" else torch.float32
+        project_dev = torch.as_tensor(project, dtype=project_dtype, device=lm.device)
+        projected = torch.zeros((project.shape[0], n_columns), dtype=project_dtype,
+                                device=lm.device)
+        projected_host = np.zeros((project.shape[0], n_columns))   # words across batches
+        activations = None
+    else:
+        activations = np.zeros((n_words, n_columns), dtype=np.float32)
+        if n_words == 0:
+            return activations
 
     tokenizer = lm.tokenizer
     text, spans = _join_words(words)
@@ -1098,10 +1123,20 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
         sums = torch.zeros((state["n_touched"], selected.shape[1]), dtype=torch.float64,
                            device=selected.device)
         sums.index_add_(0, state["pair_row"], selected[state["pair_sel"]])
-        sums = sums.cpu().numpy()
         start = int(column_of_layer[layer])
         cols = slice(start, start + lm.layer_sizes[layer])
         done = state["complete"]
+        if activations is None:          # project on the device; only pending words leave
+            done_t = state["done_t"]
+            means = sums[done_t] / state["counts_t"][done_t, None]
+            projected[:, cols] += (project_dev[:, state["touched_t"][done_t]]
+                                   @ means.to(project_dtype))
+            if not done.all():
+                pending = sums[~done_t].cpu().numpy()
+                for i, row in enumerate(np.flatnonzero(~done)):
+                    pending_sums[int(state["touched"][row])][cols] += pending[i]
+            return
+        sums = sums.cpu().numpy()
         activations[state["touched"][done], cols] = (
             sums[done] / state["counts"][done, None]).astype(np.float32)
         for row in np.flatnonzero(~done):
@@ -1142,6 +1177,10 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
                 pair_sel=torch.as_tensor(pair_sel, device=lm.device),
                 n_touched=touched.size, touched=touched, complete=complete,
                 counts=n_tokens_of_word[touched].astype(np.float64))
+            if activations is None:
+                state.update(done_t=torch.as_tensor(complete, device=lm.device),
+                             touched_t=torch.as_tensor(touched, device=lm.device),
+                             counts_t=torch.as_tensor(state["counts"], device=lm.device))
 
             try:
                 lm.model(input_ids=torch.as_tensor(input_ids, device=lm.device),
@@ -1154,9 +1193,14 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
                     w = int(w)
                     pending_counts[w] = pending_counts.get(w, 0) + int(counts_here[i])
                     if pending_counts[w] == n_tokens_of_word[w]:
-                        activations[w] = (pending_sums.pop(w)
-                                          / n_tokens_of_word[w]).astype(np.float32)
+                        mean = pending_sums.pop(w) / n_tokens_of_word[w]
+                        if activations is None:
+                            projected_host += np.outer(project[:, w], mean)
+                        else:
+                            activations[w] = mean.astype(np.float32)
                         del pending_counts[w]
     if pending_sums:  # pragma: no cover - every token is owned by exactly one window
         raise RuntimeError(f"{len(pending_sums)} words were not completed")
+    if activations is None:
+        return (projected.cpu().double().numpy() + projected_host).astype(np.float32)
     return activations

@@ -43,7 +43,8 @@ from bids_app.errors import LlmfbnError
 
 __all__ = ["DEFAULT_FIR_DELAYS", "HRF_MODELS", "RESPONSE_MODELS", "delay_frames",
            "frame_times_s", "hrf_design", "lanczos_design", "lanczos_kernel",
-           "n_response_columns", "response_column_labels", "temporal_responses",
+           "n_response_columns", "response_column_labels", "response_operator",
+           "temporal_responses",
            "zscore_time"]
 
 #: HRF models understood by :func:`hrf_design`, mapped to nilearn's kernel functions.
@@ -532,21 +533,13 @@ def temporal_responses(activations, onsets_s, frame_times_s, hrf_model="spm",
                      f"{onsets.shape[0] if onsets.ndim == 1 else '?'} (one row per onset)",
             found=f"activations {activations.shape}, onsets {onsets.shape}",
         )
-    if hrf_model == "huth":
-        delays = _check_fir_delays(fir_delays)
-        design = lanczos_design(onsets, frame_times_s, window=lanczos_window,
-                                cutoff_mult=cutoff_mult, drop_outside_s=drop_outside_s)
-    else:
-        delays = None
-        design = hrf_design(onsets, frame_times_s, hrf_model=hrf_model,
-                            oversampling=oversampling, drop_outside_s=drop_outside_s)
-    n_frames, n_words = design.shape
+    operator = response_operator(onsets, frame_times_s, hrf_model, oversampling,
+                                 fir_delays=fir_delays, lanczos_window=lanczos_window,
+                                 cutoff_mult=cutoff_mult, drop_outside_s=drop_outside_s)
+    n_slots, n_frames, n_words = operator.shape
     n_neurons = activations.shape[1]
-    if delays is None:
-        responses = np.empty((n_frames, n_neurons), dtype=np.float32)
-    else:
-        responses = np.zeros((n_frames, n_neurons * len(delays)), dtype=np.float32)
-        by_delay = responses.reshape(n_frames, n_neurons, len(delays))  # a view
+    responses = np.empty((n_frames, n_neurons * n_slots), dtype=np.float32)
+    by_slot = responses.reshape(n_frames, n_neurons, n_slots)  # a view, neuron-major
     batch = max(1, _BATCH_BYTES // (8 * max(n_words + n_frames, 1)))
     for start in range(0, n_neurons, batch):
         block = np.asarray(activations[:, start:start + batch], dtype=np.float64)
@@ -557,13 +550,42 @@ def temporal_responses(activations, onsets_s, frame_times_s, hrf_model="spm",
                 todo="check the model's precision settings (e.g. use float32 instead of "
                      "float16)",
             )
-        if delays is None:
-            responses[:, start:start + batch] = design @ block
-        else:
-            downsampled = design @ block
-            for i, delay in enumerate(delays):
-                _shift_into(by_delay[:, start:start + batch, i], downsampled, delay)
+        for slot in range(n_slots):
+            by_slot[:, start:start + batch, slot] = operator[slot] @ block
     return responses
+
+
+def response_operator(onsets_s, frame_times_s, hrf_model="spm", oversampling=50, *,
+                      fir_delays=DEFAULT_FIR_DELAYS, lanczos_window=3, cutoff_mult=1.0,
+                      drop_outside_s: float | None = None) -> np.ndarray:
+    """The linear map from word activations to temporal responses.
+
+    ``temporal_responses(activations, ...)[:, k * n_slots + s]`` equals
+    ``operator[s] @ activations[:, k]`` for every neuron k: ``n_slots`` is 1 for "spm" and
+    "glover" (``operator[0]`` is :func:`hrf_design`) and ``len(fir_delays)`` for "huth"
+    (``operator[s]`` is :func:`lanczos_design` with its rows shifted by the s-th delay,
+    zero-filled). The pipeline applies it where the activations are (e.g. on the GPU),
+    so that only TR-level responses leave the device.
+
+    Parameters are those of :func:`temporal_responses`.
+
+    Returns
+    -------
+    operator : ndarray of shape (n_slots, n_frames, n_words), float64
+    """
+    hrf_model = _check_response_model(hrf_model)
+    onsets = np.asarray(onsets_s, dtype=np.float64)
+    if hrf_model == "huth":
+        delays = _check_fir_delays(fir_delays)
+        design = lanczos_design(onsets, frame_times_s, window=lanczos_window,
+                                cutoff_mult=cutoff_mult, drop_outside_s=drop_outside_s)
+        operator = np.zeros((len(delays),) + design.shape)
+        for slot, delay in enumerate(delays):
+            _shift_into(operator[slot], design, delay)
+        return operator
+    design = hrf_design(onsets, frame_times_s, hrf_model=hrf_model,
+                        oversampling=oversampling, drop_outside_s=drop_outside_s)
+    return design[None]
 
 
 def zscore_time(responses) -> np.ndarray:

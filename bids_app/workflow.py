@@ -117,12 +117,14 @@ def _stimulus_payload(config: Config, spec, plan: dict[str, Acquisition]) -> dic
     }
 
 
-def _layer_chunks(layer_sizes: list[int], n_words: int, mem_gb: float) -> list[list[int]]:
-    """Groups of layers whose word activations (float32) fit in a quarter of the budget."""
+def _layer_chunks(layer_sizes: list[int], bytes_per_unit: int,
+                  mem_gb: float) -> list[list[int]]:
+    """Groups of layers whose working arrays (``bytes_per_unit`` per AN) fit in a quarter
+    of the budget."""
     budget = mem_gb * 1e9 / 4
     chunks, current, size = [], [], 0
     for layer, units in enumerate(layer_sizes):
-        need = n_words * units * 4
+        need = units * bytes_per_unit
         if current and size + need > budget:
             chunks.append(current)
             current, size = [], 0
@@ -136,13 +138,17 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
 
     The cached folder holds ``x.npy`` (n_neurons, n_trs_total) float32 on disk: one row per
     AN, its response z-scored within each acquisition, acquisitions concatenated in sorted
-    order, then scaled to unit L2 norm (silent ANs: zero rows); ``frames.tsv`` (acquisition, task, run, frame, time_s); ``neurons.tsv`` (layer,
-    unit). Each story's words are run through the model once; layers are processed in
-    groups that fit ``--mem-gb``, and rows are written straight to the on-disk array.
+    order, then scaled to unit L2 norm (silent ANs: zero rows); ``frames.tsv``
+    (acquisition, task, run, frame, time_s); ``neurons.tsv`` (layer, unit). Each story's
+    words are run through the model once per layer group, and the HRF (or Lanczos + FIR)
+    map from its words to the TRs of every acquisition it is heard in is applied on the
+    model's device as the words are completed, so only TR-level responses come back;
+    layers are processed in groups that fit ``--mem-gb``, and rows are written straight
+    to the on-disk array.
     """
     from bids_app.features import load_model, neuron_table, word_activations
     from bids_app.responses import (n_response_columns, response_column_labels,
-                                    temporal_responses, zscore_time)
+                                    response_operator, zscore_time)
     from bids_app.stimulus import read_word_timings
 
     def compute(folder: Path) -> None:
@@ -162,32 +168,56 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
         x = np.lib.format.open_memmap(folder / "x.npy", mode="w+", dtype=np.float32,
                                       shape=(lm.n_neurons * n_cols, n_trs))
         offsets = np.concatenate([[0], np.cumsum(lm.layer_sizes)]) * n_cols
-        n_words_max = max(len(w.words) for w in words.values())
-        chunks = _layer_chunks(list(lm.layer_sizes), n_words_max, config.mem_gb)
+        # Each story's words -> TR-level responses of every acquisition it is heard in,
+        # as one linear map applied where the activations are (on the GPU, if used):
+        # the words x ANs activations never leave the device.
+        operators = {}
+        for path in stories:
+            blocks = []
+            for key, acq in sorted(plan.items()):
+                for placement in acq.stories:
+                    if placement.timings == path:
+                        operator = response_operator(
+                            placement.onset_s + words[path].onsets_s, acq.frame_times_s(),
+                            hrf_model=config.hrf_model, drop_outside_s=32.0)
+                        blocks.append((key, acq.n_frames, operator))
+            operators[path] = blocks
+        max_out = max(sum(op.shape[0] * op.shape[1] for _, _, op in blocks)
+                      for blocks in operators.values())
+        # per AN: float64 responses of all acquisitions + one story's projection (float64
+        # on the device, float32 back)
+        chunks = _layer_chunks(list(lm.layer_sizes), n_trs * n_cols * 8 + max_out * 12,
+                               config.mem_gb)
         for chunk_index, layers in enumerate(chunks, 1):
             rows = slice(int(offsets[layers[0]]), int(offsets[layers[-1] + 1]))
-            acts = {}
+            n_units = (rows.stop - rows.start) // n_cols
+            resp = {key: np.zeros((acq.n_frames, n_units * n_cols))
+                    for key, acq in plan.items()}
             for path in stories:
                 LOGGER.info("Story %s: %d words -> layers %d-%d of %s (chunk %d/%d)",
                             path.parent.name if path.name.startswith("align") else path.stem,
                             len(words[path].words), layers[0], layers[-1], spec.label,
                             chunk_index, len(chunks))
-                acts[path] = word_activations(
+                blocks = operators[path]
+                project = np.concatenate([op.reshape(-1, op.shape[2])
+                                          for _, _, op in blocks])
+                out = word_activations(
                     lm, words[path].words, context_tokens=config.context_tokens,
-                    pooling=config.word_pooling, progress=True,
+                    pooling=config.word_pooling, progress=True, project=project,
                     **({"layers": layers} if len(chunks) > 1 else {}))
+                start = 0
+                for key, n_frames, operator in blocks:
+                    part = out[start:start + n_cols * n_frames]
+                    start += n_cols * n_frames
+                    # (slot, frame, AN) -> columns AN-major: AN * n_cols + slot
+                    resp[key].reshape(n_frames, n_units, n_cols)[...] += \
+                        part.reshape(n_cols, n_frames, n_units).transpose(1, 2, 0)
+                del out
             column = 0
             for key, acq in sorted(plan.items()):
-                frame_times = acq.frame_times_s()
-                resp = np.zeros((acq.n_frames, rows.stop - rows.start), np.float64)
-                for placement in acq.stories:
-                    resp += temporal_responses(
-                        acts[placement.timings],
-                        placement.onset_s + words[placement.timings].onsets_s,
-                        frame_times, hrf_model=config.hrf_model, drop_outside_s=32.0)
-                x[rows, column:column + acq.n_frames] = zscore_time(resp).T
+                x[rows, column:column + acq.n_frames] = zscore_time(resp[key]).T
                 column += acq.n_frames
-            del acts
+            del resp
             block = np.asarray(x[rows], dtype=np.float64)
             norms = np.linalg.norm(block, axis=1, keepdims=True)
             x[rows] = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)

@@ -621,3 +621,28 @@ def test_layer_subsets_equal_the_full_columns():
         np.testing.assert_array_equal(part, expected)
     with pytest.raises(LlmfbnError, match="layers"):
         word_activations(lm, words, layers=[6])
+
+
+@pytest.mark.parametrize("which", ["minilm", "tiny_llama"])
+def test_projected_equals_projecting_the_activations(which, request):
+    """``project=P`` (done on the device as words complete) equals ``P @ activations``
+    within 1e-5 relative to the largest value: many windows, small batches so that words
+    span batches, multi-token words, both poolings, and a subset of layers."""
+    lm = request.getfixturevalue(which)
+    rng = np.random.default_rng(4)
+    words = [("unbelievably" if i % 7 == 3 else SIMPLE_WORDS[i % len(SIMPLE_WORDS)])
+             + ("," if i % 5 == 0 else "") for i in range(90)]
+    project = rng.standard_normal((13, len(words)))
+    for pooling, layers in [("mean", None), ("last", [1])]:
+        kwargs = dict(context_tokens=16, batch_size=2, pooling=pooling, layers=layers)
+        full = word_activations(lm, words, **kwargs).astype(np.float64)
+        got = word_activations(lm, words, project=project, **kwargs)
+        expected = project @ full
+        assert got.shape == (13, full.shape[1]) and got.dtype == np.float32
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(got, expected, atol=1e-5 * scale, rtol=0)
+
+
+def test_projected_bad_shape(minilm):
+    with pytest.raises(LlmfbnError, match="project"):
+        word_activations(minilm, SIMPLE_WORDS[:5], project=np.ones((3, 4)))

@@ -105,8 +105,9 @@ def test_memory_budget_streams_layers_with_identical_responses(dataset_copy, tmp
     """A small --mem-gb processes layers in groups; the on-disk responses are identical."""
     from bids_app.workflow import _layer_chunks
 
-    assert _layer_chunks([10, 10, 10], n_words=100, mem_gb=1e-5) == [[0], [1], [2]]
-    assert _layer_chunks([10, 10, 10], n_words=100, mem_gb=1.0) == [[0, 1, 2]]
+    assert _layer_chunks([10, 10, 10], bytes_per_unit=400, mem_gb=1e-5) == [[0], [1], [2]]
+    assert _layer_chunks([10, 10, 10], bytes_per_unit=400, mem_gb=1.0) == [[0, 1, 2]]
+    assert _layer_chunks([10, 10, 10], bytes_per_unit=1e4, mem_gb=8e-4) == [[0, 1], [2]]
     for name, budget in (("big", "8"), ("tiny", "0.05")):
         assert _participant(dataset_copy, tmp_path / f"out-{name}", tmp_path / f"work-{name}",
                             "--participant-label", "001", "--mem-gb", budget) == 0

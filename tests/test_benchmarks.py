@@ -1,0 +1,42 @@
+"""The hand-run benchmark scripts still run (tiny sizes, CPU): a GPU session can then spend
+its device time measuring, not debugging. No timings are checked here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_features_gpu_runs_tiny_on_cpu(tmp_path):
+    out = tmp_path / "result.json"
+    assert _script("bench_features_gpu").main(
+        ["--tiny", "--device", "cpu", "--words", "1200", "--story-words", "500",
+         "--context-tokens", "64", "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_stories"] == 3 and result["n_neurons"] == 4 * 176
+    # responses on disk: one row per AN, unit norm, over the three runs' TRs
+    x = np.load(tmp_path / "work" / "x.npy")
+    assert x.shape == (704, result["ours"]["n_trs"])
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
+    for part in ("plain_forward", "ours"):
+        assert result[part]["seconds"] > 0 and 0 < result[part]["fraction_of_matmul"]
+
+
+def test_bench_dictionary_runs_tiny(capsys):
+    assert _script("bench_dictionary").main(
+        ["ours", "--n-neurons", "3000", "--n-trs", "60", "--n-atoms", "8"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["converged"] and record["objective"] > 0
+    assert abs(record["objective"] - record["objective_attr"]) <= 1e-6 * record["objective"]
