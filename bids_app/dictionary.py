@@ -82,7 +82,7 @@ _DEFAULT_CHUNK = 32768    # rows per chunk (fewer, larger operations)
 _MAX_RETUNES = 5         # re-tunings of alpha (target_sparsity) before it is kept fixed
 _SMALL_PROBLEM = 2 ** 20  # n_rows * n_atoms below which one CPU thread is used
 _DUPLICATE_CORR = 0.9    # |cos| above which the weaker of two atoms is re-initialised
-_MAX_DUPLICATE_ROUNDS = 3  # batch epochs (per phase) that may re-initialise duplicates
+_MAX_RESTART_ROUNDS = 3    # batch epochs (per phase) that may restart wasted atoms
 _RARE_ENERGY = 0.05      # code energy, relative to the median atom's, of a rarely used atom
 _N_PROBE = 16384         # rows whose coding residuals re-initialise atoms
 
@@ -851,7 +851,7 @@ class DictionaryLearner:
         self.converged_ = False
         best = None                      # (objective, alpha, atoms) of the best epoch
         probe = None                     # rows whose residuals re-initialise atoms
-        duplicate_rounds = 0
+        restart_rounds = 0
         while epoch < self.max_epochs:
             solver = _Solver.of(atoms)
             stat_a.zero_()
@@ -876,19 +876,19 @@ class DictionaryLearner:
             converged = (previous is not None and previous[1] == alpha
                          and abs(previous[0] - total) <= self.tol * abs(previous[0]))
             atoms64 = atoms.double()
-            duplicates = []
-            if duplicate_rounds < _MAX_DUPLICATE_ROUNDS:
+            wasted = []
+            if restart_rounds < _MAX_RESTART_ROUNDS:
                 # an atom that duplicates another or is barely used leaves a pattern
                 # unexplained (a local minimum): restart it, at most a few times
-                duplicates = _wasted_atoms(atoms64, stat_a)
-                duplicate_rounds += bool(len(duplicates))
-            if converged and not len(duplicates):
+                wasted = _wasted_atoms(atoms64, stat_a)
+                restart_rounds += bool(len(wasted))
+            if converged and not len(wasted):
                 self.converged_ = True
                 break
             previous = (total, alpha)
             unused = _bcd(atoms64, stat_a, stat_b, passes=_BCD_PASSES)
-            duplicates = np.setdiff1d(duplicates, unused)
-            replace = np.union1d(unused, duplicates).astype(np.int64)
+            wasted = np.setdiff1d(wasted, unused)
+            replace = np.union1d(unused, wasted).astype(np.int64)
             if len(replace):
                 # restart them from what the current atoms leave unexplained: the
                 # leading principal directions of the coding residuals of a seeded

@@ -249,8 +249,8 @@ def test_restarts_escape_a_local_minimum(monkeypatch):
 
     x, sources = source_mixtures(45_000, 150, n_sources=48, seed=3)
     fits = {}
-    for rounds in (0, dictionary._MAX_DUPLICATE_ROUNDS):
-        monkeypatch.setattr(dictionary, "_MAX_DUPLICATE_ROUNDS", rounds)
+    for rounds in (0, dictionary._MAX_RESTART_ROUNDS):
+        monkeypatch.setattr(dictionary, "_MAX_RESTART_ROUNDS", rounds)
         learner = DictionaryLearner(n_atoms=48, alpha=0.1, random_state=2).fit(x)
         fits[rounds] = (match_atoms(sources, learner.components_).min(),
                         learner.objective_)
