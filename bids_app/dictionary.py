@@ -24,7 +24,8 @@ Algorithm
 3. *Batch epochs* (until the relative objective change is below ``tol``): one streaming pass
    over all rows codes them against the current atoms (warm-started) and accumulates the
    exact statistics, whose objective is logged; BCD then minimises over the atoms exactly.
-   Each epoch therefore cannot increase the objective (up to the coding tolerance).
+   Each epoch therefore cannot increase the objective (up to the coding tolerance),
+   except right after a restart (below).
    Atoms that no AN uses are re-initialised. So are, in at most three epochs per phase,
    the marks of the usual local minima: an atom nearly duplicating another (|cos| > 0.9)
    or barely used (code energy < 5 % of the median atom's) while some pattern stays
@@ -577,7 +578,7 @@ class DictionaryLearner:
         epoch ran on), ``objective`` (for online epochs the sum of the mini-batch
         objectives as they were coded; for batch epochs the exact objective of the epoch's
         codes and the atoms they were coded with, which cannot increase while ``alpha`` is
-        fixed), ``alpha``, ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA
+        fixed, except in the epoch after atoms were restarted), ``alpha``, ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA
         iterations over the rows that ran FISTA; 0 when every row was solved exactly on
         the support of its warm start).
     n_iter_ : int
