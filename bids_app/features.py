@@ -961,6 +961,11 @@ def _word_token_pairs(spans: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     return np.concatenate(word_idx).astype(np.int64), np.concatenate(tok_idx).astype(np.int64)
 
 
+#: Precision of ``word_activations(project=...)`` per device type (others: float32):
+#: float64 is cheap on CPUs, slow on most GPUs.
+_PROJECT_DTYPE = {"cpu": "float64"}
+
+
 def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: int = 256,
                      batch_size: int = 8, progress: bool = False,
                      pooling: str = "mean", layers: Sequence[int] | None = None,
@@ -1061,7 +1066,7 @@ def word_activations(lm: LanguageModel, words: Sequence[str], context_tokens: in
             raise LlmfbnError("project holds NaN or infinite values")
         if n_words == 0:
             return np.zeros((project.shape[0], n_columns), dtype=np.float32)
-        project_dtype = torch.float64 if lm.device.type == "cpu" else torch.float32
+        project_dtype = getattr(torch, _PROJECT_DTYPE.get(lm.device.type, "float32"))
         project_dev = torch.as_tensor(project, dtype=project_dtype, device=lm.device)
         projected = torch.zeros((project.shape[0], n_columns), dtype=project_dtype,
                                 device=lm.device)

@@ -643,6 +643,20 @@ def test_projected_equals_projecting_the_activations(which, request):
         np.testing.assert_allclose(got, expected, atol=1e-5 * scale, rtol=0)
 
 
+def test_projected_in_float32_as_on_a_gpu(minilm, monkeypatch):
+    """The GPU precision of the projection (float32), exercised on the CPU: within 1e-5
+    of the largest value of the float64 result."""
+    import bids_app.features as features
+
+    words = SIMPLE_WORDS * 3
+    project = np.random.default_rng(9).standard_normal((7, len(words)))
+    reference = word_activations(minilm, words, context_tokens=16, project=project)
+    monkeypatch.setattr(features, "_PROJECT_DTYPE", {})
+    got = word_activations(minilm, words, context_tokens=16, project=project)
+    assert not np.array_equal(got, reference)          # really another precision
+    np.testing.assert_allclose(got, reference, atol=1e-5 * np.abs(reference).max(), rtol=0)
+
+
 def test_projected_bad_shape(minilm):
     with pytest.raises(LlmfbnError, match="project"):
         word_activations(minilm, SIMPLE_WORDS[:5], project=np.ones((3, 4)))
