@@ -175,3 +175,32 @@ def test_two_stories_in_one_run_add_up(tmp_path):
         total = total + temporal_responses(acts, placement.onset_s + timings.onsets_s, frames,
                                            drop_outside_s=32.0)
     np.testing.assert_allclose(x, _unit(zscore_time(total).T), atol=2e-5)
+
+
+def test_huth_responses_through_the_device_projection(tmp_path):
+    """--hrf huth in the responses stage (Lanczos + 4 FIR delays projected on the device)
+    equals temporal_responses(..., hrf_model="huth") of the word activations, one row per
+    (AN, delay), AN-major (abs 2e-5 on unit-norm rows)."""
+    from bids_app.config import Config
+    from bids_app.features import load_model, resolve_model, word_activations
+    from bids_app.responses import frame_times_s, temporal_responses, zscore_time
+    from bids_app.stimulus import read_word_timings
+    from bids_app.workflow import compute_responses
+
+    story = _gentle(tmp_path / "story.csv", "the sea was calm that night".split() * 12)
+    placement = StoryPlacement(story, 3.0)
+    config = Config(bids_dir=tmp_path, output_dir=tmp_path / "out",
+                    analysis_level="participant", work_dir=tmp_path / "work",
+                    context_tokens=64, hrf_model="huth")
+    folder = compute_responses(config, resolve_model("minilm"),
+                               {"task-story": _acq("task-story", None, 50, [placement])}, "cpu")
+    x = np.load(folder / "x.npy")
+    neurons = pd.read_csv(folder / "neurons.tsv", sep="\t")
+    timings = read_word_timings(story)
+    acts = word_activations(load_model(resolve_model("minilm")), timings.words,
+                            context_tokens=64)
+    reference = temporal_responses(acts, 3.0 + timings.onsets_s, frame_times_s(50, 1.5, 0.75),
+                                   hrf_model="huth", drop_outside_s=32.0)
+    assert x.shape == (4 * 9216, 50) and len(neurons) == 4 * 9216
+    assert list(neurons["delay_trs"][:5]) == [1, 2, 3, 4, 1]
+    np.testing.assert_allclose(x, _unit(zscore_time(reference).T), atol=2e-5)
