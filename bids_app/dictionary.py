@@ -365,7 +365,6 @@ def _polish(codes, gram, cross, alpha):
     support = codes != 0
     sizes = support.sum(1)
     out = codes.clone()
-    out[sizes == 0] = 0
     for size in torch.unique(sizes).tolist():
         if size == 0:
             continue
