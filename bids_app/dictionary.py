@@ -29,9 +29,12 @@ Algorithm
    Atoms that no AN uses are re-initialised. So are, in at most three epochs per phase,
    the marks of the usual local minima: an atom nearly duplicating another (|cos| > 0.9)
    or barely used (code energy < 5 % of the median atom's) while some pattern stays
-   unexplained. They restart from the leading principal directions of the coding
-   residuals of a seeded subset of 16,384 rows, and convergence is only accepted without
-   such atoms; if a restart does not pay off, the atoms of the best epoch are kept.
+   unexplained restarts from the leading principal directions of the coding residuals of
+   a seeded subset of 16,384 rows; and two atoms that code nearly the same ANs (> 60 % of
+   the less used one's ANs use both: a rotated pair, such as s1 + s2 and s1 - s2 for two
+   patterns) are split along the two directions those ANs follow in their plane.
+   Convergence is only accepted without such atoms; if a restart does not pay off, the
+   atoms of the best epoch are kept.
 4. *Final codes*: exact lasso solutions to a duality gap of ``1e-11 * ||x||^2`` per row in
    float64: scikit-learn's ``sparse_encode(algorithm="lasso_cd")`` solution within 1e-4.
 
@@ -86,6 +89,8 @@ _DUPLICATE_CORR = 0.9    # |cos| above which the weaker of two atoms is re-initi
 _MAX_RESTART_ROUNDS = 3    # batch epochs (per phase) that may restart wasted atoms
 _RARE_ENERGY = 0.05      # code energy, relative to the median atom's, of a rarely used atom
 _N_PROBE = 16384         # rows whose coding residuals re-initialise atoms
+_COACTIVE_FRACTION = 0.6  # of a pair's ANs coded by both: a rotated pair
+_MIN_PAIR_ROWS = 10      # ANs the less used atom of a rotated pair needs
 
 
 @contextlib.contextmanager
@@ -448,6 +453,66 @@ def _top_directions(resid, n_directions, n_iter=8):
         basis = torch.linalg.qr(resid.T @ (resid @ basis))[0]
     _, _, vt = torch.linalg.svd(resid @ basis, full_matrices=False)
     return (vt[:n_directions] @ basis.T)
+
+
+def _coactive_pairs(coactive, skip=()):
+    """Disjoint atom pairs (i, j) that code nearly the same ANs: of the ANs using the less
+    used of the two, more than ``_COACTIVE_FRACTION`` use the other too.
+
+    Two atoms that split two patterns between them (a rotated pair, such as (s1 + s2) and
+    (s1 - s2) for patterns s1, s2) show this way: every AN with either pattern needs both.
+    ``coactive`` (n_atoms, n_atoms): counts of ANs with both codes non-zero.
+    """
+    counts = np.asarray(coactive, dtype=np.float64)
+    used = np.diag(counts)
+    fraction = counts / np.maximum(np.minimum(used[:, None], used[None, :]), 1.0)
+    rows, cols = np.nonzero(np.triu(fraction, 1) > _COACTIVE_FRACTION)
+    taken = set(int(u) for u in skip)
+    pairs = []
+    for k in np.argsort(-fraction[rows, cols], kind="stable"):
+        i, j = int(rows[k]), int(cols[k])
+        if i not in taken and j not in taken and min(used[i], used[j]) >= _MIN_PAIR_ROWS:
+            pairs.append((i, j))
+            taken.update((i, j))
+    return pairs
+
+
+def _split_pair(atom_i, atom_j, codes_ij):
+    """Two unit atoms along the two directions that the ANs using both atoms follow.
+
+    Every such AN's component in the plane of the two atoms, ``a_i d_i + a_j d_j``, is
+    taken as an angle in [0, pi) (sign-free), weighted by its squared length; the two
+    highest modes of the smoothed angle histogram, at least 20 degrees apart, are the
+    new atoms. A rotated pair is undone; two atoms that are already the right ones
+    come back almost unchanged.
+
+    Parameters
+    ----------
+    atom_i, atom_j : tensors (n_trs,), float64; codes_ij : tensor (n_rows, 2).
+    """
+    e1 = atom_i / atom_i.norm().clamp_min(1e-30)
+    e2 = atom_j - (atom_j @ e1) * e1
+    if float(e2.norm()) < 1e-6:
+        return None
+    e2 = e2 / e2.norm()
+    plane = codes_ij[:, :1] * atom_i + codes_ij[:, 1:] * atom_j     # (n_rows, n_trs)
+    x, y = plane @ e1, plane @ e2
+    angles = torch.remainder(torch.atan2(y, x), math.pi).cpu().numpy()
+    weights = (x * x + y * y).cpu().numpy()
+    n_bins = 180
+    histogram = np.bincount(np.minimum((angles / math.pi * n_bins).astype(int), n_bins - 1),
+                            weights=weights, minlength=n_bins)
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    smooth = np.array([np.dot(kernel, np.take(histogram, np.arange(b - 6, b + 7),
+                                              mode="wrap")) for b in range(n_bins)])
+    first = int(np.argmax(smooth))
+    distance = np.abs((np.arange(n_bins) - first + n_bins // 2) % n_bins - n_bins // 2)
+    second = int(np.argmax(np.where(distance >= 20, smooth, -np.inf)))
+    new = []
+    for b in (first, second):
+        theta = (b + 0.5) * math.pi / n_bins
+        new.append(math.cos(theta) * e1 + math.sin(theta) * e2)
+    return new
 
 
 def _wasted_atoms(atoms64, stat_a):
@@ -856,6 +921,7 @@ class DictionaryLearner:
             solver = _Solver.of(atoms)
             stat_a.zero_()
             stat_b.zero_()
+            coactive = torch.zeros((k, k), dtype=torch.float64, device=device)
             total, nnz, max_it = 0.0, 0, 0
             for start, stop in data.chunks():
                 x_chunk = data.get(start, stop)
@@ -869,6 +935,8 @@ class DictionaryLearner:
                 codes64 = codes.double()
                 stat_a += codes64.T @ codes64
                 stat_b += (codes.T @ x_chunk).double()
+                active = (codes != 0).double()
+                coactive += active.T @ active
             epoch += 1
             self._log_epoch(phase + "batch", total, alpha, nnz / n, max_it, n)
             if best is None or best[1] != alpha or total < best[0]:
@@ -876,17 +944,27 @@ class DictionaryLearner:
             converged = (previous is not None and previous[1] == alpha
                          and abs(previous[0] - total) <= self.tol * abs(previous[0]))
             atoms64 = atoms.double()
-            wasted = []
+            wasted, pairs = [], []
             if restart_rounds < _MAX_RESTART_ROUNDS:
                 # an atom that duplicates another or is barely used leaves a pattern
-                # unexplained (a local minimum): restart it, at most a few times
+                # unexplained, and two atoms can split two patterns between them (local
+                # minima): restart or split them, at most a few times
                 wasted = _wasted_atoms(atoms64, stat_a)
-                restart_rounds += bool(len(wasted))
-            if converged and not len(wasted):
+                pairs = _coactive_pairs(coactive.cpu().numpy(), skip=wasted)
+                restart_rounds += bool(len(wasted) or len(pairs))
+            if converged and not len(wasted) and not pairs:
                 self.converged_ = True
                 break
             previous = (total, alpha)
             unused = _bcd(atoms64, stat_a, stat_b, passes=_BCD_PASSES)
+            for i, j in pairs:
+                both = torch.nonzero((store[:, i] != 0) & (store[:, j] != 0)).squeeze(1)
+                codes_ij = store[both][:, [i, j]].to(device).double()
+                split = _split_pair(atoms[i].double(), atoms[j].double(), codes_ij)
+                if split is not None:
+                    atoms64[i], atoms64[j] = split
+            if pairs:
+                LOGGER.info("split %d pairs of atoms that code the same ANs", len(pairs))
             wasted = np.setdiff1d(wasted, unused)
             replace = np.union1d(unused, wasted).astype(np.int64)
             if len(replace):
