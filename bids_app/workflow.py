@@ -170,20 +170,23 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
         offsets = np.concatenate([[0], np.cumsum(lm.layer_sizes)]) * n_cols
         # Each story's words -> TR-level responses of every acquisition it is heard in,
         # as one linear map applied where the activations are (on the GPU, if used):
-        # the words x ANs activations never leave the device.
-        operators = {}
-        for path in stories:
-            blocks = []
-            for key, acq in sorted(plan.items()):
-                for placement in acq.stories:
-                    if placement.timings == path:
-                        operator = response_operator(
-                            placement.onset_s + words[path].onsets_s, acq.frame_times_s(),
-                            hrf_model=config.hrf_model, drop_outside_s=32.0)
-                        blocks.append((key, acq.n_frames, operator))
-            operators[path] = blocks
-        max_out = max(sum(op.shape[0] * op.shape[1] for _, _, op in blocks)
-                      for blocks in operators.values())
+        # the words x ANs activations never leave the device. The maps are built when
+        # used (cheap next to the forward passes), not kept for all stories at once.
+        heard_in = {path: [(key, acq, placement) for key, acq in sorted(plan.items())
+                           for placement in acq.stories if placement.timings == path]
+                    for path in stories}
+
+        def story_operator(path):
+            """Stacked (n_cols * n_frames, n_words) maps, with (key, n_frames) per block."""
+            blocks = [response_operator(placement.onset_s + words[path].onsets_s,
+                                        acq.frame_times_s(), hrf_model=config.hrf_model,
+                                        drop_outside_s=32.0)
+                      for _, acq, placement in heard_in[path]]
+            targets = [(key, acq.n_frames) for key, acq, _ in heard_in[path]]
+            return np.concatenate([op.reshape(-1, op.shape[2]) for op in blocks]), targets
+
+        max_out = max(n_cols * sum(acq.n_frames for _, acq, _ in heard)
+                      for heard in heard_in.values())
         # per AN: float64 responses of all acquisitions + one story's projection (float64
         # on the device, float32 back)
         chunks = _layer_chunks(list(lm.layer_sizes), n_trs * n_cols * 8 + max_out * 12,
@@ -198,21 +201,19 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
                             path.parent.name if path.name.startswith("align") else path.stem,
                             len(words[path].words), layers[0], layers[-1], spec.label,
                             chunk_index, len(chunks))
-                blocks = operators[path]
-                project = np.concatenate([op.reshape(-1, op.shape[2])
-                                          for _, _, op in blocks])
+                project, targets = story_operator(path)
                 out = word_activations(
                     lm, words[path].words, context_tokens=config.context_tokens,
                     pooling=config.word_pooling, progress=True, project=project,
                     **({"layers": layers} if len(chunks) > 1 else {}))
                 start = 0
-                for key, n_frames, operator in blocks:
+                for key, n_frames in targets:
                     part = out[start:start + n_cols * n_frames]
                     start += n_cols * n_frames
                     # (slot, frame, AN) -> columns AN-major: AN * n_cols + slot
                     resp[key].reshape(n_frames, n_units, n_cols)[...] += \
                         part.reshape(n_cols, n_frames, n_units).transpose(1, 2, 0)
-                del out
+                del out, project
             column = 0
             for key, acq in sorted(plan.items()):
                 x[rows, column:column + acq.n_frames] = zscore_time(resp[key]).T
