@@ -1,0 +1,110 @@
+"""The naming contract of the outputs: every file name, folder and label is made here.
+
+Files use standard BIDS entities only (``ENTITY_ORDER``); what cannot be named with an entity
+goes into the JSON sidecar. Atoms are named ``atom01`` ... ``atomK`` everywhere (tables,
+sidecars, design matrices, reports), zero-padded to the width of K and at least two digits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ENTITY_ORDER = ("sub", "ses", "task", "run", "space", "res", "desc", "stat")
+
+#: Folders of OUTPUT_DIR below the dataset root.
+ATOMS_DIR = "atoms"
+GROUP_DIR = "group"
+LOGS_DIR = "logs"
+
+#: The network label of an atom that couples to no network.
+NO_NETWORK = "none"
+
+
+def bids_name(suffix: str, extension: str, **entities) -> str:
+    """``sub-01_space-X_desc-y_stat-t_statmap.nii.gz`` from entities in BIDS order."""
+    unknown = set(entities) - set(ENTITY_ORDER)
+    if unknown:
+        raise ValueError(f"non-standard entities {sorted(unknown)}")
+    parts = [f"{k}-{entities[k]}" for k in ENTITY_ORDER if entities.get(k) not in (None, "")]
+    return "_".join(parts + [suffix]) + extension
+
+
+def sidecar_path(path: Path) -> Path:
+    """The JSON sidecar of a ``.nii.gz``/``.tsv``/... output."""
+    path = Path(path)
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".tsv", ".npz"):
+        if name.endswith(ext):
+            return path.with_name(name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")
+
+
+# ------------------------------------------------------------------------------------ atoms
+def atom_width(n_atoms: int) -> int:
+    """Digits of an atom number: the width of ``n_atoms``, at least 2."""
+    return max(2, len(str(int(n_atoms))))
+
+
+def atom_name(index: int, n_atoms: int) -> str:
+    """Name of the atom at 0-based ``index`` among ``n_atoms``: ``atom01``, ``atom001``..."""
+    return f"atom{index + 1:0{atom_width(n_atoms)}d}"
+
+
+def atom_names(n_atoms: int) -> list[str]:
+    """``atom01`` ... ``atomK`` for ``K = n_atoms``."""
+    return [atom_name(k, n_atoms) for k in range(n_atoms)]
+
+
+# --------------------------------------------------------------------------- output stems
+def model_desc(label: str) -> str:
+    """``desc-<label>``: the model's label is the ``desc`` entity of every output."""
+    return f"desc-{label}"
+
+
+def atoms_file(output_dir: Path, label: str, suffix: str, extension: str) -> Path:
+    """``OUTPUT_DIR/atoms/desc-<label>_<suffix><extension>`` (stimulus-level outputs)."""
+    return Path(output_dir) / ATOMS_DIR / f"{model_desc(label)}_{suffix}{extension}"
+
+
+def group_file(output_dir: Path, label: str, suffix: str, extension: str) -> Path:
+    """``OUTPUT_DIR/group/desc-<label>_<suffix><extension>`` (group tables and report)."""
+    return Path(output_dir) / GROUP_DIR / f"{model_desc(label)}_{suffix}{extension}"
+
+
+def group_map(output_dir: Path, space_entities: dict, label: str, stat: str) -> Path:
+    """``OUTPUT_DIR/group/space-<space>_desc-<label>_stat-<stat>_statmap.nii.gz``."""
+    return Path(output_dir) / GROUP_DIR / bids_name(
+        "statmap", ".nii.gz", **space_entities, desc=label, stat=stat)
+
+
+def subject_entities(subject: str, space_entities: dict, label: str) -> dict:
+    return {"sub": subject, **space_entities, "desc": label}
+
+
+def subject_folder(output_dir: Path, subject: str) -> Path:
+    return Path(output_dir) / f"sub-{subject}" / "func"
+
+
+def subject_map(output_dir: Path, subject: str, space_entities: dict, label: str,
+                stat: str) -> Path:
+    """``sub-<s>/func/sub-<s>_space-<space>_desc-<label>_stat-<stat>_statmap.nii.gz``."""
+    return subject_folder(output_dir, subject) / bids_name(
+        "statmap", ".nii.gz", **subject_entities(subject, space_entities, label), stat=stat)
+
+
+def subject_mask(output_dir: Path, subject: str, space_entities: dict, label: str) -> Path:
+    return subject_folder(output_dir, subject) / bids_name(
+        "mask", ".nii.gz", **subject_entities(subject, space_entities, label))
+
+
+def subject_design(output_dir: Path, subject: str, label: str) -> Path:
+    return subject_folder(output_dir, subject) / bids_name(
+        "design", ".tsv", sub=subject, desc=label)
+
+
+def subject_report(output_dir: Path, subject: str) -> Path:
+    return Path(output_dir) / f"sub-{subject}.html"
+
+
+def run_config(output_dir: Path, level: str, run_id: str) -> Path:
+    return Path(output_dir) / LOGS_DIR / f"config_{level}_{run_id}.json"
