@@ -12,14 +12,16 @@ import pytest
 from nilearn.glm.first_level import FirstLevelModel
 from nilearn.masking import apply_mask, unmask
 
-from bids_app import encoding
+from bids_app.config import CONFOUND_STRATEGY_TEXT
 from bids_app.encoding import (
     CONFOUND_STRATEGY,
     RunData,
+    confound_strategy_text,
     design_matrix,
     fit_ols,
     fit_participant,
     load_run_confounds,
+    ols,
     percent_signal_change,
 )
 from bids_app.errors import LlmfbnError
@@ -99,6 +101,19 @@ def _make_runs(rng, n_voxels=40, n_atoms=6, n_volumes=(150, 130), n_nss=(2, 3),
     return runs, truth
 
 
+def _count_solves(monkeypatch):
+    """Count the blocks of voxels solved (calls of OLSSolver.solve) from now on."""
+    calls = []
+    solve = ols.OLSSolver.solve
+
+    def counting(self, Y):
+        calls.append(Y.shape[1])
+        return solve(self, Y)
+
+    monkeypatch.setattr(ols.OLSSolver, "solve", counting)
+    return calls
+
+
 # --------------------------------------------------------------------------------------
 # fit_ols vs nilearn
 # --------------------------------------------------------------------------------------
@@ -133,8 +148,10 @@ def test_fit_ols_blocks_give_same_answer(monkeypatch):
     X = rng.standard_normal((60, 5))
     Y = rng.standard_normal((60, 37))
     whole = fit_ols(Y, X)
-    monkeypatch.setattr(encoding, "VOXEL_BLOCK", 8)
+    monkeypatch.setattr(ols, "VOXEL_BLOCK", 8)
+    calls = _count_solves(monkeypatch)
     blocked = fit_ols(Y.astype(np.float32), X)
+    assert calls == [8, 8, 8, 8, 5]
     np.testing.assert_allclose(blocked.t, whole.t, rtol=1e-5, atol=1e-5)
 
 
@@ -214,8 +231,10 @@ def test_fit_participant_matches_nilearn_and_recovers_planted_atoms():
 def test_fit_participant_r2_matches_lstsq(monkeypatch):
     rng = np.random.default_rng(5)
     runs, _ = _make_runs(rng, n_voxels=30)
-    monkeypatch.setattr(encoding, "VOXEL_BLOCK", 7)   # several blocks, one partial
+    monkeypatch.setattr(ols, "VOXEL_BLOCK", 7)   # several blocks, one partial
+    calls = _count_solves(monkeypatch)
     fit = fit_participant(runs, glm="joint")
+    assert calls == [7, 7, 7, 7, 7, 7, 7, 7, 2, 2]   # full and reduced model, per block
     Y = np.concatenate([percent_signal_change(r.bold[r.sample_mask].astype(np.float64))
                         for r in runs])
     X = fit.design.to_numpy()
@@ -377,6 +396,38 @@ def test_confound_strategy_is_the_narratives_one():
     assert CONFOUND_STRATEGY["n_compcor"] == 5
 
 
+def test_confound_strategy_text_is_generated_from_the_strategy():
+    narratives = ("6 motion parameters, cosine drift terms (fMRIPrep, 128 s high-pass), "
+                  "5 CSF + 5 WM anatomical CompCor components, non-steady-state volumes "
+                  "removed")
+    assert confound_strategy_text() == narratives
+    assert confound_strategy_text(CONFOUND_STRATEGY) == narratives
+    assert CONFOUND_STRATEGY_TEXT == narratives     # what the sidecars say
+    # a changed strategy changes the text
+    assert confound_strategy_text({**CONFOUND_STRATEGY, "n_compcor": 3}) == narratives.replace(
+        "5 CSF + 5 WM", "3 CSF + 3 WM")
+    assert confound_strategy_text({**CONFOUND_STRATEGY, "motion": "full"}) == narratives.replace(
+        "6 motion parameters", "24 motion parameters (with derivatives and squares)")
+    assert confound_strategy_text({**CONFOUND_STRATEGY, "compcor": "anat_combined"}) == (
+        narratives.replace("5 CSF + 5 WM anatomical CompCor components",
+                           "5 anatomical CompCor components (combined WM + CSF mask)"))
+    assert confound_strategy_text({"strategy": ("high_pass", "motion"), "motion": "power2"}) == (
+        "cosine drift terms (fMRIPrep, 128 s high-pass), 12 motion parameters (with squares), "
+        "non-steady-state volumes removed")
+    # keywords left out take nilearn's defaults (wm_csf="basic", n_compcor="all", scrub=5)
+    assert confound_strategy_text({"strategy": ("wm_csf", "global_signal", "high_pass",
+                                                "compcor", "scrub"),
+                                   "fd_threshold": 0.2, "std_dvars_threshold": 3}) == (
+        "2 WM/CSF mean-signal regressors, 1 global-signal regressor, cosine drift terms "
+        "(fMRIPrep, 128 s high-pass), all anatomical CompCor components (combined WM + CSF "
+        "mask), volumes with framewise displacement > 0.2 mm or standardized DVARS > 3 "
+        "removed with segments shorter than 5 volumes, non-steady-state volumes removed")
+    for bad in ({"strategy": ("motion", "ica")}, {**CONFOUND_STRATEGY, "motion": "all"},
+                {**CONFOUND_STRATEGY, "n_compcor": 0}, {**CONFOUND_STRATEGY, "n_compcors": 5}):
+        with pytest.raises(ValueError):
+            confound_strategy_text(bad)
+
+
 def test_separate_glm_equals_one_nilearn_model_per_atom():
     """glm="separate": atom k's t map is nilearn's OLS t on [atom_k, confounds, intercepts]."""
     rng = np.random.default_rng(11)
@@ -407,7 +458,7 @@ def test_separate_glm_equals_one_nilearn_model_per_atom():
 def test_cross_validated_r_against_independent_folds():
     """Leave-one-run-out r equals a hand-written fold loop (numpy lstsq), is high where
     atoms are planted and near zero elsewhere."""
-    from bids_app.encoding import cross_validated_r
+    from bids_app.encoding import cross_validated_r  # the public face, imported late
 
     rng = np.random.default_rng(12)
     runs, truth = _make_runs(rng)
@@ -421,7 +472,7 @@ def test_cross_validated_r_against_independent_folds():
         N = np.column_stack([conf.to_numpy(float), np.ones(m.size)])
         y = percent_signal_change(run.bold[m].astype(float))
         a = run.atoms[m].astype(float)
-        res = lambda v: v - N @ np.linalg.lstsq(N, v, rcond=None)[0]  # noqa: E731
+        res = lambda v, N=N: v - N @ np.linalg.lstsq(N, v, rcond=None)[0]  # noqa: E731
         parts.append((res(a), res(y)))
     expected = np.zeros(r.shape)
     for held, train in ((0, 1), (1, 0)):

@@ -10,11 +10,19 @@ import pytest
 from nilearn.glm.first_level import compute_regressor
 from scipy import integrate, stats
 
-from bids_app import responses as responses_module
 from bids_app.errors import LlmfbnError
-from bids_app.responses import (delay_frames, frame_times_s, hrf_design, lanczos_design,
-                                lanczos_kernel, n_response_columns, response_column_labels,
-                                temporal_responses, zscore_time)
+from bids_app.responses import (
+    delay_frames,
+    frame_times_s,
+    hrf_design,
+    lanczos_design,
+    lanczos_kernel,
+    n_response_columns,
+    operators,
+    response_column_labels,
+    temporal_responses,
+    zscore_time,
+)
 
 N_FRAMES = 90
 
@@ -141,6 +149,17 @@ def test_zscore_time_matches_scipy():
     assert got.dtype == np.float32 and got.shape == responses.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(zscore_time(responses[:, 4]), expected[:, 4], atol=1e-5)
+
+
+def test_zscore_time_batches_give_same_answer(monkeypatch):
+    rng = np.random.default_rng(13)
+    responses = rng.normal(loc=1.0, size=(200, 17)).astype(np.float32)
+    whole = zscore_time(responses)
+    monkeypatch.setattr(operators, "BATCH_BYTES", 8 * 200 * 3)   # 3 columns a batch
+    np.testing.assert_array_equal(zscore_time(responses), whole)
+    responses[5, 7] = np.inf
+    with pytest.raises(LlmfbnError, match=r"among columns 6\.\.8"):
+        zscore_time(responses)
 
 
 def test_zscore_time_constant_columns_become_zero():
@@ -360,10 +379,15 @@ def test_huth_responses_match_loop_reference(fir_delays, monkeypatch):
         np.testing.assert_array_equal(got[:, column],
                                       delay_frames(downsampled[:, [neuron]], (delay,))[:, 0])
     # Batching over neurons (forced tiny batches) gives the same array.
-    monkeypatch.setattr(responses_module, "_BATCH_BYTES", 8 * (180 + 45) * 2)
+    monkeypatch.setattr(operators, "BATCH_BYTES", 8 * (180 + 45) * 2)
     np.testing.assert_array_equal(
         temporal_responses(activations, onsets, frame_times, "huth", fir_delays=fir_delays),
         got)
+    # The batches really are of 2 neurons: a NaN of neuron 5 is found in the batch 4..5.
+    bad = activations.copy()
+    bad[0, 5] = np.nan
+    with pytest.raises(LlmfbnError, match=r"among neurons 4\.\.5"):
+        temporal_responses(bad, onsets, frame_times, "huth", fir_delays=fir_delays)
 
 
 def test_huth_responses_are_linear_in_activations():

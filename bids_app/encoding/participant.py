@@ -1,0 +1,258 @@
+"""The participant-level encoding model: atom effects, t and partial R² maps, and the
+leave-one-run-out prediction correlation.
+
+The steps follow what nilearn's ``FirstLevelModel(noise_model="ols")`` does for
+concatenated runs: per run, the kept volumes of BOLD are scaled to percent signal change
+around their mean; the runs are stacked with the design of
+:func:`~bids_app.encoding.design.design_matrix`; OLS with a pseudo-inverse, in float64,
+over blocks of voxels (:func:`~bids_app.encoding.ols.voxel_blocks`); the reduced model
+(confounds and intercepts only) gives the partial R² of the atoms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bids_app.encoding.design import RunData, check_atoms_estimable, check_runs, design_matrix
+from bids_app.encoding.ols import OLSSolver, percent_signal_change, voxel_blocks
+from bids_app.errors import LlmfbnError
+
+__all__ = ["GLM_MODES", "MIN_EXTRA_VOLUMES", "ParticipantFit", "cross_validated_r",
+           "fit_participant"]
+
+#: GLM modes of :func:`fit_participant`.
+GLM_MODES = ("separate", "joint")
+
+#: Additional kept volumes required beyond the number of regressors.
+MIN_EXTRA_VOLUMES = 10
+
+
+@dataclass
+class ParticipantFit:
+    """Encoding model of one participant.
+
+    Attributes
+    ----------
+    effect : numpy.ndarray of shape (n_atoms, n_voxels), float32
+        Atom coefficients, in percent signal change per unit of atom.
+    t : numpy.ndarray of shape (n_atoms, n_voxels), float32
+        t statistic of each atom coefficient (``dof`` degrees of freedom).
+    r2 : numpy.ndarray of shape (n_voxels,), float32
+        Partial R² of the atoms, ``1 - RSS_full / RSS_confounds_only``.
+    dof : int
+        Residual degrees of freedom of the full model.
+    design : pandas.DataFrame of shape (n_volumes_used, n_regressors)
+        Design matrix of the full model (see
+        :func:`~bids_app.encoding.design.design_matrix`).
+    n_volumes_used : int
+        Number of kept volumes over all runs.
+    """
+
+    effect: np.ndarray
+    t: np.ndarray
+    r2: np.ndarray
+    dof: int
+    design: pd.DataFrame
+    n_volumes_used: int
+
+
+@dataclass
+class _SeparateAtoms:
+    """The atoms with the confounds and intercepts projected out, for ``glm="separate"``.
+
+    ``resid`` (n_volumes_used, n_atoms) float64, ``ss`` (n_atoms,) its column sums of
+    squares, ``dof`` the residual degrees of freedom of each one-atom model.
+    """
+
+    resid: np.ndarray
+    ss: np.ndarray
+    dof: int
+
+
+def _separate_atoms(design: pd.DataFrame, n_atoms: int, reduced: OLSSolver) -> _SeparateAtoms:
+    # atoms with the confounds projected out; one regressor each in its own model
+    atoms = design.to_numpy()[:, :n_atoms]
+    atoms_resid = atoms - design.to_numpy()[:, n_atoms:] @ reduced.solve(atoms)[0]
+    atoms_ss = np.sum(atoms_resid**2, axis=0)                 # (n_atoms,)
+    return _SeparateAtoms(resid=atoms_resid, ss=atoms_ss, dof=reduced.dof - 1)
+
+
+def _common_n_voxels(runs: Sequence[RunData]) -> int:
+    """The number of voxels of every run's BOLD; raise if they differ."""
+    n_voxels = {np.shape(run.bold)[1] for run in runs}
+    if len(n_voxels) != 1:
+        raise LlmfbnError("Runs differ in their number of voxels",
+                          expected="BOLD of all runs masked with the same brain mask",
+                          found=", ".join(f"{r.name}: {np.shape(r.bold)[1]}" for r in runs),
+                          todo="mask every run with one participant-level mask")
+    return n_voxels.pop()
+
+
+def _check_enough_volumes(design: pd.DataFrame, n_runs: int) -> None:
+    """Raise unless at least n_regressors + MIN_EXTRA_VOLUMES volumes are kept."""
+    n_used, n_regressors = design.shape
+    if n_used < n_regressors + MIN_EXTRA_VOLUMES:
+        raise LlmfbnError("Too few volumes for the encoding model",
+                          expected=f"at least {n_regressors + MIN_EXTRA_VOLUMES} kept volumes "
+                                   f"({n_regressors} regressors + {MIN_EXTRA_VOLUMES})",
+                          found=f"{n_used} kept volumes over {n_runs} run(s)",
+                          todo="use more runs or fewer atoms/confounds")
+
+
+def _block_targets(runs: Sequence[RunData], masks, block: slice):
+    """Stacked kept BOLD of one block of voxels in percent signal change.
+
+    Returns ``Y`` (n_volumes_used, n_block) float64, zero in voxels constant within every
+    run, and ``varies`` (n_block,) bool, the voxels that vary within some run.
+    """
+    parts, varies = [], np.zeros(block.stop - block.start, dtype=bool)
+    for run, mask in zip(runs, masks):
+        y = np.asarray(run.bold[:, block], dtype=np.float64)[mask]
+        if not np.all(np.isfinite(y)):
+            raise LlmfbnError(f"BOLD of {run.name} contains NaN or inf",
+                              expected="finite values inside the brain mask",
+                              found="non-finite values in the kept volumes",
+                              todo="check the preprocessed image and the brain mask")
+        varies |= np.ptp(y, axis=0) > 0
+        parts.append(percent_signal_change(y))
+    Y = np.concatenate(parts)
+    Y[:, ~varies] = 0.0
+    return Y, varies
+
+
+def _fit_block(Y, varies, full: OLSSolver, reduced: OLSSolver,
+               separate: _SeparateAtoms | None, n_atoms: int):
+    """Effect (n_atoms, n_block), t (n_atoms, n_block) and partial R² (n_block,), float64,
+    of one block of targets; 0 where the voxel does not vary."""
+    betas, rss = full.solve(Y)
+    _, rss_reduced = reduced.solve(Y)
+    if separate is not None:
+        # Y's residual on the confounds is not needed: atoms_resid is orthogonal to them
+        betas = (separate.resid.T @ Y) / separate.ss[:, None]    # (n_atoms, n_voxels)
+        rss_k = np.clip(rss_reduced[None, :] - betas**2 * separate.ss[:, None], 0.0, None)
+        se = np.sqrt(rss_k / separate.dof / separate.ss[:, None])
+        tb = np.divide(betas, se, out=np.zeros_like(betas), where=se > 0)
+    else:
+        tb = full.t_values(betas[:n_atoms], rss / full.dof)
+    ok = varies & (rss_reduced > 0)
+    r2_block = np.zeros_like(rss)
+    r2_block[ok] = 1.0 - rss[ok] / rss_reduced[ok]
+    betas[:, ~varies] = 0.0
+    tb[:, ~varies] = 0.0
+    return betas[:n_atoms], tb, r2_block
+
+
+def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> ParticipantFit:
+    """Fit the voxel-wise encoding model of one participant.
+
+    Per run, the kept volumes (``sample_mask``) of BOLD and atoms are taken and BOLD is
+    scaled to percent signal change; the runs are stacked with the design of
+    :func:`~bids_app.encoding.design.design_matrix` and fitted by OLS (float64, blocks of
+    :data:`~bids_app.encoding.ols.VOXEL_BLOCK` voxels). The reduced model (confounds and
+    intercepts only) gives the partial R² of all atoms together (the joint model's).
+
+    Parameters
+    ----------
+    runs : sequence of RunData
+        The participant's runs; all share the same voxels and atoms.
+    glm : {"separate", "joint"}
+        ``"joint"``: one OLS with all atoms; effect and t of an atom are its unique
+        contribution given the others. ``"separate"`` (ours, default): one OLS per atom with
+        the confounds and intercepts, i.e. exactly the model ``[atom_k, confounds,
+        intercepts]`` for each k, computed at once via the Frisch-Waugh-Lovell theorem.
+        Atoms learned from smooth haemodynamic responses are strongly collinear (variance
+        inflation factors in the hundreds are common), which leaves the joint t maps with
+        little power; the separate maps say where each atom's time course is expressed.
+
+    Returns
+    -------
+    ParticipantFit
+        Atom effects (% signal change per atom unit), t and partial R² maps. Voxels whose
+        BOLD is constant within every run (outside the brain) get effect, t and r2 of 0.
+
+    Raises
+    ------
+    LlmfbnError
+        If atoms and BOLD differ in length, runs differ in voxels, BOLD is not finite, an
+        atom is collinear with the confounds, or fewer than n_regressors + 10 volumes are
+        kept.
+    """
+    if glm not in GLM_MODES:
+        raise LlmfbnError(f"unknown GLM mode {glm!r}", expected=" or ".join(GLM_MODES))
+    design = design_matrix(runs)
+    n_atoms = np.shape(runs[0].atoms)[1]
+    n_voxels = _common_n_voxels(runs)
+    _check_enough_volumes(design, len(runs))
+    check_atoms_estimable(design, n_atoms)
+
+    full = OLSSolver(design.to_numpy())
+    reduced = OLSSolver(design.to_numpy()[:, n_atoms:])
+    separate = _separate_atoms(design, n_atoms, reduced) if glm == "separate" else None
+    masks = [np.asarray(run.sample_mask) for run in runs]
+
+    effect = np.zeros((n_atoms, n_voxels), dtype=np.float32)
+    t = np.zeros((n_atoms, n_voxels), dtype=np.float32)
+    r2 = np.zeros(n_voxels, dtype=np.float32)
+    for block in voxel_blocks(n_voxels):
+        Y, varies = _block_targets(runs, masks, block)
+        effect[:, block], t[:, block], r2[block] = _fit_block(Y, varies, full, reduced,
+                                                              separate, n_atoms)
+    dof = separate.dof if separate is not None else full.dof
+    return ParticipantFit(effect=effect, t=t, r2=r2, dof=dof, design=design,
+                          n_volumes_used=design.shape[0])
+
+
+def cross_validated_r(runs: Sequence[RunData]) -> np.ndarray:
+    """Leave-one-run-out prediction correlation of the joint atom model, per voxel.
+
+    For each held-out run: every run's BOLD (kept volumes, percent signal change) and atoms
+    are residualised on that run's own confounds and intercept; atom weights are fitted by
+    OLS on the other runs and predict the held-out run; the map is the Pearson correlation
+    of prediction and held-out data, averaged over folds. Unlike the in-sample R², chance
+    level is 0.
+
+    Parameters
+    ----------
+    runs : sequence of RunData
+        At least two runs of one participant, sharing voxels and atoms.
+
+    Returns
+    -------
+    r : array (n_voxels,) float32; 0 where a voxel is constant within any run (its
+        correlation is undefined there and would be rounding noise).
+    """
+    if len(runs) < 2:
+        raise LlmfbnError("cross-validation needs at least two runs",
+                          found=f"{len(runs)} run", todo="add runs or stories")
+    confounds = check_runs(runs)
+    n_voxels = np.shape(runs[0].bold)[1]
+    residual_atoms, projectors = [], []
+    for run, conf in zip(runs, confounds):
+        mask = np.asarray(run.sample_mask)
+        nuisance = np.column_stack([conf.to_numpy(np.float64), np.ones(mask.size)])
+        projector = np.eye(mask.size) - nuisance @ np.linalg.pinv(nuisance)
+        projectors.append(projector)
+        residual_atoms.append(projector @ np.asarray(run.atoms, np.float64)[mask])
+    r_sum = np.zeros(n_voxels)
+    for block in voxel_blocks(n_voxels):
+        kept = [np.asarray(run.bold[:, block], np.float64)[np.asarray(run.sample_mask)]
+                for run in runs]
+        varies = np.all([np.ptp(y, axis=0) > 0 for y in kept], axis=0)
+        residual_bold = [p @ percent_signal_change(y) for y, p in zip(kept, projectors)]
+        for held in range(len(runs)):
+            train = [i for i in range(len(runs)) if i != held]
+            weights = np.linalg.lstsq(np.vstack([residual_atoms[i] for i in train]),
+                                      np.vstack([residual_bold[i] for i in train]),
+                                      rcond=None)[0]
+            pred = residual_atoms[held] @ weights
+            data = residual_bold[held]
+            pred = pred - pred.mean(0)
+            data = data - data.mean(0)
+            denom = np.sqrt(np.sum(pred**2, 0) * np.sum(data**2, 0))
+            r_sum[block] += np.divide(np.sum(pred * data, 0), denom,
+                                      out=np.zeros(denom.shape), where=varies & (denom > 0))
+    return (r_sum / len(runs)).astype(np.float32)
