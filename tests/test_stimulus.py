@@ -11,9 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bids_app.errors import LlmfbnError
-from bids_app.stimulus import (WordTimings, check_within_run, read_events_words,
-                               read_gentle_csv, read_gentle_json, read_textgrid,
-                               read_word_table, read_word_timings, story_onset_s)
+from bids_app.stimulus import (
+    WordTimings,
+    check_within_run,
+    read_events_words,
+    read_gentle_csv,
+    read_gentle_json,
+    read_textgrid,
+    read_word_table,
+    read_word_timings,
+    story_onset_s,
+)
 
 # A Gentle align.csv: unaligned words at the start, in the middle (two in a row) and at
 # the end; a word with a comma and one with quotes (csv quoting); an aligned <unk>.
@@ -661,12 +669,14 @@ def test_readers_called_directly_report_missing_columns(tmp_path):
 # --- format detection ---------------------------------------------------------------------
 
 def test_detection_routes_each_format(tmp_path, monkeypatch):
-    import bids_app.stimulus as stimulus
+    # read_word_timings calls the readers as they are named in the module that detects the
+    # format; replacing them there shows which one it chose.
+    from bids_app.stimulus import formats
 
     calls = []
     for name in ("read_textgrid", "read_gentle_json", "read_gentle_csv",
                  "read_word_table", "read_events_words"):
-        monkeypatch.setattr(stimulus, name, lambda path, _n=name: calls.append(_n) or _n)
+        monkeypatch.setattr(formats, name, lambda path, _n=name: calls.append(_n) or _n)
     cases = [
         ("a.TextGrid", "", "read_textgrid"),
         ("a.textgrid", "", "read_textgrid"),
@@ -684,7 +694,7 @@ def test_detection_routes_each_format(tmp_path, monkeypatch):
     ]
     for name, text, reader in cases:
         calls.clear()
-        assert stimulus.read_word_timings(_write(tmp_path, name, text)) == reader, name
+        assert read_word_timings(_write(tmp_path, name, text)) == reader, name
         assert calls == [reader]
 
 
@@ -710,21 +720,88 @@ def test_new_readers_missing_file(tmp_path):
         assert str(path) in str(info.value)
 
 
-# --- run duration -------------------------------------------------------------------------
+# --- the placement rule: do the words fall inside the run? --------------------------------
 
 def test_check_within_run(tmp_path):
-    timings = read_gentle_csv(_write(tmp_path, "align.csv", GENTLE_CSV))  # ends at 3.5 s
-    events = tmp_path / "sub-01_task-pieman_events.tsv"
-    check_within_run(timings, 15.0, 18.5, events)  # ends exactly at the run's end
-    check_within_run(timings, 0.0, 3.5 + 1e-9, events)
+    # Word onsets run from 0.5 s ('upon', the first word takes its times) to 3.1 s ('gone.',
+    # the last word takes the times of 'Zork'); offsets to 3.5 s.
+    timings = read_gentle_csv(_write(tmp_path, "align.csv", GENTLE_CSV))
+    run = "task-pieman_run-1"
+    check_within_run(timings, 15.0, 15.0 + 3.1, run_name=run)  # last onset at the run's end
+    check_within_run(timings, -0.5, 100.0, run_name=run)  # first onset at the run's start
+    check_within_run(timings, 0.0, 3.1 + 1e-9, run_name=run)
     with pytest.raises(LlmfbnError, match="beyond the run's duration") as info:
-        check_within_run(timings, 15.0, 18.4, events)
+        check_within_run(timings, 15.0, 18.0, run_name=run)
     message = str(info.value)
-    assert str(events) in message and timings.source in message and "'Zork'" in message
-    with pytest.raises(LlmfbnError, match="before the run"):
-        check_within_run(timings, -1.0, 100.0, events)
+    assert run in message and timings.source in message and "'gone.'" in message
+    assert "outside the run" in message and "18 s" in message
+    assert "volumes" not in message
+    # With the run's volumes and TR, the message shows them; they do not change the rule.
+    check_within_run(timings, 15.0, 18.1, run_name=run, n_frames=1, t_r_s=1.0)
+    with pytest.raises(LlmfbnError, match=r"18 s \(12 volumes x TR 1.5 s\)"):
+        check_within_run(timings, 15.0, 18.0, run_name=run, n_frames=12, t_r_s=1.5)
+    with pytest.raises(LlmfbnError, match="before the run") as info:
+        check_within_run(timings, -1.0, 100.0, run_name=run)
+    assert "'Once'" in str(info.value)
     with pytest.raises(LlmfbnError, match="not a finite number"):
-        check_within_run(timings, float("nan"), 100.0, events)
+        check_within_run(timings, float("nan"), 100.0, run_name=run)
+    with pytest.raises(LlmfbnError, match="not a finite number"):
+        check_within_run(timings, 0.0, float("inf"), run_name=run)
+    # A run's path names the run as well as its key does.
+    events = tmp_path / "sub-01_task-pieman_events.tsv"
+    with pytest.raises(LlmfbnError, match="outside the run") as info:
+        check_within_run(timings, 15.0, 18.0, run_name=events)
+    assert str(events) in str(info.value)
+
+
+def test_check_within_run_split_story(tmp_path):
+    # Onsets 0.5 s .. 3.1 s; the run lasts 10 s.
+    timings = read_gentle_csv(_write(tmp_path, "align.csv", GENTLE_CSV))
+    run = "task-pieman_run-2"
+    # Partly inside the run, at its start or at its end: a split story passes, a story
+    # played whole in the run does not.
+    for onset_s, phrase in ((-2.0, "before the run"), (8.0, "beyond the run's duration")):
+        check_within_run(timings, onset_s, 10.0, run_name=run, split=True)
+        with pytest.raises(LlmfbnError, match=phrase):
+            check_within_run(timings, onset_s, 10.0, run_name=run, split=False)
+        with pytest.raises(LlmfbnError, match=phrase):
+            check_within_run(timings, onset_s, 10.0, run_name=run)  # split=False by default
+    # One word inside, on the run's edge, is enough.
+    check_within_run(timings, -3.1, 10.0, run_name=run, split=True)  # last onset at 0 s
+    check_within_run(timings, 9.5, 10.0, run_name=run, split=True)  # first onset at 10 s
+    # All words before the run, or all after it: fails even for a split story.
+    with pytest.raises(LlmfbnError, match="all come before the run") as info:
+        check_within_run(timings, -10.0, 10.0, run_name=run, split=True)
+    message = str(info.value)
+    assert run in message and timings.source in message and "split over several" in message
+    with pytest.raises(LlmfbnError, match="all come after the run's end"):
+        check_within_run(timings, 9.6, 10.0, run_name=run, split=True)
+    with pytest.raises(LlmfbnError, match="not a finite number"):
+        check_within_run(timings, float("nan"), 10.0, run_name=run, split=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(onset_s=st.floats(-40, 40, allow_nan=False), duration_s=st.floats(0, 40),
+       split=st.booleans(),
+       times=st.lists(st.floats(0, 20, allow_nan=False), min_size=1, max_size=5))
+def test_check_within_run_is_the_workflow_rule(onset_s, duration_s, split, times):
+    """check_within_run fails exactly when the rule the workflow applied before it had one
+    home says the words fall outside the run (word onsets on the run's clock)."""
+    onsets = sorted(times)
+    timings = WordTimings(words=tuple(f"w{i}" for i in range(len(onsets))),
+                          onsets_s=onsets, offsets_s=[t + 0.2 for t in onsets],
+                          aligned=[True] * len(onsets), source="story.csv")
+    first_s = onset_s + float(timings.onsets_s[0])
+    last_s = onset_s + float(timings.onsets_s[-1])
+    outside = ((not split and (last_s > duration_s or first_s < 0))
+               or (split and (last_s < 0 or first_s > duration_s)))
+    try:
+        check_within_run(timings, onset_s, duration_s, run_name="task-x", split=split)
+    except LlmfbnError as exc:
+        assert outside, str(exc)
+        assert "outside the run task-x" in str(exc)
+    else:
+        assert not outside
 
 
 # --- fuzz: every parser either returns valid timings or raises LlmfbnError -----------------
