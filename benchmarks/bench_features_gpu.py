@@ -115,8 +115,15 @@ def main(argv=None):
     import torch
     import transformers
 
-    from bids_app.features import (LanguageModel, ModelSpec, _special_affixes, load_model,
-                                   plan_windows, resolve_model, word_activations)
+    from bids_app.features import (
+        LanguageModel,
+        ModelSpec,
+        load_model,
+        plan_windows,
+        resolve_model,
+        word_activations,
+    )
+    from bids_app.features.windows import special_affixes
     from bids_app.responses import frame_times_s, response_operator, zscore_time
 
     device = torch.device(args.device)
@@ -150,7 +157,7 @@ def main(argv=None):
     result.update(n_stories=len(stories), n_tokens=n_tokens)
 
     # 2. plain forward over exactly the pipeline's windows (reference rate)
-    prefix, suffix = _special_affixes(tokenizer)
+    prefix, suffix = special_affixes(tokenizer)
     window = min(args.context_tokens, lm.max_positions - len(prefix) - len(suffix))
     windows = []
     for story in stories:

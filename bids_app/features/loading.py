@@ -1,0 +1,203 @@
+"""Loading a resolved model: fast tokenizer + base model, eval mode, no gradients.
+
+Precision: weights are float32 on the CPU and bfloat16 on CUDA (float16 where the GPU has no
+bfloat16) unless ``dtype`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bids_app.devices import torch_device
+from bids_app.errors import LlmfbnError
+from bids_app.features.architecture import find_ffn_layers
+from bids_app.features.gguf import gguf_source
+from bids_app.features.models import ModelSpec, hf_snapshot
+
+_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+class LanguageModel:
+    """A loaded language model with its FFN layers located.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+        Where it came from.
+    model : torch.nn.Module
+        The base model (no LM head), in eval mode, with gradients off.
+    tokenizer : transformers.PreTrainedTokenizerBase
+        The model's fast tokenizer (needed for character offsets).
+    family : {"bert", "llama", "gpt2"}
+        FFN layout found in the network.
+    is_decoder : bool
+        True for causal (left-to-right) models.
+    layer_sizes : list of int, length n_layers
+        ANs per layer.
+    n_neurons : int
+        Total number of ANs, ``sum(layer_sizes)``.
+    max_positions : int
+        Longest input (in tokens, special tokens included) the model accepts.
+    device : torch.device
+        Where the model lives.
+    dtype : torch.dtype
+        Precision of the weights (and of the hooked activations).
+    weights_path : str
+        What the weights were read from: the model folder or Hugging Face snapshot, or for
+        GGUF checkpoints the cached safetensors copy (the GGUF file itself when no copy
+        could be written).
+    ffn_modules : list of torch.nn.Module
+        The hooked module of each layer (its input holds the ANs).
+    """
+
+    def __init__(self, spec: ModelSpec, model, tokenizer, device, weights_path: str = ""):
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = next(model.parameters()).dtype
+        self.weights_path = str(weights_path or spec.path)
+        self.family, self.ffn_modules, self.layer_sizes = find_ffn_layers(model)
+        self.n_neurons = int(sum(self.layer_sizes))
+        config = getattr(model, "config", None)
+        self.is_decoder = bool(getattr(config, "is_decoder", False)) or self.family != "bert"
+        self.max_positions = _max_positions(config, tokenizer)
+
+    def __repr__(self) -> str:
+        return (f"LanguageModel({self.spec.label!r}, family={self.family!r}, "
+                f"decoder={self.is_decoder}, layers={len(self.layer_sizes)}, "
+                f"n_neurons={self.n_neurons}, max_positions={self.max_positions}, "
+                f"device={str(self.device)!r}, dtype={str(self.dtype).split('.')[-1]!r})")
+
+
+def _max_positions(config, tokenizer) -> int:
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < 10**7:
+        return value
+    return 2048
+
+
+def torch_dtype(dtype, device):
+    """The weights' precision: float32 on CPU, bfloat16 (else float16) on CUDA by default.
+
+    Parameters
+    ----------
+    dtype : {None, "auto", "float32", "bfloat16", "float16"} or torch.dtype
+        What the user asked for; None and ``"auto"`` pick the device's default.
+    device : torch.device
+        Where the model will run.
+
+    Returns
+    -------
+    dtype : torch.dtype
+
+    Raises
+    ------
+    LlmfbnError
+        For any other precision.
+    """
+    import torch
+
+    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        name = str(dtype).split(".")[-1]
+    else:
+        name = str(dtype).strip().lower().removeprefix("torch.")
+    if name not in _DTYPE_NAMES:
+        raise LlmfbnError(f"unknown dtype {dtype!r}",
+                          expected=f"None (float32 on CPU, bfloat16 on CUDA) or one of "
+                                   f"{', '.join(_DTYPE_NAMES)}",
+                          found=repr(dtype), todo="leave dtype unset, or use float32")
+    return getattr(torch, name)
+
+
+def load_model(spec: ModelSpec, device: str = "cpu", dtype=None) -> LanguageModel:
+    """Load a resolved model: fast tokenizer + base model, eval mode, no gradients.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        From :func:`resolve_model`.
+    device : {"cpu", "cuda", "cuda:N", "auto"}
+        Where to run it. ``"cuda"`` without a GPU raises :class:`LlmfbnError`.
+    dtype : {None, "float32", "bfloat16", "float16"} or torch.dtype, optional
+        Weight precision. None (or ``"auto"``): float32 on CPU (reproducible
+        activations), bfloat16 on CUDA (float16 on GPUs without bfloat16).
+
+    Returns
+    -------
+    lm : LanguageModel
+
+    Notes
+    -----
+    A GGUF model is dequantised on its first load and a safetensors copy is cached (see
+    :func:`gguf_cache_folder`); later loads read the copy. The copy is written to a
+    temporary folder and renamed into place, so concurrent runs never see half a copy.
+    """
+    where = torch_device(device)
+    weights_dtype = torch_dtype(dtype, where)
+    source, tokenizer, model = _read_checkpoint(spec, weights_dtype)
+    if not getattr(tokenizer, "is_fast", False):
+        raise LlmfbnError(
+            f"the tokenizer of {spec.name!r} is not a fast tokenizer",
+            expected="a fast (Rust, tokenizer.json) tokenizer that gives character offsets",
+            found=type(tokenizer).__name__,
+            todo="save a tokenizer.json next to the model (AutoTokenizer.from_pretrained"
+                 "(..., use_fast=True).save_pretrained(folder))")
+    model.eval()
+    model.requires_grad_(False)
+    model.to(where)
+    return LanguageModel(spec, model, tokenizer, where, weights_path=source)
+
+
+def _read_checkpoint(spec: ModelSpec, dtype):
+    """``(source, tokenizer, base model)`` of a spec; loading errors become LlmfbnError."""
+    from transformers import AutoModel, AutoTokenizer
+
+    where = f"{spec.path}" + (f" ({spec.gguf_file})" if spec.gguf_file else "")
+    try:
+        model = None
+        if spec.gguf_file:
+            source, tokenizer, model = gguf_source(spec, dtype)
+        else:
+            source = hf_snapshot(spec) or spec.path
+        if model is None:
+            tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+            model = AutoModel.from_pretrained(source, dtype=dtype)
+    except LlmfbnError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, ImportError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LlmfbnError(
+            f"could not load the language model {spec.name!r} from {where}",
+            expected="a Hugging Face transformers checkpoint with a tokenizer",
+            found=f"{type(exc).__name__}: {first}",
+            todo="check that the folder was written by save_pretrained (model and "
+                 "tokenizer) and that transformers supports its architecture") from exc
+    return source, tokenizer, model
+
+
+def neuron_table(lm: LanguageModel) -> pd.DataFrame:
+    """Which layer and unit each AN column is.
+
+    Parameters
+    ----------
+    lm : LanguageModel
+
+    Returns
+    -------
+    neurons : pandas.DataFrame, shape (n_neurons, 2)
+        Columns ``layer`` (0-based block index) and ``unit`` (0-based index inside that
+        layer's FFN); row ``i`` describes column ``i`` of :func:`word_activations`.
+    """
+    layers = np.repeat(np.arange(len(lm.layer_sizes), dtype=np.int64), lm.layer_sizes)
+    units = np.concatenate([np.arange(n, dtype=np.int64) for n in lm.layer_sizes])
+    return pd.DataFrame({"layer": layers, "unit": units})
