@@ -63,7 +63,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # kB on Linux
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=["ours", "sklearn", "stream", "prepare"])
     parser.add_argument("--path", help="prepare/stream: where X is written (.npy)")
@@ -89,7 +89,103 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="our n_threads")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _prepare(args) -> int:
+    """The memory-mapped input of "stream", written chunk by chunk."""
+    out = np.lib.format.open_memmap(args.path + ".part", mode="w+", dtype=args.dtype,
+                                    shape=(args.n_neurons, args.n_trs))
+    make_data(args.n_neurons, args.n_trs, seed=args.seed, out=out)
+    out.flush()
+    del out
+    os.replace(args.path + ".part", args.path)
+    return 0
+
+
+def _stream_input(args):
+    """(X memory map, path, reused, seconds to prepare): X is written by a child process,
+    so this process's peak RSS never held it."""
+    path = args.path or os.path.join(tempfile.mkdtemp(), "X.npy")
+    reuse = False
+    if os.path.exists(path):
+        old = np.load(path, mmap_mode="r")
+        reuse = old.shape == (args.n_neurons, args.n_trs) and old.dtype == args.dtype
+        del old
+    t_prep = time.perf_counter()
+    if not reuse:
+        subprocess.run([sys.executable, __file__, "prepare", "--path", path,
+                        "--n-neurons", str(args.n_neurons), "--n-trs", str(args.n_trs),
+                        "--seed", str(args.seed), "--dtype", args.dtype], check=True)
+    prepare_s = time.perf_counter() - t_prep
+    return np.load(path, mmap_mode="r"), path, reuse, prepare_s
+
+
+def _run_sklearn(args, X, record):
+    """Fit scikit-learn's MiniBatchDictionaryLearning, then its lasso codes, into ``record``."""
+    import sklearn
+    from sklearn.decomposition import MiniBatchDictionaryLearning, sparse_encode
+
+    from bids_app.atoms import dictionary_objective
+
+    record["sklearn"] = sklearn.__version__
+    x64 = X.astype(np.float64)
+    t0, c0 = time.perf_counter(), cpu_s()
+    model = MiniBatchDictionaryLearning(
+        n_components=args.n_atoms, alpha=args.alpha, fit_algorithm="cd", batch_size=256,
+        max_iter=args.sklearn_epochs, random_state=args.seed,
+        transform_algorithm="lasso_cd", transform_alpha=args.alpha,
+        **(dict(tol=0.0, max_no_improvement=None) if args.no_early_stopping else {}))
+    model.fit(x64)
+    record["fit_s"] = time.perf_counter() - t0
+    codes = sparse_encode(x64, model.components_, algorithm="lasso_cd", alpha=args.alpha)
+    record["wall_s"] = time.perf_counter() - t0
+    record["cpu_s"] = cpu_s() - c0
+    record["epochs"] = model.n_iter_
+    record["objective"] = dictionary_objective(X, codes, model.components_, args.alpha)
+    record["mean_nonzero"] = float((codes != 0).sum(1).mean())
+
+
+def _run_ours(args, source, record):
+    """Fit our DictionaryLearner (``--repeat`` times), into ``record``."""
+    import torch
+
+    from bids_app.atoms import DictionaryLearner, dictionary_objective
+
+    rss_before = peak_rss_gb()
+    if args.device.startswith("cuda"):
+        record["gpu"] = torch.cuda.get_device_name()
+        torch.cuda.reset_peak_memory_stats()
+    walls, cpus = [], []
+    for _ in range(max(1, args.repeat)):
+        t0, c0 = time.perf_counter(), cpu_s()
+        model = DictionaryLearner(n_atoms=args.n_atoms, alpha=args.alpha,
+                                  device=args.device, random_state=args.seed,
+                                  n_threads=args.threads, max_epochs=args.max_epochs,
+                                  mem_gb=args.mem_gb if args.which == "stream" else None)
+        model.fit(source)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(cpu_s() - c0)
+    record["wall_s"] = float(np.median(walls))
+    record["cpu_s"] = float(np.median(cpus))
+    if len(walls) > 1:
+        record["wall_s_all"] = [round(w, 3) for w in walls]
+    if args.device.startswith("cuda"):
+        record["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 3)
+    record["peak_rss_before_fit_gb"] = round(rss_before, 3)
+    record["peak_rss_rise_fit_gb"] = round(peak_rss_gb() - rss_before, 3)
+    record["epochs"] = model.n_iter_
+    record["converged"] = model.converged_
+    if not args.no_objective_pass:
+        record["objective"] = dictionary_objective(source, model.codes_,
+                                                   model.components_, args.alpha)
+    record["objective_attr"] = model.objective_
+    record["mean_nonzero"] = model.codes_.nnz / model.codes_.shape[0]
+    record["history"] = [round(h["objective"], 3) for h in model.history_]
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
 
     import torch
 
@@ -97,31 +193,10 @@ def main(argv=None):
         import logging
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from bids_app.dictionary import DictionaryLearner, dictionary_objective
-
-    if args.which == "prepare":             # the memory-mapped input of "stream"
-        out = np.lib.format.open_memmap(args.path + ".part", mode="w+", dtype=args.dtype,
-                                        shape=(args.n_neurons, args.n_trs))
-        make_data(args.n_neurons, args.n_trs, seed=args.seed, out=out)
-        out.flush()
-        del out
-        os.replace(args.path + ".part", args.path)
-        return 0
+    if args.which == "prepare":
+        return _prepare(args)
     if args.which == "stream":
-        # X is written by a child process, so this process's peak RSS never held it
-        path = args.path or os.path.join(tempfile.mkdtemp(), "X.npy")
-        reuse = False
-        if os.path.exists(path):
-            old = np.load(path, mmap_mode="r")
-            reuse = old.shape == (args.n_neurons, args.n_trs) and old.dtype == args.dtype
-            del old
-        t_prep = time.perf_counter()
-        if not reuse:
-            subprocess.run([sys.executable, __file__, "prepare", "--path", path,
-                            "--n-neurons", str(args.n_neurons), "--n-trs", str(args.n_trs),
-                            "--seed", str(args.seed), "--dtype", args.dtype], check=True)
-        prepare_s = time.perf_counter() - t_prep
-        X = np.load(path, mmap_mode="r")
+        X, path, reuse, prepare_s = _stream_input(args)
     else:
         X = make_data(args.n_neurons, args.n_trs, seed=args.seed)
     rss_data = peak_rss_gb()
@@ -131,65 +206,17 @@ def main(argv=None):
                   python=platform.python_version(),
                   rss_after_data_gb=round(rss_data, 3))
     if args.which == "sklearn":
-        from sklearn.decomposition import MiniBatchDictionaryLearning, sparse_encode
-        import sklearn
-
-        record["sklearn"] = sklearn.__version__
-        x64 = X.astype(np.float64)
-        t0, c0 = time.perf_counter(), cpu_s()
-        model = MiniBatchDictionaryLearning(
-            n_components=args.n_atoms, alpha=args.alpha, fit_algorithm="cd", batch_size=256,
-            max_iter=args.sklearn_epochs, random_state=args.seed,
-            transform_algorithm="lasso_cd", transform_alpha=args.alpha,
-            **(dict(tol=0.0, max_no_improvement=None) if args.no_early_stopping else {}))
-        model.fit(x64)
-        record["fit_s"] = time.perf_counter() - t0
-        codes = sparse_encode(x64, model.components_, algorithm="lasso_cd", alpha=args.alpha)
-        record["wall_s"] = time.perf_counter() - t0
-        record["cpu_s"] = cpu_s() - c0
-        record["epochs"] = model.n_iter_
-        record["objective"] = dictionary_objective(X, codes, model.components_, args.alpha)
-        record["mean_nonzero"] = float((codes != 0).sum(1).mean())
+        _run_sklearn(args, X, record)
     else:
-        source = X
         if args.which == "stream":
             record["x_on_disk_gb"] = round(os.path.getsize(path) / 2 ** 30, 3)
             record["x_dtype"] = str(X.dtype)
             record["mem_gb"] = args.mem_gb
             record["prepare_s"] = round(prepare_s, 1)
             record["x_reused"] = reuse
-        rss_before = peak_rss_gb()
-        if args.device.startswith("cuda"):
-            record["gpu"] = torch.cuda.get_device_name()
-            torch.cuda.reset_peak_memory_stats()
-        walls, cpus = [], []
-        for _ in range(max(1, args.repeat)):
-            t0, c0 = time.perf_counter(), cpu_s()
-            model = DictionaryLearner(n_atoms=args.n_atoms, alpha=args.alpha,
-                                      device=args.device, random_state=args.seed,
-                                      n_threads=args.threads, max_epochs=args.max_epochs,
-                                      mem_gb=args.mem_gb if args.which == "stream" else None)
-            model.fit(source)
-            walls.append(time.perf_counter() - t0)
-            cpus.append(cpu_s() - c0)
-        record["wall_s"] = float(np.median(walls))
-        record["cpu_s"] = float(np.median(cpus))
-        if len(walls) > 1:
-            record["wall_s_all"] = [round(w, 3) for w in walls]
-        if args.device.startswith("cuda"):
-            record["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 3)
-        record["peak_rss_before_fit_gb"] = round(rss_before, 3)
-        record["peak_rss_rise_fit_gb"] = round(peak_rss_gb() - rss_before, 3)
-        record["epochs"] = model.n_iter_
-        record["converged"] = model.converged_
-        if not args.no_objective_pass:
-            record["objective"] = dictionary_objective(source, model.codes_,
-                                                       model.components_, args.alpha)
-        record["objective_attr"] = model.objective_
-        record["mean_nonzero"] = model.codes_.nnz / model.codes_.shape[0]
-        record["history"] = [round(h["objective"], 3) for h in model.history_]
+        _run_ours(args, X, record)
         if args.which == "stream" and not args.keep:
-            del X, source
+            del X
             os.remove(path)
 
     record["peak_rss_gb"] = round(peak_rss_gb(), 3)

@@ -1,4 +1,4 @@
-"""Data from a known sparse dictionary, shared by the dictionary and patterns tests."""
+"""Data from a known sparse dictionary, shared by the atoms stage and learner tests."""
 
 from __future__ import annotations
 

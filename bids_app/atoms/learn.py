@@ -3,7 +3,7 @@
 Sparse dictionary learning (Mairal et al. 2010) on X (n_neurons, n_trs), one AN per row:
 minimise ``0.5 * ||X - A D||_F^2 + lambda * ||A||_1`` with ``||d_k||_2 <= 1``, the objective
 and penalty scale of scikit-learn's ``DictionaryLearning``, solved by
-:class:`bids_app.dictionary.DictionaryLearner` (torch; CPU or CUDA; streams X from disk).
+:class:`bids_app.atoms.learner.DictionaryLearner` (torch; CPU or CUDA; streams X from disk).
 
 The rows of X are AN responses z-scored within each run and scaled to unit L2 norm over all
 TRs (ours; done by the responses stage), so ``lambda`` acts on a correlation scale whatever the
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from bids_app.dictionary import ALGORITHM_ID as _LEARNER_ID
-from bids_app.dictionary import DictionaryLearner, match_atoms
+from bids_app.atoms.learner import DictionaryLearner
+from bids_app.atoms.scores import match_atoms
+from bids_app.atoms.settings import ALGORITHM_ID
 from bids_app.errors import LlmfbnError
 
 LOGGER = logging.getLogger("llmfbn")
-#: Identifies the algorithm and its fixed settings in cache keys: change it with them.
-ALGORITHM_ID = f"patterns-v3+{_LEARNER_ID}"
+#: Rows read at a time to find the responding ANs.
 CHUNK_ROWS = 65536
 
 
@@ -36,6 +36,9 @@ class Atoms:
     atoms : array (n_atoms, n_trs) float32, unit-norm temporal patterns, most used first.
     codes : scipy.sparse CSR (n_neurons, n_atoms), sparse code of every AN (silent: empty).
     objective : float, ``0.5 * ||X - A D||^2 + lambda * ||A||_1`` over the responding ANs.
+    sparsity_lambda : float, the penalty used; n_silent : int, ANs left out (all-zero rows).
+    seed : int; history : list of dict, the learner's convergence log (one entry per epoch).
+    stability : dict or None, see :func:`atom_stability`.
     """
 
     atoms: np.ndarray
@@ -78,7 +81,12 @@ def learn_atoms(x: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
 
     ``x`` may be a memory map. With ``target_sparsity`` (mean non-zero codes per AN) the
     penalty is chosen for the user. With ``stability``, two more seeds and split halves of
-    the ANs are fitted and matched (see :func:`atom_stability`).
+    the ANs are fitted and matched (see :func:`atom_stability`). ``device``, ``mem_gb``
+    and ``n_threads`` are passed to :class:`DictionaryLearner`.
+
+    Returns
+    -------
+    Atoms: atoms (n_atoms, n_trs) and codes (n_neurons, n_atoms).
     """
     rows = responding_rows(x)
     n_silent = x.shape[0] - rows.size
@@ -114,9 +122,10 @@ def atom_stability(x, rows: np.ndarray, atoms: np.ndarray, n_atoms: int, alpha: 
                    n_threads: int | None = None) -> dict:
     """How reproducible the atoms are: three more fits, matched by the Hungarian algorithm.
 
-    ``seed_vs_seed``: the fitted ``atoms`` against a fit with seed + 1 (same ANs, same
-    lambda); ``half_vs_half``: fits on two random halves of the responding ANs (``rows``)
-    against each other. Each is a list of matched |r|, one per atom.
+    ``seed_vs_seed``: the fitted ``atoms`` (n_atoms, n_trs) against a fit with seed + 1
+    (same ANs, same lambda); ``half_vs_half``: fits on two random halves of the responding
+    ANs (``rows``, indices into ``x`` (n_neurons, n_trs)) against each other. Each is a
+    list of matched |r|, one per atom.
     """
     LOGGER.info("Atom stability: one fit with another seed, two on split halves of the ANs")
 

@@ -9,8 +9,7 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from bids_app.dictionary import (DictionaryLearner, dictionary_objective,
-                                 match_atoms)
+from bids_app.atoms import DictionaryLearner, dictionary_objective, match_atoms, settings
 from bids_app.errors import LlmfbnError
 from tests.planted import planted_rows as _planted
 from tests.planted import unit_rows as _unit_rows
@@ -32,8 +31,7 @@ def planted_fit():
 @pytest.mark.parametrize("kind", ["gaussian", "planted"])
 def test_objective_not_worse_than_sklearn(kind):
     """Same K and alpha: final objective <= 1.01 x scikit-learn's (batch and mini-batch)."""
-    from sklearn.decomposition import (DictionaryLearning, MiniBatchDictionaryLearning,
-                                       sparse_encode)
+    from sklearn.decomposition import DictionaryLearning, MiniBatchDictionaryLearning, sparse_encode
 
     if kind == "gaussian":
         x = _unit_rows(np.random.default_rng(7).standard_normal((600, 80)))
@@ -167,8 +165,11 @@ def test_input_errors():
         DictionaryLearner(n_atoms=4).transform(x)
     with pytest.raises(LlmfbnError, match="mem_gb"):
         DictionaryLearner(n_atoms=4, mem_gb=1e-9).fit(x)
+    # the device goes through bids_app.devices.torch_device, the pipeline's one resolver
+    with pytest.raises(LlmfbnError, match="unknown device"):
+        DictionaryLearner(n_atoms=4, device="tpu").fit(x)
     if not torch.cuda.is_available():
-        with pytest.raises(LlmfbnError, match="CUDA"):
+        with pytest.raises(LlmfbnError, match="CUDA is not available"):
             DictionaryLearner(n_atoms=4, device="cuda").fit(x)
 
 
@@ -187,7 +188,7 @@ def test_exact_codes_equal_sklearn_lasso_from_any_start():
     optimum of every row, against scikit-learn's ``Lasso`` run to tol 1e-12 (abs 1e-7)."""
     from sklearn.linear_model import Lasso
 
-    from bids_app.dictionary import _exact_codes, _lipschitz
+    from bids_app.atoms.lasso import exact_codes, lipschitz_constant
 
     rng = np.random.default_rng(11)
     n_trs, n_atoms, alpha = 40, 10, 0.05
@@ -205,13 +206,13 @@ def test_exact_codes_equal_sklearn_lasso_from_any_start():
                                 max_iter=100_000).fit(atoms.T, row).coef_ for row in x])
     assert (reference != 0).sum(1).max() >= 2            # non-trivial supports
     for name, start in starts.items():
-        codes = _exact_codes(gram, cross, x_sq, alpha, torch.from_numpy(start),
-                             _lipschitz(gram)).numpy()
+        codes = exact_codes(gram, cross, x_sq, alpha, torch.from_numpy(start),
+                            lipschitz_constant(gram)).numpy()
         np.testing.assert_allclose(codes, reference, atol=1e-7, err_msg=name)
 
 
 def test_wasted_atoms_finds_duplicates_and_rarely_used():
-    from bids_app.dictionary import _wasted_atoms
+    from bids_app.atoms.restarts import wasted_atoms
 
     rng = np.random.default_rng(3)
     atoms = _unit_rows(rng.standard_normal((6, 50)))
@@ -219,22 +220,22 @@ def test_wasted_atoms_finds_duplicates_and_rarely_used():
     assert abs(atoms[4] @ atoms[1]) > 0.9
     energy = np.array([10.0, 12.0, 9.0, 11.0, 3.0, 0.2])   # atom 5: 2 % of the median
     stat_a = torch.diag(torch.from_numpy(energy))
-    wasted = _wasted_atoms(torch.from_numpy(atoms), stat_a)
+    wasted = wasted_atoms(torch.from_numpy(atoms), stat_a)
     # of the duplicate pair (1, 4) the weaker one (4); and the rarely used atom 5
     np.testing.assert_array_equal(wasted, [4, 5])
     energy[5] = 0.0                                       # unused: left to the caller
-    assert list(_wasted_atoms(torch.from_numpy(atoms),
-                              torch.diag(torch.from_numpy(energy)))) == [4]
+    assert list(wasted_atoms(torch.from_numpy(atoms),
+                             torch.diag(torch.from_numpy(energy)))) == [4]
 
 
 def test_top_directions_equal_svd():
-    from bids_app.dictionary import _top_directions
+    from bids_app.atoms.restarts import top_directions
 
     rng = np.random.default_rng(5)
     basis = np.linalg.qr(rng.standard_normal((200, 3)))[0].T          # 3 directions
     resid = (rng.standard_normal((500, 3)) * [9.0, 6.0, 4.0]) @ basis \
         + 0.1 * rng.standard_normal((500, 200))
-    found = _top_directions(torch.from_numpy(resid), 3).numpy()
+    found = top_directions(torch.from_numpy(resid), 3).numpy()
     reference = np.linalg.svd(resid, full_matrices=False)[2][:3]
     # same directions up to sign, within 1e-6
     np.testing.assert_allclose(np.abs(np.sum(found * reference, axis=1)), 1.0, atol=1e-6)
@@ -244,13 +245,12 @@ def test_restarts_escape_a_local_minimum(monkeypatch):
     """Seeded case (found by search) that ends in a local minimum, with a pattern missing
     and a junk atom, when no atom may be restarted: with the restarts every true source is
     recovered (|r| >= 0.95) at a lower objective."""
-    import bids_app.dictionary as dictionary
     from bids_app.synthetic import source_mixtures
 
     x, sources = source_mixtures(45_000, 150, n_sources=48, seed=3)
     fits = {}
-    for rounds in (0, dictionary._MAX_RESTART_ROUNDS):
-        monkeypatch.setattr(dictionary, "_MAX_RESTART_ROUNDS", rounds)
+    for rounds in (0, settings.MAX_RESTART_ROUNDS):
+        monkeypatch.setattr(settings, "MAX_RESTART_ROUNDS", rounds)
         learner = DictionaryLearner(n_atoms=48, alpha=0.1, random_state=2).fit(x)
         fits[rounds] = (match_atoms(sources, learner.components_).min(),
                         learner.objective_)
@@ -262,7 +262,7 @@ def test_restarts_escape_a_local_minimum(monkeypatch):
 def test_split_pair_undoes_a_rotated_pair():
     """Atoms (s1 + s2)/sqrt2 and (s1 - s2)/sqrt2 used by ANs that hold s1 or s2 alone: the
     split gives back s1 and s2 (|cos| > 0.9999: 1-degree histogram bins)."""
-    from bids_app.dictionary import _coactive_pairs, _split_pair
+    from bids_app.atoms.restarts import coactive_pairs, split_pair
 
     rng = np.random.default_rng(2)
     s1, s2 = np.linalg.qr(rng.standard_normal((60, 2)))[0].T
@@ -270,26 +270,24 @@ def test_split_pair_undoes_a_rotated_pair():
     amplitude = rng.uniform(0.5, 2.0, 200) * rng.choice([-1, 1], 200)
     pure_s2 = np.arange(200) % 2 == 1                  # half the ANs hold s1, half s2
     codes = np.stack([amplitude, np.where(pure_s2, -amplitude, amplitude)], 1) / np.sqrt(2)
-    new = _split_pair(torch.from_numpy(d1), torch.from_numpy(d2), torch.from_numpy(codes))
+    new = split_pair(torch.from_numpy(d1), torch.from_numpy(d2), torch.from_numpy(codes))
     found = np.abs(np.array([[float(a @ torch.from_numpy(s)) for s in (s1, s2)]
                              for a in new]))
     assert sorted(found.max(1)) == pytest.approx([1, 1], abs=1e-4)
     assert set(found.argmax(1)) == {0, 1}
     # the pair shows in the co-activation counts; independent atoms do not
     coactive = np.array([[200, 200, 12], [200, 200, 10], [12, 10, 150]])
-    assert _coactive_pairs(coactive) == [(0, 1)]
-    assert _coactive_pairs(coactive, skip=[1]) == []
+    assert coactive_pairs(coactive) == [(0, 1)]
+    assert coactive_pairs(coactive, skip=[1]) == []
 
 
 def test_rotated_pair_split_recovers_planted_atoms(monkeypatch):
     """A seeded planted case (found by search) that ends with two atoms each at |r| ~0.7
     with two true atoms when no pair may be split; split, every atom is recovered."""
-    import bids_app.dictionary as dictionary
-
     true_atoms, x = _planted(18, n_neurons=1500, n_trs=80)
     matched = {}
-    for rounds in (0, dictionary._MAX_RESTART_ROUNDS):
-        monkeypatch.setattr(dictionary, "_MAX_RESTART_ROUNDS", rounds)
+    for rounds in (0, settings.MAX_RESTART_ROUNDS):
+        monkeypatch.setattr(settings, "MAX_RESTART_ROUNDS", rounds)
         learner = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0).fit(x)
         matched[rounds] = match_atoms(true_atoms, learner.components_).min()
     assert matched[0] < 0.8 and matched[max(matched)] >= 0.95, matched

@@ -1,4 +1,4 @@
-"""Atoms (pipeline wrapper around the torch learner): planted recovery, codes equal
+"""Atoms stage (pipeline wrapper around the torch learner): planted recovery, codes equal
 scikit-learn's lasso, silent ANs, determinism, stability report."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
+from bids_app.atoms import learn_atoms, responding_rows
 from bids_app.errors import LlmfbnError
-from bids_app.patterns import learn_atoms, responding_rows
 from tests.planted import planted_rows
 
 

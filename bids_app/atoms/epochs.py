@@ -1,0 +1,278 @@
+"""The epochs of a fit: online epochs, then batch epochs with restarts, on a set of rows.
+
+A fit runs one or two *phases* (a warm-up on the initialisation subsample, then all rows),
+each a :class:`Phase`: online epochs (Mairal's algorithm 1 with mini-batches), then batch
+epochs (an exact coding pass, then block coordinate descent) until the relative change of
+the objective is below ``tol``. :class:`Epochs` holds what the phases of one fit share:
+the learner's parameters, the convergence log and the re-tunings of alpha.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from bids_app.atoms import settings
+from bids_app.atoms.lasso import Solver, tune_alpha
+from bids_app.atoms.restarts import coactive_pairs, split_pair, top_directions, wasted_atoms
+from bids_app.atoms.rows import Rows
+from bids_app.atoms.update import Statistics, bcd
+
+LOGGER = logging.getLogger("llmfbn")
+
+
+def _cost(codes, resid_sq, alpha) -> float:
+    """Objective of coded rows: 0.5 * sum ||x - a D||^2 + alpha * sum ||a||_1 (float64)."""
+    return float(0.5 * resid_sq.double().sum() + alpha * codes.abs().double().sum())
+
+
+class Epochs:
+    """The epochs of one fit, over its phases.
+
+    Parameters
+    ----------
+    learner : DictionaryLearner, whose parameters (``n_atoms``, ``batch_size``,
+        ``max_epochs``, ``tol``, ``random_state``, ``target_sparsity``) the epochs follow.
+    tune_x : tensor (n_tune, n_trs), float32, the rows alpha is tuned on.
+
+    Attributes
+    ----------
+    history : list of dict, one entry per epoch (the learner's ``history_``).
+    converged : bool, whether the last phase's batch epochs reached ``tol``.
+    """
+
+    def __init__(self, learner, tune_x: torch.Tensor):
+        self.learner = learner
+        self.tune_x = tune_x
+        self.tuning = learner.target_sparsity is not None
+        self.history = []
+        self.retunes = 0 if self.tuning else settings.MAX_RETUNES
+        self.converged = False
+
+    def run(self, data: Rows, atoms, alpha, rng, online_epochs: int, name: str):
+        """Online then batch epochs on ``data`` from ``atoms`` (n_atoms, n_trs) float32.
+
+        ``name`` prefixes the phase of the log entries ("" or "subsample ").
+        Returns (atoms, alpha, store): the atoms, the penalty and the codes (n, n_atoms)
+        of the last batch epoch.
+        """
+        return Phase(self, data, atoms.device, name).run(atoms, alpha, rng, online_epochs)
+
+    def tune(self, atoms, alpha: float) -> float:
+        """The alpha giving ``target_sparsity`` with ``atoms``, searched from ``alpha``."""
+        return tune_alpha(Solver.of(atoms), self.tune_x, alpha, self.learner.target_sparsity)
+
+    def retune(self, atoms, alpha: float) -> float:
+        """After a batch epoch: alpha re-tuned, until it moves by less than 2 %."""
+        if self.tuning and self.retunes < settings.MAX_RETUNES:
+            new_alpha = self.tune(atoms, alpha)
+            self.retunes += 1
+            if abs(new_alpha - alpha) <= 0.02 * alpha:
+                self.retunes = settings.MAX_RETUNES     # settled: keep alpha fixed from now on
+            else:
+                alpha = new_alpha
+        return alpha
+
+    def log(self, phase, total, alpha, mean_nonzero, coding_iter, n_rows):
+        """Append an epoch's entry to ``history`` and log it."""
+        self.history.append(dict(epoch=len(self.history) + 1, phase=phase,
+                                 objective=total, alpha=alpha, mean_nonzero=mean_nonzero,
+                                 coding_iter=coding_iter, n_rows=n_rows))
+        LOGGER.info("epoch %d (%s, %d rows): objective %.6g, %.2f non-zeros per row, "
+                    "%d FISTA iterations", len(self.history), phase, n_rows, total,
+                    mean_nonzero, coding_iter)
+
+
+class Phase:
+    """Online then batch epochs on one set of rows.
+
+    Parameters
+    ----------
+    epochs : Epochs, of the fit.
+    data : Rows, n rows of n_trs values.
+    device : torch.device, where the atoms and statistics live.
+    name : str, prefix of the phase in the log ("" or "subsample ").
+
+    Attributes
+    ----------
+    store : tensor (n, n_atoms), float32, every row's latest codes (warm starts); on
+        ``device`` when ``data`` is resident, else in host memory.
+    stats : Statistics of the codes.
+    """
+
+    def __init__(self, epochs: Epochs, data: Rows, device, name: str):
+        self.epochs = epochs
+        self.learner = epochs.learner
+        self.data = data
+        self.device = device
+        self.name = name
+        k = self.learner.n_atoms
+        self.store = torch.zeros((data.n, k), dtype=torch.float32,
+                                 device=device if data.data is not None else "cpu")
+        self.stats = Statistics.zeros(k, data.n_trs, device)
+        self.probe = None                # rows whose residuals re-initialise atoms
+
+    def run(self, atoms, alpha, rng, online_epochs: int):
+        """(atoms, alpha, store) after the phase's epochs."""
+        epochs = self.epochs
+        atoms, epoch = self._online_epochs(atoms, alpha, rng, online_epochs)
+        if epochs.tuning and online_epochs and epochs.retunes < settings.MAX_RETUNES:
+            alpha = epochs.tune(atoms, alpha)
+        atoms, alpha = self._batch_epochs(atoms, alpha, epoch)
+        return atoms, alpha, self.store
+
+    # ------------------------------------------------------------------ online epochs
+    def _online_epochs(self, atoms, alpha, rng, online_epochs: int):
+        """Mairal 2010, algorithm 1 with mini-batches: (atoms, epochs run)."""
+        data = self.data
+        n = data.n
+        step = 0
+        bsize = int(min(self.learner.batch_size, n))
+        n_epochs = min(online_epochs, self.learner.max_epochs)
+        for _ in range(n_epochs):
+            total, nnz, max_it = 0.0, 0, 0
+            chunk_list = data.chunks()
+            for ci in rng.permutation(len(chunk_list)):
+                start, stop = chunk_list[ci]
+                x_chunk = data.get(start, stop)
+                order = rng.permutation(stop - start)
+                for b0 in range(0, stop - start, bsize):
+                    local = np.sort(order[b0:b0 + bsize])
+                    xb = x_chunk[torch.as_tensor(local, device=self.device)]
+                    atoms, cost, nonzero, it = self._online_step(xb, local + start, atoms,
+                                                                 alpha, step)
+                    total += cost
+                    nnz += nonzero
+                    max_it = max(max_it, it)
+                    step += 1
+            self.epochs.log(self.name + "online", total, alpha, nnz / n, max_it, n)
+        return atoms, n_epochs
+
+    def _online_step(self, xb, rows, atoms, alpha, step: int):
+        """One mini-batch ``xb`` (m, n_trs), rows ``rows`` of the phase: code it, update the
+        statistics, then one pass of block coordinate descent; an unused atom restarts
+        from the worst-coded row of the mini-batch.
+
+        Returns (atoms, objective of the mini-batch, non-zero codes, FISTA iterations).
+        """
+        store = self.store
+        solver = Solver.of(atoms)
+        init = store[torch.as_tensor(rows, device=store.device)]
+        codes, resid_sq, it = solver.code(xb, alpha, init=init.to(self.device),
+                                          gap_tol=settings.GAP_TOL_ONLINE,
+                                          max_iter=settings.MAX_ITER_ONLINE)
+        store[torch.as_tensor(rows, device=store.device)] = codes.to(store.device)
+        cost = _cost(codes, resid_sq, alpha)
+        nonzero = int((codes != 0).sum())
+        m = xb.shape[0]
+        self.stats.forget_and_add(codes, xb, step)
+        atoms64 = atoms.double()
+        unused = bcd(atoms64, self.stats.a, self.stats.b, passes=1)
+        if len(unused) and step > 0:
+            worst = torch.argsort(resid_sq, descending=True, stable=True)
+            for j, u in enumerate(unused[:m]):
+                row = xb[worst[j]].double()
+                atoms64[u] = row / row.norm().clamp_min(1e-30)
+        return atoms64.float(), cost, nonzero, it
+
+    # ------------------------------------------------------------------ batch epochs
+    def _batch_epochs(self, atoms, alpha, epoch: int):
+        """Exact coding pass + exact block coordinate descent, until the relative change
+        of the objective (same alpha) is below ``tol`` with no atom to restart, or until
+        ``max_epochs`` (``epoch`` epochs ran already). Returns (atoms, alpha): if a restart
+        did not pay off, the atoms of the best epoch."""
+        previous = None
+        self.epochs.converged = False
+        best = None                      # (objective, alpha, atoms) of the best epoch
+        restart_rounds = 0
+        while epoch < self.learner.max_epochs:
+            total, coactive = self._coding_pass(atoms, alpha)
+            epoch += 1
+            if best is None or best[1] != alpha or total < best[0]:
+                best = (total, alpha, atoms)
+            converged = (previous is not None and previous[1] == alpha
+                         and abs(previous[0] - total) <= self.learner.tol * abs(previous[0]))
+            atoms64 = atoms.double()
+            wasted, pairs = [], []
+            if restart_rounds < settings.MAX_RESTART_ROUNDS:
+                # an atom that duplicates another or is barely used leaves a pattern
+                # unexplained, and two atoms can split two patterns between them (local
+                # minima): restart or split them, at most a few times
+                wasted = wasted_atoms(atoms64, self.stats.a)
+                pairs = coactive_pairs(coactive.cpu().numpy(), skip=wasted)
+                restart_rounds += bool(len(wasted) or len(pairs))
+            if converged and not len(wasted) and not pairs:
+                self.epochs.converged = True
+                break
+            previous = (total, alpha)
+            atoms = self._update_atoms(atoms, atoms64, wasted, pairs)
+            alpha = self.epochs.retune(atoms, alpha)
+        if best is not None and best[1] == alpha and best[0] < total:
+            atoms = best[2]       # a re-initialisation did not pay off: keep the best atoms
+        return atoms, alpha
+
+    def _coding_pass(self, atoms, alpha):
+        """Code every row against ``atoms`` (warm-started from ``store``), accumulate the
+        exact statistics and log the epoch.
+
+        Returns (objective of the epoch, coactive): coactive (n_atoms, n_atoms), float64,
+        counts the rows whose codes use both atoms."""
+        data, store, device = self.data, self.store, self.device
+        k = self.learner.n_atoms
+        solver = Solver.of(atoms)
+        self.stats.reset()
+        coactive = torch.zeros((k, k), dtype=torch.float64, device=device)
+        total, nnz, max_it = 0.0, 0, 0
+        for start, stop in data.chunks():
+            x_chunk = data.get(start, stop)
+            init = store[start:stop].to(device)
+            codes, resid_sq, it = solver.code(x_chunk, alpha, init=init)
+            store[start:stop] = codes.to(store.device)
+            total += _cost(codes, resid_sq, alpha)
+            nnz += int((codes != 0).sum())
+            max_it = max(max_it, it)
+            self.stats.add(codes, x_chunk)
+            active = (codes != 0).double()
+            coactive += active.T @ active
+        self.epochs.log(self.name + "batch", total, alpha, nnz / data.n, max_it, data.n)
+        return total, coactive
+
+    def _update_atoms(self, atoms, atoms64, wasted, pairs):
+        """Block coordinate descent, then the split of the rotated ``pairs`` and the restart
+        of the unused and ``wasted`` atoms. Returns the new atoms, float32."""
+        unused = bcd(atoms64, self.stats.a, self.stats.b, passes=settings.BCD_PASSES)
+        for i, j in pairs:
+            store = self.store
+            both = torch.nonzero((store[:, i] != 0) & (store[:, j] != 0)).squeeze(1)
+            codes_ij = store[both][:, [i, j]].to(self.device).double()
+            split = split_pair(atoms[i].double(), atoms[j].double(), codes_ij)
+            if split is not None:
+                atoms64[i], atoms64[j] = split
+        if pairs:
+            LOGGER.info("split %d pairs of atoms that code the same ANs", len(pairs))
+        wasted = np.setdiff1d(wasted, unused)
+        replace = np.union1d(unused, wasted).astype(np.int64)
+        if len(replace):
+            self._restart(atoms, atoms64, replace)
+            LOGGER.info("re-initialised %d unused and %d duplicate or rarely used "
+                        "atoms from the principal directions of the residuals",
+                        len(unused), len(replace) - len(unused))
+        return atoms64.float()
+
+    def _restart(self, atoms, atoms64, replace):
+        """Restart the atoms ``replace`` (in ``atoms64``) from what ``atoms`` leave
+        unexplained: the leading principal directions of the coding residuals of a seeded
+        subset of rows (a pattern missing from the atoms dominates them)."""
+        n, store = self.data.n, self.store
+        if self.probe is None:
+            probe_rng = np.random.default_rng([int(self.learner.random_state), 1])
+            self.probe = np.sort(probe_rng.choice(n, min(n, settings.N_PROBE), replace=False))
+        index = torch.as_tensor(self.probe, device=store.device)
+        resid = (self.data.take(self.probe) - store[index].to(self.device) @ atoms).double()
+        directions = top_directions(resid, len(replace))
+        for u, row in zip(replace, directions):
+            atoms64[u] = row / row.norm().clamp_min(1e-30)
+        if self.epochs.tuning:
+            self.epochs.retunes = 0          # the codes' sparsity moves with the atoms

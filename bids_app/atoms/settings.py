@@ -1,0 +1,60 @@
+"""The atoms stage's identifier and the fixed tuning constants of its learner.
+
+Every constant here shapes the result of a fit, so :data:`ALGORITHM_ID` (a cache key, and
+``DictionaryLearning.Algorithm`` in the sidecars) must change whenever one of them does.
+The modules of :mod:`bids_app.atoms` read them as ``settings.NAME`` when they run, so a test
+may change one with ``monkeypatch.setattr(settings, NAME, value)``.
+"""
+
+from __future__ import annotations
+
+#: Identifies the stage (``patterns-v3``) and its learner with all the settings below
+#: (``torch-fista-bcd-v3``), in cache keys and sidecars: change it with any of them.
+ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v3"
+
+# -- sparse coding (lasso by FISTA, stopped on the per-row duality gap / ||x||^2)
+#: Duality-gap tolerance in batch epochs (float32).
+GAP_TOL_FIT = 1e-6
+#: ... in online epochs (the atoms move after every mini-batch).
+GAP_TOL_ONLINE = 1e-4
+#: FISTA iterations per mini-batch in online epochs.
+MAX_ITER_ONLINE = 100
+#: Duality-gap tolerance of the final codes and of ``transform`` (float64).
+GAP_TOL_FINAL = 1e-11
+#: FISTA iterations per chunk while learning.
+MAX_ITER_FIT = 300
+#: FISTA iterations of the final codes.
+MAX_ITER_FINAL = 20000
+#: FISTA iterations between duality-gap checks.
+CHECK_EVERY = 5
+
+# -- dictionary update
+#: Most passes of block coordinate descent per batch epoch.
+BCD_PASSES = 20
+
+# -- rows, memory and threads
+#: Rows drawn for the initialisation (and for the warm-up epochs when X has at least twice
+#: as many).
+INIT_SAMPLE = 20000
+#: Rows used to pick alpha from ``target_sparsity``.
+TUNE_SAMPLE = 4000
+#: Rows per chunk (fewer, larger operations).
+DEFAULT_CHUNK = 32768
+#: Re-tunings of alpha (``target_sparsity``) before it is kept fixed.
+MAX_RETUNES = 5
+#: n_rows * n_atoms below which one CPU thread is used.
+SMALL_PROBLEM = 2 ** 20
+
+# -- restarts of wasted atoms and splits of rotated pairs
+#: |cos| above which the weaker of two atoms is re-initialised.
+DUPLICATE_CORR = 0.9
+#: Batch epochs (per phase) that may restart wasted atoms or split pairs.
+MAX_RESTART_ROUNDS = 3
+#: Code energy, relative to the median atom's, of a rarely used atom.
+RARE_ENERGY = 0.05
+#: Rows whose coding residuals re-initialise atoms.
+N_PROBE = 16384
+#: Fraction of a pair's ANs coded by both atoms above which the pair is a rotated pair.
+COACTIVE_FRACTION = 0.6
+#: ANs the less used atom of a rotated pair needs.
+MIN_PAIR_ROWS = 10
