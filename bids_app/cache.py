@@ -1,8 +1,9 @@
 """Work-directory cache shared by parallel participant jobs.
 
 A result is a folder ``<work_dir>/llmfbn/<kind>/<key>/``. It is computed under an exclusive
-file lock (``fcntl.flock``), written into a temporary folder and renamed into place, so
-concurrent jobs compute it once and never read a half-written result.
+file lock (``fcntl.flock``), written into a temporary folder and renamed into place
+(:func:`bids_app.atomic.atomic_folder`), so concurrent jobs compute it once and never read a
+half-written result.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+
+from bids_app.atomic import atomic_folder
 
 LOGGER = logging.getLogger("llmfbn")
 
@@ -61,14 +61,7 @@ def cached_folder(work_dir: Path, kind: str, key: str, compute: Callable[[Path],
         if (final / ".complete").exists():
             LOGGER.info("%s: computed by another job, reusing %s", description, final)
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-        try:
+        with atomic_folder(final) as tmp:     # an incomplete leftover at final is replaced
             compute(tmp)
             (tmp / ".complete").write_text("")
-            if final.exists():  # an incomplete leftover of a killed job
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return final

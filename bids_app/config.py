@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from bids_app import __version__
+from bids_app.encoding.confounds import confound_strategy_text
 
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 DEFAULT_MODEL = "minilm"
@@ -27,10 +28,8 @@ DEFAULT_HRF = "spm"
 DEFAULT_GLM = "separate"
 DEFAULT_FDR_Q = 0.05
 DEFAULT_MIN_IOU = 0.1
-CONFOUND_STRATEGY_TEXT = (
-    "6 motion parameters, cosine drift terms (fMRIPrep, 128 s high-pass), 5 CSF + 5 WM "
-    "anatomical CompCor components, non-steady-state volumes removed"
-)
+#: The confound strategy in words, generated from the one the encoding stage applies.
+CONFOUND_STRATEGY_TEXT = confound_strategy_text()
 
 
 @dataclasses.dataclass
@@ -70,6 +69,9 @@ class Config:
     verbose: int = 0
     confound_strategy: str = CONFOUND_STRATEGY_TEXT
     version: str = __version__
+    #: options given on the command line (the rest are defaults); the group level refuses
+    #: an explicit option that contradicts the participant level's setting
+    explicit_options: list[str] = dataclasses.field(default_factory=list)
     run_id: str = dataclasses.field(
         default_factory=lambda: _dt.datetime.now().strftime("%Y%m%d-%H%M%S_")
         + uuid.uuid4().hex[:8]
@@ -106,8 +108,12 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> Config:
+        """A :class:`Config` from :meth:`to_dict` output or parsed arguments (same names)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"not settings of a Config: {unknown}")
+        kwargs = dict(data)
         for key in ("bids_dir", "output_dir", "derivatives", "work_dir", "stimuli"):
             if kwargs.get(key) is not None:
                 kwargs[key] = Path(kwargs[key])
@@ -115,26 +121,97 @@ class Config:
 
     @property
     def space_entities(self) -> dict:
-        """BIDS entities of the output space, e.g. ``{"space": "MNI152NLin2009cAsym", "res": "2"}``."""
+        """BIDS entities of the output space, e.g.
+        ``{"space": "MNI152NLin2009cAsym", "res": "2"}``."""
         ents = {"space": self.space}
         if self.res:
             ents["res"] = self.res
         return ents
 
 
-def resolve_device(device: str) -> str:
-    """The one place where ``--device`` becomes a torch device string."""
+# ------------------------------------------------------------ settings carried to the group
+#: Settings of the participant level that every output of a model depends on. The group
+#: level reads them from ``logs/config_participant_*.json`` and uses them for its sidecars,
+#: methods text and reports; an explicit group option that contradicts one is an error.
+PARTICIPANT_SETTINGS = ("space", "res", "word_pooling", "context_tokens", "hrf_model",
+                        "n_atoms", "sparsity_lambda", "target_sparsity", "seed", "glm",
+                        "confound_strategy")
+
+
+def option_name(setting: str) -> str:
+    """The command-line option that sets ``setting`` (for messages)."""
+    special = {"res": "--space", "hrf_model": "--hrf", "confound_strategy": "(built in)"}
+    return special.get(setting, "--" + setting.replace("_", "-"))
+
+
+def read_participant_settings(output_dir: Path) -> list[tuple[Path, dict]]:
+    """Every ``logs/config_participant_*.json`` under ``output_dir``, oldest name first."""
+    from bids_app.bids.naming import LOGS_DIR
     from bids_app.errors import LlmfbnError
 
-    import torch
+    records = []
+    for path in sorted((Path(output_dir) / LOGS_DIR).glob("config_participant_*.json")):
+        try:
+            records.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError) as err:
+            raise LlmfbnError(f"cannot read the participant-level settings {path}",
+                              found=str(err), todo="restore or delete the file") from err
+    return records
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+
+def _agreed_settings(records: list[tuple[Path, dict]]) -> dict:
+    """The carried settings all participant runs share (else a clear error)."""
+    from bids_app.errors import LlmfbnError
+
+    agreed = {}
+    for name in PARTICIPANT_SETTINGS:
+        values = {json.dumps(data.get(name)): path.name for path, data in records}
+        if len(values) > 1:
+            raise LlmfbnError(
+                f"the participant-level runs in this output folder used different "
+                f"{option_name(name)} settings",
+                found="; ".join(f"{value} in logs/{file}" for value, file in values.items()),
+                todo="outputs of different settings cannot be combined: re-run the "
+                "participant level with one setting (and remove the superseded run's "
+                "logs/config_participant_*.json), or use a separate OUTPUT_DIR")
+        agreed[name] = records[0][1].get(name)
+    return agreed
+
+
+def carry_participant_settings(config: Config, records: list[tuple[Path, dict]]) -> Config:
+    """Set the group ``config``'s :data:`PARTICIPANT_SETTINGS` and models to those of the
+    participant runs in ``records`` (from :func:`read_participant_settings`).
+
+    An option given explicitly on the group command line must equal the participant
+    level's value; ``--model`` may name a subset of the models the participant level ran.
+    """
+    from bids_app.errors import LlmfbnError
+
+    if not records:
         raise LlmfbnError(
-            "--device cuda was requested but CUDA is not available",
-            found=f"torch {torch.__version__} without a usable CUDA device",
-            todo="run with --device cpu (or auto), or use a CUDA build of torch on a GPU node "
-            "(Singularity: add --nv; Docker: add --gpus all)",
-        )
-    return device
+            "no participant-level run in this output folder",
+            expected=f"{config.output_dir}/logs/config_participant_*.json",
+            found="no such file", todo="run the participant level first, into the same "
+            "OUTPUT_DIR")
+    agreed = _agreed_settings(records)
+    explicit = set(config.explicit_options)
+    for name, value in agreed.items():
+        mine = getattr(config, name)
+        if (name in explicit or (name == "res" and "space" in explicit)) and mine != value:
+            raise LlmfbnError(
+                f"{option_name(name)} contradicts the setting the participant level ran with",
+                expected=f"{value!r} (from {records[0][0]})", found=f"{mine!r}",
+                todo=f"leave {option_name(name)} out at the group level (it is read from "
+                "the participant level), or re-run the participant level with it")
+        setattr(config, name, value)
+    models = list(dict.fromkeys(m for _, data in records for m in data.get("model") or []))
+    if "model" in explicit:
+        unknown = [m for m in config.model if m not in models]
+        if unknown:
+            raise LlmfbnError(
+                "--model names a model the participant level did not run",
+                expected="one or more of: " + ", ".join(models), found=", ".join(unknown),
+                todo="run the participant level with this model first")
+    else:
+        config.model = models
+    return config

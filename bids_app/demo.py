@@ -74,11 +74,13 @@ def main(argv=None) -> int:
     planted = sorted(n["network"] for n in truth["networks"])
     import pandas as pd
 
-    assignments = pd.read_csv(output / "group" / "desc-minilm_assignments.tsv", sep="\t")
-    coupled = sorted(set(assignments["network"]) - {"none"})
+    from bids_app.bids.naming import NO_NETWORK, group_file
+
+    assignments = pd.read_csv(group_file(output, "minilm", "assignments", ".tsv"), sep="\t")
+    coupled = sorted(set(assignments["network"]) - {NO_NETWORK})
     print("Planted networks: " + (", ".join(planted) if planted else "none (null dataset)"))
     print("Coupled networks: " + (", ".join(coupled) if coupled else "none"))
-    print(f"Group report: {output / 'group' / 'desc-minilm_report.html'}")
+    print(f"Group report: {group_file(output, 'minilm', 'report', '.html')}")
     print(f"Demo finished in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from bids_app.atlases import FBNAtlas
+from bids_app.bids.naming import NO_NETWORK
 from bids_app.errors import LlmfbnError
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 #: Network label of an atom that couples to no FBN.
-NO_NETWORK = "none"
 #: Signs of the suprathreshold parts of an atom map, in table order.
 SIGNS = ("+", "-")
 

@@ -147,7 +147,7 @@ def choose_subgroups(responses: np.ndarray, layers: np.ndarray, n_groups: int,
     unit = responses[:, candidates] / np.linalg.norm(responses[:, candidates], axis=0)
     groups, signals = [], []
     layer_order = rng.permutation(np.unique(layers))
-    for attempt in range(400):
+    for _attempt in range(400):
         layer = layer_order[len(groups) % len(layer_order)]
         pool = candidates[layers[candidates] == layer]
         seed = rng.choice(pool)

@@ -8,10 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.bids.layout import (RunFiles, StoryPlacement, _stories_from_table,
-                                  read_stimuli_table, DatasetFiles)
+from bids_app.bids.acquisitions import Acquisition, plan_acquisitions
+from bids_app.bids.layout import (
+    DatasetFiles,
+    RunFiles,
+    StoryPlacement,
+    read_stimuli_table,
+    stories_from_table,
+)
 from bids_app.errors import LlmfbnError
-from bids_app.workflow import plan_acquisitions
 
 
 def _gentle(path: Path, words, start=0.5, step=0.4) -> Path:
@@ -42,10 +47,10 @@ def test_stimuli_table_paths_runs_onsets(tmp_path):
     assert stim["path"].tolist() == [a, b]
     run1 = _run(tmp_path, run=1)
     run2 = _run(tmp_path, run=2, events_onset=7.0)
-    assert _stories_from_table(stim, run1) == (StoryPlacement(a, 3.5),)
-    assert _stories_from_table(stim, run2) == (StoryPlacement(b, 7.0),)   # from events.tsv
+    assert stories_from_table(stim, run1) == (StoryPlacement(a, 3.5),)
+    assert stories_from_table(stim, run2) == (StoryPlacement(b, 7.0),)   # from events.tsv
     with pytest.raises(LlmfbnError, match="run 3"):
-        _stories_from_table(stim, _run(tmp_path, run=3))
+        stories_from_table(stim, _run(tmp_path, run=3))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -69,11 +74,11 @@ def test_two_stories_in_one_run_need_onsets(tmp_path):
     _gentle(tmp_path / "b.csv", ["z"])
     table = tmp_path / "stimuli.tsv"
     table.write_text("task\tpath\tonset\nstory\ta.csv\t40\nstory\tb.csv\t2\n")
-    stories = _stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path))
+    stories = stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path))
     assert [p.onset_s for p in stories] == [2.0, 40.0]        # in playing order
     table.write_text("task\tpath\nstory\ta.csv\nstory\tb.csv\n")
     with pytest.raises(LlmfbnError, match="onset"):
-        _stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path))
+        stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path))
 
 
 def _dataset(runs):
@@ -116,8 +121,6 @@ def _responses(tmp_path, plan, name):
 
 
 def _acq(key, run, n_frames, stories):
-    from bids_app.workflow import Acquisition
-
     return Acquisition(key=key, task="story", run=run, t_r_s=1.5, start_time_s=0.75,
                        n_frames=n_frames, stories=tuple(stories))
 

@@ -10,21 +10,23 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bids_app.atomic import atomic_path
 from bids_app.bids import derivatives as out
+from bids_app.bids.naming import bids_name
 
 
 def test_bids_name_orders_entities():
-    name = out.bids_name("statmap", ".nii.gz", stat="t", desc="minilm", sub="01",
+    name = bids_name("statmap", ".nii.gz", stat="t", desc="minilm", sub="01",
                          space="MNI152NLin2009cAsym", res="2")
     assert name == "sub-01_space-MNI152NLin2009cAsym_res-2_desc-minilm_stat-t_statmap.nii.gz"
     with pytest.raises(ValueError):
-        out.bids_name("statmap", ".nii.gz", model="x")
+        bids_name("statmap", ".nii.gz", model="x")
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "a" / "map.nii.gz"
     with pytest.raises(RuntimeError):
-        with out.atomic_path(target) as tmp:
+        with atomic_path(target) as tmp:
             tmp.write_bytes(b"partial")
             raise RuntimeError("killed")
     assert not target.exists()

@@ -16,8 +16,13 @@ from scipy import stats
 from bids_app.atlases import FBNAtlas, load_fbn_atlas
 from bids_app.errors import LlmfbnError
 from bids_app.group import (
-    assign_atoms, coupling_table, fdr_mask, one_sample_t, organisation_metrics,
-    subgroups, subject_assignments,
+    assign_atoms,
+    coupling_table,
+    fdr_mask,
+    one_sample_t,
+    organisation_metrics,
+    subgroups,
+    subject_assignments,
 )
 
 SHAPE = (16, 16, 16)

@@ -103,11 +103,11 @@ def test_parallel_participant_jobs_share_the_cache(dataset_copy, tmp_path):
 
 def test_memory_budget_streams_layers_with_identical_responses(dataset_copy, tmp_path):
     """A small --mem-gb processes layers in groups; the on-disk responses are identical."""
-    from bids_app.workflow import _layer_chunks
+    from bids_app.responses import layer_chunks
 
-    assert _layer_chunks([10, 10, 10], bytes_per_unit=400, mem_gb=1e-5) == [[0], [1], [2]]
-    assert _layer_chunks([10, 10, 10], bytes_per_unit=400, mem_gb=1.0) == [[0, 1, 2]]
-    assert _layer_chunks([10, 10, 10], bytes_per_unit=1e4, mem_gb=8e-4) == [[0, 1], [2]]
+    assert layer_chunks([10, 10, 10], bytes_per_unit=400, mem_gb=1e-5) == [[0], [1], [2]]
+    assert layer_chunks([10, 10, 10], bytes_per_unit=400, mem_gb=1.0) == [[0, 1, 2]]
+    assert layer_chunks([10, 10, 10], bytes_per_unit=1e4, mem_gb=8e-4) == [[0, 1], [2]]
     for name, budget in (("big", "8"), ("tiny", "0.05")):
         assert _participant(dataset_copy, tmp_path / f"out-{name}", tmp_path / f"work-{name}",
                             "--participant-label", "001", "--mem-gb", budget) == 0
@@ -116,3 +116,38 @@ def test_memory_budget_streams_layers_with_identical_responses(dataset_copy, tmp
     np.testing.assert_array_equal(big, tiny)
     norms = np.linalg.norm(big, axis=1)
     assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
+
+
+def test_wide_atom_names_and_settings_carried_to_the_group(dataset_copy, tmp_path, capsys):
+    """--n-atoms 120: one atom name (atom001 ... atom120) in atoms.tsv, design.tsv, every
+    sidecar and both reports. The group level takes K and the HRF from the participant level,
+    and refuses a contradicting --n-atoms (exit 1, both values named, nothing written)."""
+    import json
+    import re
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert _participant(dataset_copy, out, work, "--n-atoms", "120", "--hrf", "glover") == 0
+    group = [str(dataset_copy), str(out), "group", "-w", str(work)]
+    capsys.readouterr()
+    assert main(group + ["--n-atoms", "64"]) == 1
+    message = capsys.readouterr().err
+    assert "--n-atoms" in message and "120" in message and "64" in message
+    assert not (out / "group").exists()
+    assert main(group) == 0
+    names = [f"atom{k:03d}" for k in range(1, 121)]
+    atoms = pd.read_csv(out / "atoms" / "desc-minilm_atoms.tsv", sep="\t")
+    assert [c for c in atoms.columns if c.startswith("atom")] == names
+    design = pd.read_csv(out / "sub-001" / "func" / "sub-001_desc-minilm_design.tsv", sep="\t")
+    assert [c for c in design.columns if c.startswith("atom")] == names
+    sidecars = [out / "sub-001" / "func" /
+                "sub-001_space-MNI152NLin2009cAsym_desc-minilm_stat-t_statmap.json",
+                out / "group" / "space-MNI152NLin2009cAsym_desc-minilm_stat-t_statmap.json"]
+    for path in sidecars:
+        side = json.loads(path.read_text())
+        assert side["Atoms"] == names and side["NumberOfAtoms"] == 120
+        assert side["HRF"] == "glover"
+    methods = (out / "logs" / "CITATION.md").read_text()
+    assert "120\nrepresentative" in methods and "GLOVER" in methods
+    for report in (out / "sub-001.html", out / "group" / "desc-minilm_report.html"):
+        found = set(re.findall(r"atom\d+", report.read_text()))
+        assert found and all(re.fullmatch(r"atom\d{3}", name) for name in found), report

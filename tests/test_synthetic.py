@@ -17,11 +17,13 @@ def test_layout_names_and_sidecars(small_dataset):
     func = bids / "derivatives" / "fmriprep" / "sub-001" / "func"
     base = "sub-001_task-market"
     space = "space-MNI152NLin2009cAsym_res-2"
-    for name in (f"{base}_{space}_desc-preproc_bold.nii.gz", f"{base}_{space}_desc-brain_mask.nii.gz",
+    for name in (f"{base}_{space}_desc-preproc_bold.nii.gz",
+                 f"{base}_{space}_desc-brain_mask.nii.gz",
                  f"{base}_desc-confounds_timeseries.tsv", f"{base}_desc-confounds_timeseries.json"):
         assert (func / name).is_file(), name
     sidecar = json.loads((func / f"{base}_{space}_desc-preproc_bold.json").read_text())
-    assert sidecar["RepetitionTime"] == T_R_S and "StartTime" in sidecar and "SkullStripped" in sidecar
+    assert sidecar["RepetitionTime"] == T_R_S
+    assert "StartTime" in sidecar and "SkullStripped" in sidecar
     img = nib.load(func / f"{base}_{space}_desc-preproc_bold.nii.gz")
     assert img.shape[3] >= 200
     confounds = pd.read_csv(func / f"{base}_desc-confounds_timeseries.tsv", sep="\t")

@@ -1,16 +1,14 @@
 """Writing the BIDS-Derivatives dataset.
 
-Every file is written atomically: to a hidden temporary name in the same folder, then
-``os.replace``d onto its final name, so a killed run never leaves a half-written file under a
-final name. Names use standard BIDS entities only; the rest goes into JSON sidecars.
+Every file is written atomically (:mod:`bids_app.atomic`), so a killed run never leaves a
+half-written file under a final name. Names come from :mod:`bids_app.bids.naming`: standard
+BIDS entities only; the rest goes into JSON sidecars.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -18,34 +16,14 @@ import numpy as np
 import pandas as pd
 
 from bids_app import __version__
+from bids_app.atomic import atomic_path
+from bids_app.bids.naming import ATOMS_DIR, GROUP_DIR, LOGS_DIR, bids_name
 
-ENTITY_ORDER = ("sub", "ses", "task", "run", "space", "res", "desc", "stat")
-BIDSIGNORE = ["logs/", "atoms/", "group/", "*.html", "figures/", "*_design.tsv"]
+__all__ = ["BIDSIGNORE", "atomic_path", "bids_name", "write_dataset_description",
+           "write_json", "write_nifti", "write_text", "write_tsv"]
 
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path beside ``path``; move it onto ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        # mkstemp makes the file private (0600); final outputs follow the user's umask
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+BIDSIGNORE = [f"{LOGS_DIR}/", f"{ATOMS_DIR}/", f"{GROUP_DIR}/", "*.html", "figures/",
+              "*_design.tsv"]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -85,18 +63,10 @@ def _plain(value):
     return value
 
 
-def bids_name(suffix: str, extension: str, **entities) -> str:
-    """``sub-01_space-X_desc-y_stat-t_statmap.nii.gz`` from entities in BIDS order."""
-    unknown = set(entities) - set(ENTITY_ORDER)
-    if unknown:
-        raise ValueError(f"non-standard entities {sorted(unknown)}")
-    parts = [f"{k}-{entities[k]}" for k in ENTITY_ORDER if entities.get(k) not in (None, "")]
-    return "_".join(parts + [suffix]) + extension
-
-
 def write_dataset_description(output_dir: Path, bids_dir: Path, fmriprep_dir: Path,
                               raw_description: dict, fmriprep_description: dict) -> Path:
-    """``dataset_description.json`` of the derivatives (DatasetType, GeneratedBy, SourceDatasets)."""
+    """``dataset_description.json`` of the derivatives (DatasetType, GeneratedBy,
+    SourceDatasets)."""
     generated = {"Name": "llmfbn", "Version": __version__,
                  "Description": "Artificial-neuron sub-groups of language models coupled to "
                                 "functional brain networks (arXiv 2410.19542)"}

@@ -91,7 +91,8 @@ def _read_description(folder: Path, what: str, todo: str) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise LlmfbnError(f"cannot read {path}", found=str(err), todo="fix the JSON file")
+        raise LlmfbnError(f"cannot read {path}", found=str(err),
+                          todo="fix the JSON file") from err
 
 
 def _layout(root: Path, validate: bool, derivative: bool):
@@ -106,7 +107,7 @@ def _layout(root: Path, validate: bool, derivative: bool):
         raise LlmfbnError(
             f"pybids could not index {root}", found=str(err).splitlines()[0],
             todo="fix the dataset, or pass --skip-bids-validation if you know it is usable",
-        )
+        ) from err
 
 
 def find_word_timings(bids_dir: Path, task: str) -> Path | None:
@@ -128,41 +129,38 @@ def _one(files, what: str, expected: str, todo: str) -> Path:
     return Path(files[0].path)
 
 
-def discover(config: Config) -> DatasetFiles:
-    """Index the raw dataset and fMRIPrep derivatives; check every file the run needs."""
-    validate = not config.skip_bids_validation
-    raw_description = _read_description(
-        config.bids_dir, f"the BIDS dataset {config.bids_dir}",
-        "point BIDS_DIR at the dataset root (the folder holding sub-*/)")
-    LOGGER.info("Indexing %s with pybids", config.bids_dir)
-    raw = _layout(config.bids_dir, validate, derivative=False)
+def _select_subjects(config: Config, raw) -> list[str]:
     subjects_all = sorted(raw.get_subjects())
     if not subjects_all:
         raise LlmfbnError("no subjects in the BIDS dataset", expected="sub-*/ folders",
                           found=f"none under {config.bids_dir}")
-    if config.participant_label:
-        unknown = [s for s in config.participant_label if s not in subjects_all]
-        if unknown:
-            raise LlmfbnError(
-                "unknown participant label(s): " + ", ".join(f"sub-{s}" for s in unknown),
-                found="subjects in the dataset: " + ", ".join(f"sub-{s}" for s in subjects_all),
-                todo="use one of the existing labels with --participant-label",
-            )
-        subjects = list(config.participant_label)
-    else:
-        subjects = subjects_all
+    if not config.participant_label:
+        return subjects_all
+    unknown = [s for s in config.participant_label if s not in subjects_all]
+    if unknown:
+        raise LlmfbnError(
+            "unknown participant label(s): " + ", ".join(f"sub-{s}" for s in unknown),
+            found="subjects in the dataset: " + ", ".join(f"sub-{s}" for s in subjects_all),
+            todo="use one of the existing labels with --participant-label",
+        )
+    return list(config.participant_label)
 
+
+def _fmriprep_layout(config: Config):
     fmriprep_dir = config.derivatives
     if not fmriprep_dir.is_dir():
         raise LlmfbnError(
             "the fMRIPrep derivatives folder does not exist", expected=str(fmriprep_dir),
             found="no such folder",
             todo="run fMRIPrep first, or point --derivatives at its output folder")
-    fmriprep_description = _read_description(
+    description = _read_description(
         fmriprep_dir, f"the fMRIPrep folder {fmriprep_dir}",
         "point --derivatives at fMRIPrep's output folder (it writes dataset_description.json)")
-    deriv = _layout(fmriprep_dir, validate=False, derivative=True)
+    return _layout(fmriprep_dir, validate=False, derivative=True), description
 
+
+def _task_timings(config: Config, raw) -> tuple[dict, pd.DataFrame | None]:
+    """{task: Narratives timing file, or None with --stimuli}, and the --stimuli table."""
     tasks_all = sorted(raw.get_tasks())
     if config.task:
         unknown = [t for t in config.task if t not in tasks_all]
@@ -173,41 +171,53 @@ def discover(config: Config) -> DatasetFiles:
         tasks = list(config.task)
     else:
         tasks = tasks_all
+    if not config.stimuli:
+        return _narratives_timings(config, tasks), None
+    stimuli = read_stimuli_table(config.stimuli, config.bids_dir)
+    unknown = sorted(set(stimuli["task"]) - set(tasks_all))
+    if unknown:
+        raise LlmfbnError(
+            f"--stimuli {config.stimuli} names task(s) not in the dataset: "
+            + ", ".join(unknown), found="tasks in the dataset: " + ", ".join(tasks_all),
+            todo="fix the task column")
+    return {t: None for t in tasks if t in set(stimuli["task"])}, stimuli
 
-    stimuli = read_stimuli_table(config.stimuli, config.bids_dir) if config.stimuli else None
-    if stimuli is not None:
-        unknown = sorted(set(stimuli["task"]) - set(tasks_all))
-        if unknown:
-            raise LlmfbnError(
-                f"--stimuli {config.stimuli} names task(s) not in the dataset: "
-                + ", ".join(unknown), found="tasks in the dataset: " + ", ".join(tasks_all),
-                todo="fix the task column")
-        tasks = [t for t in tasks if t in set(stimuli["task"])]
-        timings = {t: None for t in tasks}
-    else:
-        timings = _narratives_timings(config, tasks)
 
+def _subject_runs(config: Config, raw, deriv, subject: str, timings: dict,
+                  stimuli: pd.DataFrame | None) -> list[RunFiles]:
     space_query = {"space": config.space}
     if config.res:
         space_query["res"] = config.res
-    runs: dict[str, list[RunFiles]] = {}
-    for subject in subjects:
-        subject_runs = []
-        for task in sorted(timings):
-            raw_bolds = raw.get(subject=subject, task=task, suffix="bold",
-                                extension=[".nii", ".nii.gz"])
-            for raw_bold in raw_bolds:
-                ents = raw_bold.get_entities()
-                run = _run_files(config, raw, deriv, ents, space_query)
-                stories = (_stories_from_table(stimuli, run) if stimuli is not None
-                           else (StoryPlacement(timings[task], story_onset_s(run.events, task)),))
-                subject_runs.append(replace(run, stories=stories))
-        if not subject_runs:
-            raise LlmfbnError(
-                f"sub-{subject} has no BOLD run of the tasks " + ", ".join(sorted(timings)),
-                found=f"nothing under {config.bids_dir / ('sub-' + subject)}",
-                todo="leave this subject out with --participant-label")
-        runs[subject] = subject_runs
+    subject_runs = []
+    for task in sorted(timings):
+        raw_bolds = raw.get(subject=subject, task=task, suffix="bold",
+                            extension=[".nii", ".nii.gz"])
+        for raw_bold in raw_bolds:
+            run = _run_files(config, raw, deriv, raw_bold.get_entities(), space_query)
+            stories = (stories_from_table(stimuli, run) if stimuli is not None
+                       else (StoryPlacement(timings[task], story_onset_s(run.events, task)),))
+            subject_runs.append(replace(run, stories=stories))
+    if not subject_runs:
+        raise LlmfbnError(
+            f"sub-{subject} has no BOLD run of the tasks " + ", ".join(sorted(timings)),
+            found=f"nothing under {config.bids_dir / ('sub-' + subject)}",
+            todo="leave this subject out with --participant-label")
+    return subject_runs
+
+
+def discover(config: Config) -> DatasetFiles:
+    """Index the raw dataset and fMRIPrep derivatives; check every file the run needs."""
+    validate = not config.skip_bids_validation
+    raw_description = _read_description(
+        config.bids_dir, f"the BIDS dataset {config.bids_dir}",
+        "point BIDS_DIR at the dataset root (the folder holding sub-*/)")
+    LOGGER.info("Indexing %s with pybids", config.bids_dir)
+    raw = _layout(config.bids_dir, validate, derivative=False)
+    subjects = _select_subjects(config, raw)
+    deriv, fmriprep_description = _fmriprep_layout(config)
+    timings, stimuli = _task_timings(config, raw)
+    runs = {subject: _subject_runs(config, raw, deriv, subject, timings, stimuli)
+            for subject in subjects}
     return DatasetFiles(subjects=subjects, runs=runs,
                         raw_description=raw_description,
                         fmriprep_description=fmriprep_description)
@@ -261,7 +271,7 @@ def read_stimuli_table(path: Path, bids_dir: Path) -> pd.DataFrame:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except Exception as err:  # noqa: BLE001 - any parse failure is bad input
         raise LlmfbnError(f"cannot read --stimuli {path}", found=str(err),
-                          todo="write a tab-separated table with a header row")
+                          todo="write a tab-separated table with a header row") from err
     missing = [c for c in ("task", "path") if c not in table.columns]
     extra = [c for c in table.columns if c not in STIMULI_COLUMNS]
     if missing or extra or table.empty:
@@ -284,15 +294,15 @@ def read_stimuli_table(path: Path, bids_dir: Path) -> pd.DataFrame:
         try:
             run_value = int(run) if run else None
             onset_value = float(onset) if onset else None
-        except ValueError:
+        except ValueError as err:
             raise LlmfbnError(f"{where}: run must be a whole number and onset a number of "
-                              "seconds", found=f"run={run!r}, onset={onset!r}")
+                              "seconds", found=f"run={run!r}, onset={onset!r}") from err
         rows.append({"task": row["task"].strip(), "path": timing, "run": run_value,
                      "onset": onset_value})
     return pd.DataFrame(rows)
 
 
-def _stories_from_table(stimuli: pd.DataFrame, run: RunFiles) -> tuple[StoryPlacement, ...]:
+def stories_from_table(stimuli: pd.DataFrame, run: RunFiles) -> tuple[StoryPlacement, ...]:
     rows = stimuli[(stimuli["task"] == run.task)
                    & (stimuli["run"].isna() | (stimuli["run"] == run.run))]
     if rows.empty:
@@ -346,8 +356,8 @@ def _run_files(config: Config, raw, deriv, ents: dict, space_query: dict) -> Run
             found="no such file", todo="add the events file with the story's onset")
     metadata = deriv.get_metadata(str(bold))
     if "RepetitionTime" not in metadata:
-        metadata = {**raw.get_metadata(str(bold).replace(str(config.derivatives), str(config.bids_dir))),
-                    **metadata}
+        raw_path = str(bold).replace(str(config.derivatives), str(config.bids_dir))
+        metadata = {**raw.get_metadata(raw_path), **metadata}
     if "RepetitionTime" not in metadata:
         raise LlmfbnError(f"no RepetitionTime for {bold.name}",
                           expected="RepetitionTime in the BOLD JSON sidecar",
@@ -355,7 +365,8 @@ def _run_files(config: Config, raw, deriv, ents: dict, space_query: dict) -> Run
     try:
         header = nib.load(bold).header
     except Exception as err:  # noqa: BLE001 - any nibabel failure is a bad input file
-        raise LlmfbnError(f"cannot read {bold}", found=str(err), todo="re-run fMRIPrep")
+        raise LlmfbnError(f"cannot read {bold}", found=str(err),
+                          todo="re-run fMRIPrep") from err
     shape = header.get_data_shape()
     if len(shape) != 4:
         raise LlmfbnError(f"{bold.name} is not a 4-D BOLD series", found=f"shape {shape}")

@@ -39,7 +39,8 @@ def _positive_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, found {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number, found {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, found {value!r}")
     return number
@@ -49,7 +50,8 @@ def _positive_float(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, found {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, found {value!r}") from None
     if not number > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, found {value!r}")
     return number
@@ -124,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "unique contribution (weak when atoms are collinear) (ours)")
 
     grp = parser.add_argument_group("Group level")
-    grp.add_argument("--fbn-atlas", default=cfg.DEFAULT_FBN_ATLAS, metavar="{seitzman,yeo7,yeo17,PATH}",
-                     help="functional brain networks: 'seitzman' (offline, nilearn), 'yeo7'/'yeo17' "
+    grp.add_argument("--fbn-atlas", default=cfg.DEFAULT_FBN_ATLAS,
+                     metavar="{seitzman,yeo7,yeo17,PATH}",
+                     help="functional brain networks: 'seitzman' (offline, nilearn), "
+                     "'yeo7'/'yeo17' "
                      "(Schaefer 2018 via TemplateFlow), or a 3-D label NIfTI with a .tsv "
                      "(index, name) / a 4-D NIfTI of network maps")
     grp.add_argument("--fdr-q", type=_positive_float, default=cfg.DEFAULT_FDR_Q, metavar="Q",
@@ -152,36 +156,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explicit_options(parser: argparse.ArgumentParser, argv) -> list[str]:
+    """Destinations of the options given on the command line (not left at their default)."""
+    saved = {}
+    for action in parser._actions:  # argparse offers no public way to list them
+        if action.option_strings and action.default is not argparse.SUPPRESS:
+            saved[action] = action.default
+            action.default = argparse.SUPPRESS
+    try:
+        given, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved.items():
+            action.default = default
+    return sorted(name for name in vars(given)
+                  if name not in ("bids_dir", "output_dir", "analysis_level"))
+
+
 def parse_args(argv=None) -> cfg.Config:
-    """Parse ``argv`` into a :class:`~bids_app.config.Config` (paths not yet checked)."""
-    args = build_parser().parse_args(argv)
-    space, res = args.space
-    return cfg.Config(
-        bids_dir=args.bids_dir,
-        output_dir=args.output_dir,
-        analysis_level=args.analysis_level,
-        participant_label=sorted(set(args.participant_label)) if args.participant_label else None,
-        task=sorted(set(args.task)) if args.task else None,
-        derivatives=args.derivatives,
-        space=space,
-        res=res,
-        model=list(dict.fromkeys(args.model)),
-        stimuli=args.stimuli,
-        word_pooling=args.word_pooling,
-        mem_gb=args.mem_gb,
-        target_sparsity=args.target_sparsity,
-        n_atoms=args.n_atoms,
-        sparsity_lambda=args.sparsity_lambda,
-        context_tokens=args.context_tokens,
-        hrf_model=args.hrf_model,
-        glm=args.glm,
-        fbn_atlas=args.fbn_atlas,
-        fdr_q=args.fdr_q,
-        min_iou=args.min_iou,
-        work_dir=args.work_dir,
-        device=args.device,
-        nprocs=args.nprocs,
-        seed=args.seed,
-        skip_bids_validation=args.skip_bids_validation,
-        verbose=args.verbose,
-    )
+    """Parse ``argv`` into a :class:`~bids_app.config.Config` (paths not yet checked).
+
+    Option destinations are the :class:`~bids_app.config.Config` field names; only the
+    values that need normalising are touched here.
+    """
+    parser = build_parser()
+    values = vars(parser.parse_args(argv))
+    values["space"], values["res"] = values["space"]
+    for name in ("participant_label", "task"):
+        values[name] = sorted(set(values[name])) if values[name] else None
+    values["model"] = list(dict.fromkeys(values["model"]))
+    values["explicit_options"] = _explicit_options(parser, argv)
+    return cfg.Config.from_dict(values)

@@ -54,7 +54,8 @@ def check_paths(config: Config) -> None:
             found=f"BIDS_DIR {bids_dir} inside OUTPUT_DIR {config.output_dir}",
             todo="choose an output folder outside the input dataset or under its derivatives/",
         )
-    if _inside(config.work_dir, bids_dir) and not _inside(config.work_dir, bids_dir / "derivatives"):
+    in_raw = not _inside(config.work_dir, bids_dir / "derivatives")
+    if _inside(config.work_dir, bids_dir) and in_raw:
         raise LlmfbnError(
             "the work directory is inside the input BIDS folder",
             found=f"--work-dir {config.work_dir}",

@@ -16,7 +16,9 @@ Modules, one idea each:
 - :mod:`.hrf`: the canonical-HRF design, nilearn's regressor built step by step;
 - :mod:`.huth`: the Lanczos kernel and design, FIR delays;
 - :mod:`.operators`: the linear map from activations to responses, its application to many
-  neurons, the column labels, and the z-scoring over time.
+  neurons, the column labels, and the z-scoring over time;
+- :mod:`.stage`: the pipeline's responses stage: every AN of a model on every acquisition's
+  TR grid, written to an on-disk array within a memory budget.
 """
 
 from bids_app.responses.frames import frame_times_s
@@ -30,8 +32,10 @@ from bids_app.responses.operators import (
     temporal_responses,
     zscore_time,
 )
+from bids_app.responses.stage import frames_table, layer_chunks, write_responses
 
 __all__ = ["DEFAULT_FIR_DELAYS", "HRF_MODELS", "RESPONSE_MODELS", "delay_frames",
            "frame_times_s", "hrf_design", "lanczos_design", "lanczos_kernel",
            "n_response_columns", "response_column_labels", "response_operator",
-           "temporal_responses", "zscore_time"]
+           "temporal_responses", "zscore_time", "frames_table", "layer_chunks",
+           "write_responses"]

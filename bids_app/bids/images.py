@@ -1,0 +1,72 @@
+"""Image helpers shared by the levels: masks, masking and unmasking on one voxel grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_app.errors import LlmfbnError
+
+#: Affines closer than this (mm) are the same grid.
+AFFINE_ATOL_MM = 1e-3
+
+
+def same_grid(img, shape: tuple, affine: np.ndarray) -> bool:
+    """Whether ``img`` has the 3-D ``shape`` and ``affine`` (within ``AFFINE_ATOL_MM``)."""
+    return img.shape[:3] == tuple(shape[:3]) and np.allclose(img.affine, affine,
+                                                             atol=AFFINE_ATOL_MM)
+
+
+def intersect_masks(paths: list[Path], names: list[str], problem: str,
+                    todo: str) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Voxels inside every mask in ``paths`` (all on one grid).
+
+    Returns the intersection as a uint8 image and as a 3-D boolean array. Masks on different
+    grids raise :class:`LlmfbnError` with ``problem`` and ``todo``; ``names`` label the masks
+    in the message.
+    """
+    ref = nib.load(paths[0])
+    mask = np.asarray(ref.dataobj) > 0
+    for path, name in zip(paths[1:], names[1:]):
+        img = nib.load(path)
+        if img.shape != ref.shape or not np.allclose(img.affine, ref.affine,
+                                                     atol=AFFINE_ATOL_MM):
+            raise LlmfbnError(problem, found=f"{names[0]} {ref.shape} vs {name} {img.shape}",
+                              todo=todo)
+        mask &= np.asarray(img.dataobj) > 0
+    return nib.Nifti1Image(mask.astype(np.uint8), ref.affine), mask
+
+
+def masked_series(path: Path, mask: np.ndarray, mask_img) -> np.ndarray:
+    """(n_volumes, n_voxels) float32 values of a 4-D image inside ``mask``."""
+    img = nib.load(path)
+    if not same_grid(img, mask.shape, mask_img.affine):
+        raise LlmfbnError(f"{Path(path).name} and its brain mask are on different grids",
+                          found=f"{img.shape[:3]} vs {mask.shape}",
+                          todo="re-run fMRIPrep or check --space")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    return np.ascontiguousarray(data[mask].T)
+
+
+def masked_maps(path: Path, mask: np.ndarray) -> np.ndarray:
+    """(n_maps, n_voxels) float32 values of a 4-D stack of maps inside ``mask``."""
+    return np.asarray(nib.load(path).dataobj, dtype=np.float32)[mask].T
+
+
+def unmask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n_maps, n_voxels) or (n_voxels,) -> 4-D (x, y, z, n_maps) or 3-D float32 volume."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim == 1:
+        vol = np.zeros(mask.shape, np.float32)
+        vol[mask] = values
+        return vol
+    vol = np.zeros(mask.shape + (values.shape[0],), np.float32)
+    vol[mask] = values.T
+    return vol
+
+
+def unmask_img(values: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """:func:`unmask` as a NIfTI image on ``affine``."""
+    return nib.Nifti1Image(unmask(values, mask), affine)

@@ -1,0 +1,105 @@
+"""Reading the participant level's outputs back for the group level."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from bids_app.bids import naming
+from bids_app.bids.images import intersect_masks, masked_maps
+from bids_app.errors import LlmfbnError
+
+
+@dataclass
+class GroupInputs:
+    """Every subject's participant-level maps of one model, inside the common mask."""
+
+    subjects: list[str]
+    effects: np.ndarray        # (n_subjects, n_atoms, n_voxels)
+    subject_t: np.ndarray      # (n_subjects, n_atoms, n_voxels)
+    dof: np.ndarray            # (n_subjects,)
+    mask: np.ndarray           # 3-D bool, voxels analysed in every subject
+    mask_img: nib.Nifti1Image
+
+
+@dataclass
+class AtomOutputs:
+    """The stimulus-level outputs of one model (``OUTPUT_DIR/atoms``)."""
+
+    table: pd.DataFrame        # (n_trs, 5 + n_atoms): acquisition ... time_s, atom01..atomK
+    codes: sp.csr_matrix       # (n_neurons, n_atoms)
+    neurons: pd.DataFrame      # (n_neurons, ...): row, layer, unit, n_atoms_used
+    sidecar: dict              # desc-<model>_atoms.json
+    stability: dict | None     # desc-<model>_stability.json, when written
+    source: Path               # the atoms TSV the time courses were read from
+
+    @property
+    def convergence_log(self) -> list:
+        return self.sidecar.get("DictionaryLearning", {}).get("ConvergenceLog", [])
+
+
+_TODO = "run the participant level first with the same --model and --space"
+
+
+def read_atom_outputs(output_dir: Path, label: str) -> AtomOutputs:
+    """The atoms table, codes, neuron table and stability record of model ``label``."""
+    def path(suffix: str, extension: str) -> Path:
+        return naming.atoms_file(output_dir, label, suffix, extension)
+
+    codes_path = path("codes", ".npz")
+    if not codes_path.is_file():
+        raise LlmfbnError(f"no participant-level outputs of model '{label}' in {output_dir}",
+                          expected=str(codes_path), found="no such file", todo=_TODO)
+    stability = path("stability", ".json")
+    return AtomOutputs(
+        table=pd.read_csv(path("atoms", ".tsv"), sep="\t"), source=path("atoms", ".tsv"),
+        codes=sp.load_npz(codes_path),
+        neurons=pd.read_csv(path("neurons", ".tsv"), sep="\t"),
+        sidecar=json.loads(path("atoms", ".json").read_text()),
+        stability=json.loads(stability.read_text()) if stability.is_file() else None)
+
+
+def _subject_paths(output_dir: Path, subjects: list[str], space_entities: dict, label: str,
+                   any_found: bool) -> dict:
+    paths = {}
+    for subject in subjects:
+        paths[subject] = {s: naming.subject_map(output_dir, subject, space_entities, label, s)
+                          for s in ("effect", "t")}
+        paths[subject]["mask"] = naming.subject_mask(output_dir, subject, space_entities, label)
+        missing = [p for p in paths[subject].values() if not p.is_file()]
+        if missing:
+            raise LlmfbnError(f"participant-level maps of sub-{subject} are missing",
+                              expected=str(missing[0]), found="no such file",
+                              todo=_TODO + (" for this subject" if any_found else ""))
+    return paths
+
+
+def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
+                      participant_label: list[str] | None) -> GroupInputs:
+    """Effect and t maps of every subject (``participant_label``, else all found)."""
+    root = Path(output_dir)
+    found = sorted(p.name[4:] for p in root.glob("sub-*") if p.is_dir()) if root.is_dir() else []
+    subjects = participant_label or found
+    paths = _subject_paths(root, subjects, space_entities, label, bool(found))
+    if len(subjects) < 3:
+        raise LlmfbnError("the group level needs at least 3 subjects",
+                          found=f"{len(subjects)}: " + ", ".join(subjects),
+                          todo="run the participant level on more subjects")
+    mask_img, mask = intersect_masks(
+        [paths[s]["mask"] for s in subjects], [f"sub-{s}" for s in subjects],
+        "participant maps are on different grids", "use one --space for every subject")
+    effects, tmaps, dofs = [], [], []
+    for subject in subjects:
+        effects.append(masked_maps(paths[subject]["effect"], mask))
+        tmaps.append(masked_maps(paths[subject]["t"], mask))
+        side = json.loads(naming.sidecar_path(paths[subject]["t"]).read_text())
+        dofs.append(side["DegreesOfFreedom"])
+    return GroupInputs(subjects=list(subjects), effects=np.stack(effects),
+                       subject_t=np.stack(tmaps), dof=np.asarray(dofs), mask=mask,
+                       mask_img=mask_img)

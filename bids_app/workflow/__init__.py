@@ -1,0 +1,18 @@
+"""The two analysis levels, wiring the stages together (no algorithm lives here).
+
+Data flows one way: stimulus (word timings) -> features (AN activations per word) ->
+responses (HRF, TR grid) -> atoms (dictionary learning) -> encoding (participant maps) ->
+group (coupling with networks) -> report. Stimulus-level results are computed once per story
+set and model and cached in the work directory; participant jobs running in parallel share
+them.
+
+- :mod:`.stimulus`: checks before the first write, cached responses and atoms per model;
+- :mod:`.participant`: ``llmfbn ... participant``;
+- :mod:`.group`: ``llmfbn ... group``.
+"""
+
+from bids_app.workflow.group import run_group
+from bids_app.workflow.participant import run_participant
+from bids_app.workflow.stimulus import compute_atoms, compute_responses, prepare
+
+__all__ = ["compute_atoms", "compute_responses", "prepare", "run_group", "run_participant"]

@@ -1,0 +1,94 @@
+"""Group level: per model, group maps per atom, coupling to networks, AN sub-groups and
+organisation metrics; with several models, their metrics side by side. Settings come from
+the participant level (``logs/config_participant_*.json``)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from bids_app.bids import derivatives as out
+from bids_app.bids import naming
+from bids_app.bids.outputs import write_group_outputs, write_run_config
+from bids_app.bids.readers import read_atom_outputs, read_group_inputs
+from bids_app.bids.sidecars import model_sidecar
+from bids_app.config import Config, carry_participant_settings, read_participant_settings
+
+LOGGER = logging.getLogger("llmfbn")
+
+
+def run_group(config: Config) -> None:
+    """Every model's group analysis; everything is read and checked before the first write."""
+    from bids_app.atlases import load_fbn_atlas
+    from bids_app.features import resolve_model
+
+    carry_participant_settings(config, read_participant_settings(config.output_dir))
+    specs = [resolve_model(name) for name in config.model]
+    inputs, atoms = {}, {}
+    for spec in specs:                                  # check all before writing
+        atoms[spec.label] = read_atom_outputs(config.output_dir, spec.label)
+        inputs[spec.label] = read_group_inputs(config.output_dir, config.space_entities,
+                                               spec.label, config.participant_label)
+    atlases = {label: load_fbn_atlas(config.fbn_atlas, inp.mask_img)
+               for label, inp in inputs.items()}
+    write_run_config(config)
+    rows = []
+    for spec in specs:
+        metrics = _group_model(config, spec, inputs[spec.label], atoms[spec.label],
+                               atlases[spec.label])
+        rows.append({"model": spec.name, "label": spec.label,
+                     **{f"{section}_{k}": v for section in ("diversity", "consistency")
+                        for k, v in metrics[section].items()
+                        if not isinstance(v, (list, dict))}})
+    if len(specs) > 1:
+        from bids_app.report import print_models_table
+
+        table = pd.DataFrame(rows)
+        out.write_tsv(config.output_dir / naming.GROUP_DIR / "desc-models_metrics.tsv", table)
+        print_models_table(table)
+    LOGGER.info("Group level done: %s", config.output_dir / naming.GROUP_DIR)
+
+
+def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: int) -> dict:
+    return {**model_sidecar(config, spec), "Subjects": subjects,
+            "FBNAtlas": atlas.name, "FBNAtlasSource": atlas.source,
+            "Networks": list(atlas.network_names), "FDRq": config.fdr_q,
+            "MinIoU": config.min_iou, "Atoms": naming.atom_names(n_atoms)}
+
+
+def _group_model(config: Config, spec, inputs, atoms, atlas) -> dict:
+    from bids_app import group
+    from bids_app.report import GroupResult, print_coupled_atoms, write_group_report
+
+    LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
+                spec.label, len(inputs.subjects), inputs.effects.shape[1], atlas.name,
+                len(atlas.network_names))
+    t_map, p_map = group.one_sample_t(inputs.effects)
+    significant = group.fdr_mask(p_map, q=config.fdr_q)
+    coupling = group.coupling_table(t_map, significant, atlas)
+    assignments = group.assign_atoms(coupling, n_atoms=t_map.shape[0], min_iou=config.min_iou)
+    subj_assign = group.subject_assignments(inputs.subject_t, inputs.dof, atlas, q=config.fdr_q,
+                                            min_iou=config.min_iou)
+    subj_assign["subject"] = [inputs.subjects[i] for i in subj_assign["subject"]]
+    atom_groups, network_groups, overlap = group.subgroups(
+        atoms.codes, atoms.neurons["layer"].to_numpy(), assignments)
+    metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names)
+
+    maps = {"t": (t_map, "One-sample t across subjects of each atom's effect map"),
+            "tfdr": (np.where(significant, t_map, 0.0),
+                     f"Group t map of each atom thresholded at FDR q < {config.fdr_q} "
+                     "(two-sided)")}
+    tables = {"coupling": coupling, "assignments": assignments, "subgroups": atom_groups,
+              "networksubgroups": network_groups, "subjectassignments": subj_assign,
+              "overlap": overlap.reset_index(names="network")}
+    write_group_outputs(config.output_dir, config.space_entities, spec.label, maps, tables,
+                        metrics, inputs,
+                        _group_sidecar(config, spec, atlas, inputs.subjects, t_map.shape[0]))
+    write_group_report(GroupResult(
+        config=config, spec=spec, atlas=atlas, inputs=inputs, atoms=atoms, t_map=t_map,
+        significant=significant, coupling=coupling, assignments=assignments,
+        atom_groups=atom_groups, metrics=metrics))
+    print_coupled_atoms(assignments, atom_groups, spec.label)
+    return metrics

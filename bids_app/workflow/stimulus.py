@@ -1,0 +1,104 @@
+"""Stimulus level: everything checked before the first write, then per model the cached
+AN responses and atoms (computed once, shared by parallel participant jobs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from bids_app.bids.acquisitions import Acquisition, plan_acquisitions
+from bids_app.bids.layout import discover
+from bids_app.cache import cache_key, cached_folder, file_digest
+from bids_app.config import Config
+from bids_app.devices import resolve_device
+from bids_app.errors import LlmfbnError
+
+LOGGER = logging.getLogger("llmfbn")
+#: Identifies the responses stage's algorithm in cache keys: change it with the algorithm.
+RESPONSES_STAGE_ID = "responses-v2"
+
+
+def prepare(config: Config):
+    """Inputs, timings, model names and device, all checked before anything is written.
+
+    Returns ``(dataset, plan, specs, device)``.
+    """
+    from bids_app.features import resolve_model
+
+    dataset = discover(config)
+    plan = plan_acquisitions(dataset)
+    specs = [resolve_model(name) for name in config.model]
+    labels = [spec.label for spec in specs]
+    if len(set(labels)) != len(labels):
+        raise LlmfbnError("two --model entries have the same file label",
+                          found=", ".join(f"{s.name} -> {s.label}" for s in specs),
+                          todo="pass each model once")
+    device = resolve_device(config.device)
+    return dataset, plan, specs, device
+
+
+def _responses_payload(config: Config, spec, plan: dict[str, Acquisition]) -> dict:
+    digests = {}
+    return {
+        "stage": RESPONSES_STAGE_ID,
+        "model": spec.identity,
+        "context_tokens": config.context_tokens,
+        "pooling": config.word_pooling,
+        "hrf": config.hrf_model,
+        "acquisitions": {
+            key: {"t_r_s": a.t_r_s, "start_time_s": a.start_time_s, "n_frames": a.n_frames,
+                  "stories": [(digests.setdefault(p.timings, file_digest(p.timings)), p.onset_s)
+                              for p in a.stories]}
+            for key, a in plan.items()},
+    }
+
+
+def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
+    """Every AN's temporal response on each acquisition's TR grid (cached folder; see
+    :func:`bids_app.responses.write_responses` for its files)."""
+    from bids_app.features import load_model
+    from bids_app.responses import write_responses
+    from bids_app.stimulus import read_word_timings
+
+    def compute(folder: Path) -> None:
+        LOGGER.info("Loading language model %s on %s", spec.name, device)
+        lm = load_model(spec, device=device)
+        LOGGER.info("Model %s: %d layers, %d artificial neurons", spec.label,
+                    len(lm.layer_sizes), lm.n_neurons)
+        write_responses(folder, lm, plan, read_word_timings, hrf_model=config.hrf_model,
+                        context_tokens=config.context_tokens,
+                        word_pooling=config.word_pooling, mem_gb=config.mem_gb,
+                        label=spec.label)
+
+    key = cache_key(_responses_payload(config, spec, plan))
+    return cached_folder(config.work_dir, "responses", key, compute,
+                         f"AN temporal responses ({spec.label})")
+
+
+def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
+    """Atoms and codes of the model's responses (cached folder): atoms.npy, codes.npz,
+    meta.json, and the responses' frames.tsv and neurons.tsv."""
+    from bids_app.atoms import ALGORITHM_ID, learn_atoms
+
+    responses_dir = compute_responses(config, spec, plan, device)
+
+    def compute(folder: Path) -> None:
+        x = np.load(responses_dir / "x.npy", mmap_mode="r")     # (n_neurons, n_trs)
+        result = learn_atoms(x, n_atoms=config.n_atoms, sparsity_lambda=config.sparsity_lambda,
+                             target_sparsity=config.target_sparsity, seed=config.seed,
+                             device=device, mem_gb=config.mem_gb, n_threads=config.nprocs)
+        np.save(folder / "atoms.npy", result.atoms)
+        sp.save_npz(folder / "codes.npz", result.codes)
+        (folder / "meta.json").write_text(json.dumps(result.meta()))
+        for name in ("frames.tsv", "neurons.tsv"):
+            (folder / name).write_bytes((responses_dir / name).read_bytes())
+
+    payload = {"responses": responses_dir.name, "n_atoms": config.n_atoms,
+               "lambda": config.sparsity_lambda, "target_sparsity": config.target_sparsity,
+               "seed": config.seed, "algorithm": ALGORITHM_ID}
+    return cached_folder(config.work_dir, "atoms", cache_key(payload), compute,
+                         f"Atoms ({spec.label})")
