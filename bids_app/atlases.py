@@ -47,13 +47,6 @@ _SEITZMAN_SOURCE = (
     "rasterised on the analysis grid, overlaps resolved to the nearest ROI centre"
 )
 
-_YEO_TODO = (
-    "set TEMPLATEFLOW_HOME to a folder pre-filled with these TemplateFlow files (as "
-    "fMRIPrep's container does), or run once with internet access so TemplateFlow can "
-    "download them, or use `--fbn-atlas seitzman` (works offline) or `--fbn-atlas PATH` "
-    "with your own atlas"
-)
-
 
 @dataclass(frozen=True)
 class FBNAtlas:
@@ -185,12 +178,11 @@ def _finish(name, network_names, masks, source) -> FBNAtlas:
               f"grid are dropped: {', '.join(empty)}")
     keep = sizes > 0
     if not keep.any():
-        raise LlmfbnError(
-            f"FBN atlas {name!r} has no network inside the brain mask",
-            expected="networks that overlap the brain mask",
-            found=f"{len(network_names)} networks, all empty on the analysis grid",
-            todo="check that the atlas and the data are in the same space (e.g. MNI152)",
-        )
+        found = f"{len(network_names)} networks, all empty on the analysis grid"
+        raise LlmfbnError(f"FBN atlas {name!r} has no network inside the brain mask",
+                          expected="networks that overlap the brain mask", found=found,
+                          todo="check that the atlas and the data are in the same space "
+                          "(e.g. MNI152)")
     names = tuple(n for n, k in zip(network_names, keep) if k)
     masks = np.ascontiguousarray(masks[keep])
     masks.setflags(write=False)
@@ -238,6 +230,14 @@ def _seitzman_atlas(mask_img, mask) -> FBNAtlas:
     masks = np.zeros((len(names), coords_mm.shape[0]), dtype=bool)
     masks[np.array([net_index[n] for n in net_won], dtype=np.intp), vox_won] = True
     return _finish("seitzman", names, masks, _SEITZMAN_SOURCE)
+
+
+_YEO_TODO = (
+    "set TEMPLATEFLOW_HOME to a folder pre-filled with these TemplateFlow files (as "
+    "fMRIPrep's container does), or run once with internet access so TemplateFlow can "
+    "download them, or use `--fbn-atlas seitzman` (works offline) or `--fbn-atlas PATH` "
+    "with your own atlas"
+)
 
 
 def _templateflow_file(n_networks: int, **query) -> Path:

@@ -35,45 +35,25 @@ def _space(value: str) -> tuple[str, str | None]:
     return match.group(1), match.group(2)
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive whole number, found {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, found {value!r}")
-    return number
+def _positive(kind: type, what: str):
+    """An argparse type: a number of ``kind`` greater than zero."""
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not number > 0:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {value!r}")
+        return number
+    return parse
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number, found {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, found {value!r}")
-    return number
+_positive_int = _positive(int, "a positive whole number")
+_positive_float = _positive(float, "a positive number")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="llmfbn",
-        description=(
-            "Find sub-groups of artificial neurons in a language model whose temporal "
-            "responses to spoken stories couple to human functional brain networks "
-            "(Sun et al. 2024, arXiv 2410.19542). Run 'participant' first (stimulus "
-            "features, atoms, per-subject encoding maps), then 'group'."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("bids_dir", type=Path, help="root of the raw BIDS dataset")
-    parser.add_argument("output_dir", type=Path,
-                        help="where the BIDS-Derivatives dataset is written")
-    parser.add_argument("analysis_level", choices=["participant", "group"],
-                        help="processing stage")
-
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    """Which subjects, tasks, derivatives, stimuli and space."""
     sel = parser.add_argument_group("Selecting data")
     sel.add_argument("--participant-label", "--participant_label", nargs="+", type=_label,
                      metavar="LABEL", help="subjects to process (with or without 'sub-'); "
@@ -93,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--skip-bids-validation", "--skip_bids_validation",
                      action="store_true", help="do not validate the input dataset")
 
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """The language model, its responses and the atoms."""
     mod = parser.add_argument_group("Language model and atoms")
     mod.add_argument("--model", nargs="+", default=[cfg.DEFAULT_MODEL],
                      metavar="NAME_OR_PATH",
@@ -119,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pick LAMBDA so that ANs use about N atoms on average (overrides "
                      "--sparsity-lambda)")
 
+
+def _level_options(parser: argparse.ArgumentParser) -> None:
+    """Participant-level GLM and group-level coupling."""
     enc = parser.add_argument_group("Participant level")
     enc.add_argument("--glm", choices=["separate", "joint"], default=cfg.DEFAULT_GLM,
                      help="'separate': one OLS per atom (atom + confounds), maps say where each "
@@ -138,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="IOU", help="smallest intersection-over-union with a network for "
                      "an atom to be assigned to it (ours)")
 
+
+def _resource_options(parser: argparse.ArgumentParser) -> None:
+    """Work directory, device, memory, threads, seed, logging."""
     perf = parser.add_argument_group("Resources and reproducibility")
     perf.add_argument("-w", "--work-dir", type=Path, metavar="PATH",
                       help="cache of stimulus-level results, shared by participant jobs "
@@ -153,6 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("-v", "--verbose", action="count", default=0,
                       help="more log output (-vv for debug)")
     perf.add_argument("--version", action="version", version=f"llmfbn {__version__}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmfbn",
+        description=(
+            "Find sub-groups of artificial neurons in a language model whose temporal "
+            "responses to spoken stories couple to human functional brain networks "
+            "(Sun et al. 2024, arXiv 2410.19542). Run 'participant' first (stimulus "
+            "features, atoms, per-subject encoding maps), then 'group'."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="root of the raw BIDS dataset")
+    parser.add_argument("output_dir", type=Path,
+                        help="where the BIDS-Derivatives dataset is written")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="processing stage")
+
+    for add in (_data_options, _model_options, _level_options, _resource_options):
+        add(parser)
     return parser
 
 
