@@ -41,12 +41,6 @@ _SEITZMAN_NETWORKS = (
     "ParietoMedial", "SomatomotorLateral", "MedialTemporalLobe",
 )
 
-_SEITZMAN_SOURCE = (
-    "Seitzman et al. (2018) NeuroImage 206:116290, 300 ROIs via "
-    "nilearn.datasets.fetch_coords_seitzman_2018; spheres of each ROI's radius (mm) "
-    "rasterised on the analysis grid, overlaps resolved to the nearest ROI centre"
-)
-
 
 @dataclass(frozen=True)
 class FBNAtlas:
@@ -193,6 +187,13 @@ def _mask_world_coords(mask_img, mask) -> np.ndarray:
     """World (mm) coordinates of the mask voxels, shape (n_voxels, 3), flatnonzero order."""
     ijk = np.column_stack(np.nonzero(mask))  # C order, same as np.flatnonzero
     return nib.affines.apply_affine(mask_img.affine, ijk)
+
+
+_SEITZMAN_SOURCE = (
+    "Seitzman et al. (2018) NeuroImage 206:116290, 300 ROIs via "
+    "nilearn.datasets.fetch_coords_seitzman_2018; spheres of each ROI's radius (mm) "
+    "rasterised on the analysis grid, overlaps resolved to the nearest ROI centre"
+)
 
 
 def _seitzman_atlas(mask_img, mask) -> FBNAtlas:
