@@ -15,7 +15,9 @@ import uuid
 from pathlib import Path
 
 from bids_app import __version__
+from bids_app.bids.naming import LOGS_DIR
 from bids_app.encoding.confounds import confound_strategy_text
+from bids_app.errors import LlmfbnError
 
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 DEFAULT_MODEL = "minilm"
@@ -146,9 +148,6 @@ def option_name(setting: str) -> str:
 
 def read_participant_settings(output_dir: Path) -> list[tuple[Path, dict]]:
     """Every ``logs/config_participant_*.json`` under ``output_dir``, oldest name first."""
-    from bids_app.bids.naming import LOGS_DIR
-    from bids_app.errors import LlmfbnError
-
     records = []
     for path in sorted((Path(output_dir) / LOGS_DIR).glob("config_participant_*.json")):
         try:
@@ -161,8 +160,6 @@ def read_participant_settings(output_dir: Path) -> list[tuple[Path, dict]]:
 
 def _agreed_settings(records: list[tuple[Path, dict]]) -> dict:
     """The carried settings all participant runs share (else a clear error)."""
-    from bids_app.errors import LlmfbnError
-
     agreed = {}
     for name in PARTICIPANT_SETTINGS:
         values = {json.dumps(data.get(name)): path.name for path, data in records}
@@ -185,8 +182,6 @@ def carry_participant_settings(config: Config, records: list[tuple[Path, dict]])
     An option given explicitly on the group command line must equal the participant
     level's value; ``--model`` may name a subset of the models the participant level ran.
     """
-    from bids_app.errors import LlmfbnError
-
     if not records:
         raise LlmfbnError(
             "no participant-level run in this output folder",

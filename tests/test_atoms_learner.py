@@ -28,7 +28,7 @@ def planted_fit():
     return true_atoms, x, DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0).fit(x)
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "planted"])
+@pytest.mark.parametrize("kind", [pytest.param("gaussian", marks=pytest.mark.slow), "planted"])
 def test_objective_not_worse_than_sklearn(kind):
     """Same K and alpha: final objective <= 1.01 x scikit-learn's (batch and mini-batch)."""
     from sklearn.decomposition import DictionaryLearning, MiniBatchDictionaryLearning, sparse_encode
@@ -241,6 +241,7 @@ def test_top_directions_equal_svd():
     np.testing.assert_allclose(np.abs(np.sum(found * reference, axis=1)), 1.0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_restarts_escape_a_local_minimum(monkeypatch):
     """Seeded case (found by search) that ends in a local minimum, with a pattern missing
     and a junk atom, when no atom may be restarted: with the restarts every true source is

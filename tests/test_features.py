@@ -607,6 +607,7 @@ def smollm2(tmp_path_factory):
     return lm, cache
 
 
+@pytest.mark.slow   # dequantises the real GGUF weights (~20 s) on a fresh cache
 def test_smollm2_structure(smollm2):
     lm, cache = smollm2
     assert lm.spec.label == "smollm2" and lm.spec.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -618,6 +619,7 @@ def test_smollm2_structure(smollm2):
     assert Path(lm.weights_path).parent == cache / "models"
 
 
+@pytest.mark.slow   # dequantises the real GGUF weights (~20 s) on a fresh cache
 def test_smollm2_down_proj_input_is_gated_product(smollm2):
     lm, _ = smollm2
     ids = lm.tokenizer(["The lighthouse keeper read the letter twice."],
@@ -631,6 +633,7 @@ def test_smollm2_down_proj_input_is_gated_product(smollm2):
     assert np.abs(got - expected).max() <= 1e-6 * np.abs(expected).max()
 
 
+@pytest.mark.slow   # dequantises the real GGUF weights (~20 s) on a fresh cache
 def test_smollm2_word_activations(smollm2):
     lm, _ = smollm2
     words = "Mick O'Neill handed it to me with the flour and the paraffin in 1987.".split()
@@ -662,6 +665,7 @@ def test_smollm2_word_activations(smollm2):
                                rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.slow   # dequantises the real GGUF weights (~20 s) on a fresh cache
 def test_smollm2_second_load_uses_cache(smollm2, monkeypatch):
     lm, cache = smollm2
     folder = Path(lm.weights_path)

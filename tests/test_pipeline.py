@@ -9,6 +9,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
+
+#: end-to-end runs of the whole pipeline (minutes): `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
 
 
 def _assignments(output: Path) -> pd.DataFrame:

@@ -10,8 +10,12 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bids_app.cli.run import main
+
+#: end-to-end runs of the whole pipeline (minutes): `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
 
 
 def _participant(bids, out, work, *extra):

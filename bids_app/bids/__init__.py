@@ -1,1 +1,3 @@
-"""Reading the input dataset (:mod:`.layout`) and writing the derivatives (:mod:`.derivatives`)."""
+"""Reading the input dataset and writing the derivatives: discovery (:mod:`.layout`,
+:mod:`.acquisitions`), the naming contract (:mod:`.naming`), sidecars, image helpers, writers
+(:mod:`.outputs`, :mod:`.derivatives`) and readers of the participant outputs."""

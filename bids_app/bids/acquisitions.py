@@ -9,6 +9,8 @@ import numpy as np
 
 from bids_app.bids.layout import DatasetFiles, RunFiles, StoryPlacement
 from bids_app.errors import LlmfbnError
+from bids_app.responses.frames import frame_times_s
+from bids_app.stimulus import check_within_run, read_word_timings
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,6 @@ class Acquisition:
 
     def frame_times_s(self) -> np.ndarray:
         """(n_frames,) acquisition times of the frames in seconds."""
-        from bids_app.responses import frame_times_s
-
         return frame_times_s(self.n_frames, self.t_r_s, self.start_time_s)
 
 
@@ -53,8 +53,6 @@ def plan_acquisitions(dataset: DatasetFiles) -> dict[str, Acquisition]:
     Also reads every word-timing file once (validating it) and checks that each story's
     words fall inside the runs it is placed in.
     """
-    from bids_app.stimulus import check_within_run, read_word_timings
-
     by_key: dict[str, list[RunFiles]] = {}
     for run in dataset.all_runs:
         by_key.setdefault(run.acquisition, []).append(run)

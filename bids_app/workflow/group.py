@@ -9,21 +9,22 @@ import logging
 import numpy as np
 import pandas as pd
 
+from bids_app import group
+from bids_app.atlases import load_fbn_atlas
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
 from bids_app.bids.outputs import write_group_outputs, write_run_config
 from bids_app.bids.readers import read_atom_outputs, read_group_inputs
 from bids_app.bids.sidecars import model_sidecar
 from bids_app.config import Config, carry_participant_settings, read_participant_settings
+from bids_app.features import resolve_model
+from bids_app.report import GroupResult, print_coupled_atoms, print_models_table, write_group_report
 
 LOGGER = logging.getLogger("llmfbn")
 
 
 def run_group(config: Config) -> None:
     """Every model's group analysis; everything is read and checked before the first write."""
-    from bids_app.atlases import load_fbn_atlas
-    from bids_app.features import resolve_model
-
     carry_participant_settings(config, read_participant_settings(config.output_dir))
     specs = [resolve_model(name) for name in config.model]
     inputs, atoms = {}, {}
@@ -43,8 +44,6 @@ def run_group(config: Config) -> None:
                         for k, v in metrics[section].items()
                         if not isinstance(v, (list, dict))}})
     if len(specs) > 1:
-        from bids_app.report import print_models_table
-
         table = pd.DataFrame(rows)
         out.write_tsv(config.output_dir / naming.GROUP_DIR / "desc-models_metrics.tsv", table)
         print_models_table(table)
@@ -59,9 +58,6 @@ def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: in
 
 
 def _group_model(config: Config, spec, inputs, atoms, atlas) -> dict:
-    from bids_app import group
-    from bids_app.report import GroupResult, print_coupled_atoms, write_group_report
-
     LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
                 spec.label, len(inputs.subjects), inputs.effects.shape[1], atlas.name,
                 len(atlas.network_names))

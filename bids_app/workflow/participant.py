@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
@@ -17,6 +18,8 @@ from bids_app.bids.layout import RunFiles
 from bids_app.bids.outputs import write_atom_outputs, write_participant_outputs, write_run_config
 from bids_app.bids.sidecars import model_sidecar
 from bids_app.config import Config
+from bids_app.encoding import RunData, cross_validated_r, fit_participant, load_run_confounds
+from bids_app.report import SubjectResult, write_subject_report
 from bids_app.workflow.stimulus import compute_atoms, prepare
 
 LOGGER = logging.getLogger("llmfbn")
@@ -24,10 +27,6 @@ LOGGER = logging.getLogger("llmfbn")
 
 def run_participant(config: Config) -> None:
     """Stimulus features and atoms (cached, per model), then one encoding model per subject."""
-    import torch
-
-    from bids_app.encoding import load_run_confounds
-
     torch.set_num_threads(config.nprocs)
     dataset, plan, specs, device = prepare(config)
     confounds = {r.bold: load_run_confounds(r.bold) for r in dataset.all_runs}
@@ -60,8 +59,6 @@ def subject_mask(runs: list[RunFiles]):
 
 
 def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, confounds: dict):
-    from bids_app.encoding import RunData, cross_validated_r, fit_participant
-
     mask_img, mask = subject_mask(runs)
     run_data = []
     for run in runs:
@@ -88,8 +85,6 @@ def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
 
 
 def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, confounds) -> None:
-    from bids_app.report import SubjectResult, write_subject_report
-
     atoms_by_acq = _atoms_by_acquisition(atoms_dir)
     for index, subject in enumerate(dataset.subjects, 1):
         started = time.monotonic()
