@@ -9,7 +9,6 @@ import numpy as np
 
 from bids_app.bids.layout import DatasetFiles, RunFiles, StoryPlacement
 from bids_app.errors import LlmfbnError
-from bids_app.responses.frames import frame_times_s
 from bids_app.stimulus import check_within_run, read_word_timings
 
 
@@ -27,6 +26,8 @@ class Acquisition:
 
     def frame_times_s(self) -> np.ndarray:
         """(n_frames,) acquisition times of the frames in seconds."""
+        from bids_app.responses import frame_times_s  # nilearn: seconds to import
+
         return frame_times_s(self.n_frames, self.t_r_s, self.start_time_s)
 
 

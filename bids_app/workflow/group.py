@@ -9,7 +9,6 @@ import logging
 import numpy as np
 import pandas as pd
 
-from bids_app import group
 from bids_app.atlases import load_fbn_atlas
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
@@ -58,6 +57,8 @@ def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: in
 
 
 def _group_model(config: Config, spec, inputs, atoms, atlas) -> dict:
+    from bids_app import group  # scipy.stats: imported when used
+
     LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
                 spec.label, len(inputs.subjects), inputs.effects.shape[1], atlas.name,
                 len(atlas.network_names))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
@@ -27,6 +26,8 @@ LOGGER = logging.getLogger("llmfbn")
 
 def run_participant(config: Config) -> None:
     """Stimulus features and atoms (cached, per model), then one encoding model per subject."""
+    import torch  # imported when used: the checks at the door answer in well under a second
+
     torch.set_num_threads(config.nprocs)
     dataset, plan, specs, device = prepare(config)
     confounds = {r.bold: load_run_confounds(r.bold) for r in dataset.all_runs}

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from bids_app.atoms import ALGORITHM_ID, learn_atoms
 from bids_app.bids.acquisitions import Acquisition, plan_acquisitions
 from bids_app.bids.layout import discover
 from bids_app.cache import cache_key, cached_folder, file_digest
@@ -18,7 +17,6 @@ from bids_app.config import Config
 from bids_app.devices import resolve_device
 from bids_app.errors import LlmfbnError
 from bids_app.features import load_model, resolve_model
-from bids_app.responses import write_responses
 from bids_app.stimulus import read_word_timings
 
 LOGGER = logging.getLogger("llmfbn")
@@ -62,6 +60,8 @@ def _responses_payload(config: Config, spec, plan: dict[str, Acquisition]) -> di
 def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
     """Every AN's temporal response on each acquisition's TR grid (cached folder; see
     :func:`bids_app.responses.write_responses` for its files)."""
+    from bids_app.responses import write_responses  # nilearn, torch: imported when used
+
     def compute(folder: Path) -> None:
         LOGGER.info("Loading language model %s on %s", spec.name, device)
         lm = load_model(spec, device=device)
@@ -80,6 +80,8 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
 def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
     """Atoms and codes of the model's responses (cached folder): atoms.npy, codes.npz,
     meta.json, and the responses' frames.tsv and neurons.tsv."""
+    from bids_app.atoms import ALGORITHM_ID, learn_atoms  # torch: imported when used
+
     responses_dir = compute_responses(config, spec, plan, device)
 
     def compute(folder: Path) -> None:
