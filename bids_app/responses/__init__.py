@@ -21,7 +21,7 @@ Modules, one idea each:
   TR grid, written to an on-disk array within a memory budget.
 """
 
-from bids_app.responses.frames import frame_times_s
+from bids_app.responses.frames import STORY_TAIL_S, frame_times_s, story_frames
 from bids_app.responses.hrf import HRF_MODELS, hrf_design
 from bids_app.responses.huth import DEFAULT_FIR_DELAYS, delay_frames, lanczos_design, lanczos_kernel
 from bids_app.responses.operators import (
@@ -34,7 +34,8 @@ from bids_app.responses.operators import (
 )
 from bids_app.responses.stage import frames_table, layer_chunks, write_responses
 
-__all__ = ["DEFAULT_FIR_DELAYS", "HRF_MODELS", "RESPONSE_MODELS", "delay_frames",
+__all__ = ["STORY_TAIL_S", "story_frames", "DEFAULT_FIR_DELAYS", "HRF_MODELS",
+           "RESPONSE_MODELS", "delay_frames",
            "frame_times_s", "hrf_design", "lanczos_design", "lanczos_kernel",
            "n_response_columns", "response_column_labels", "response_operator",
            "temporal_responses", "zscore_time", "frames_table", "layer_chunks",

@@ -10,8 +10,8 @@ import numpy as np
 
 from bids_app.errors import LlmfbnError
 
-__all__ = ["check_drop_outside", "check_frame_times", "check_onsets", "frame_times_s",
-           "kept_onsets"]
+__all__ = ["STORY_TAIL_S", "check_drop_outside", "check_frame_times", "check_onsets",
+           "frame_times_s", "kept_onsets", "story_frames"]
 
 
 def frame_times_s(n_frames: int, t_r: float, start_time_s: float = 0.0) -> np.ndarray:
@@ -109,3 +109,36 @@ def kept_onsets(onsets, frame_times, drop_outside_s) -> np.ndarray:
     if drop_outside_s is None:
         return np.ones(onsets.shape, dtype=bool)
     return (onsets >= frame_times[0] - drop_outside_s) & (onsets <= frame_times[-1])
+
+
+#: Seconds after a story's last word onset whose frames still carry its response: the
+#: canonical HRF peaks at ~5 s and has returned to baseline (< 1 % of its peak) by ~16 s.
+STORY_TAIL_S = 16.0
+
+
+def story_frames(word_onsets_s: list[np.ndarray], frame_times: np.ndarray,
+                 tail_s: float = STORY_TAIL_S) -> np.ndarray:
+    """Which frames carry a story: from a story's first word to its last word plus the
+    haemodynamic tail, for any of the stories heard in the run.
+
+    Parameters
+    ----------
+    word_onsets_s : list of arrays of shape (n_words,)
+        Word onsets of each story heard in the run, in seconds on the run's clock (the
+        story's onset in the run already added).
+    frame_times : array of shape (n_frames,)
+        Frame times in seconds on the same clock.
+    tail_s : float, default :data:`STORY_TAIL_S`
+        Seconds after the last word onset that still count.
+
+    Returns
+    -------
+    used : ndarray of bool, shape (n_frames,)
+    """
+    frame_times = check_frame_times(frame_times)
+    used = np.zeros(frame_times.shape, dtype=bool)
+    for onsets in word_onsets_s:
+        onsets = np.asarray(onsets, dtype=np.float64)
+        if onsets.size:
+            used |= (frame_times >= onsets.min()) & (frame_times <= onsets.max() + tail_s)
+    return used
