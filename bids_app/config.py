@@ -30,6 +30,10 @@ DEFAULT_HRF = "spm"
 DEFAULT_GLM = "separate"
 DEFAULT_FDR_Q = 0.05
 DEFAULT_MIN_IOU = 0.1
+#: AN sub-group membership: correlation with the network's atom composite (ours).
+DEFAULT_MEMBERSHIP_THRESHOLD = 0.6
+#: Phase-randomised surrogate atoms for the coupling null (ours).
+DEFAULT_NULL_SURROGATES = 32
 #: The confound strategy in words, generated from the one the encoding stage applies.
 CONFOUND_STRATEGY_TEXT = confound_strategy_text()
 
@@ -63,6 +67,8 @@ class Config:
     fbn_atlas: str = DEFAULT_FBN_ATLAS
     fdr_q: float = DEFAULT_FDR_Q
     min_iou: float = DEFAULT_MIN_IOU
+    membership_threshold: float = DEFAULT_MEMBERSHIP_THRESHOLD
+    null_surrogates: int = DEFAULT_NULL_SURROGATES
     work_dir: Path | None = None
     device: str = "auto"
     nprocs: int = 1
@@ -137,7 +143,7 @@ class Config:
 #: methods text and reports; an explicit group option that contradicts one is an error.
 PARTICIPANT_SETTINGS = ("space", "res", "word_pooling", "context_tokens", "hrf_model",
                         "n_atoms", "sparsity_lambda", "target_sparsity", "seed", "glm",
-                        "confound_strategy")
+                        "confound_strategy", "null_surrogates")
 
 
 def option_name(setting: str) -> str:

@@ -36,6 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_recovery(truth: dict, output: Path) -> None:
+    """The AN sub-groups against the planted functional truth, one row per network."""
+    import pandas as pd
+
+    from bids_app.bids.naming import group_file
+    from bids_app.recovery import recovery_table
+
+    members = pd.read_csv(group_file(output, "minilm", "members", ".tsv"), sep="\t")
+    scores = pd.read_csv(group_file(output, "minilm", "scores", ".tsv"), sep="\t")
+    table = recovery_table(truth, members, scores)
+    print("AN sub-groups vs the planted functional truth (targets: F1 >= 0.7, AUC >= 0.95, "
+          "size <= 3 x truth):")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(0)
@@ -80,6 +95,8 @@ def main(argv=None) -> int:
     coupled = sorted(set(assignments["network"]) - {NO_NETWORK})
     print("Planted networks: " + (", ".join(planted) if planted else "none (null dataset)"))
     print("Coupled networks: " + (", ".join(coupled) if coupled else "none"))
+    if planted:
+        print_recovery(truth, output)
     print(f"Group report: {group_file(output, 'minilm', 'report', '.html')}")
     print(f"Demo finished in {time.monotonic() - started:.0f} s")
     return 0

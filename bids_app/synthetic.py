@@ -52,6 +52,9 @@ GRID_ORIGIN_MM = (-96.0, -132.0, -78.0)
 GRID_EXTENT_MM = (194.0, 230.0, 194.0)
 DEFAULT_PLANTED = ("Auditory", "DefaultMode", "FrontoParietal")
 SUBGROUP_SIZE = 40
+#: An AN is in a planted network's functional truth when its response correlates at least
+#: this much with the network's planted signal over the story frames.
+FUNCTIONAL_TRUTH_R = 0.6
 WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['\u2019\-][A-Za-z0-9]+)*")
 
 
@@ -267,16 +270,22 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
 def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask, rng,
                      load_fbn_atlas):
     from bids_app.features import load_model, neuron_table, resolve_model, word_activations
-    from bids_app.responses import frame_times_s, temporal_responses, zscore_time
+    from bids_app.responses import (
+        frame_times_s,
+        story_frames,
+        temporal_responses,
+        zscore_time,
+    )
     from bids_app.stimulus import read_word_timings
 
     lm = load_model(resolve_model(model), device="cpu")
     layers = neuron_table(lm)["layer"].to_numpy()
-    per_task = {}
+    per_task, onsets = {}, {}
     for task in tasks:
         # read back the Gentle file just written: the pipeline sees exactly these words and
         # onsets (unaligned words interpolated by the same reader)
         timings = read_word_timings(bids_dir / "stimuli" / "gentle" / task / "align.csv")
+        onsets[task] = timings.onsets_s
         acts = word_activations(lm, timings.words)
         frames = frame_times_s(n_volumes[task], T_R_S, START_TIME_S)
         per_task[task] = zscore_time(temporal_responses(
@@ -298,7 +307,29 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
     for task, resp in per_task.items():
         sig = np.stack([resp[:, g].mean(axis=1) for g in groups], axis=1)
         signals[task] = ((sig - sig.mean(0)) / sig.std(0)).astype(np.float32)
+    story = {task: story_frames([STORY_ONSETS_S[task] + onsets[task]],
+                                frame_times_s(n_volumes[task], T_R_S, START_TIME_S))
+             for task in tasks}
+    for entry, column in zip(truth, functional_truth(per_task, signals, story)):
+        entry["functional_truth"] = column
+        entry["functional_truth_threshold"] = FUNCTIONAL_TRUTH_R
     return signals, np.asarray(weights, np.float32), truth
+
+
+def functional_truth(responses: dict, signals: dict, story: dict) -> list[list[int]]:
+    """Per planted network, every AN whose response correlates >= FUNCTIONAL_TRUTH_R with
+    the network's planted signal over the story frames (each run z-scored on them)."""
+    def on_story(arrays):
+        parts = []
+        for task in sorted(arrays):
+            part = np.asarray(arrays[task], dtype=np.float64)[story[task]]
+            sd = part.std(axis=0)
+            parts.append((part - part.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
+        stacked = np.vstack(parts)
+        return stacked / np.sqrt(len(stacked))
+    x, s = on_story(responses), on_story(signals)
+    corr = s.T @ x                                   # (n_networks, n_neurons)
+    return [np.flatnonzero(row >= FUNCTIONAL_TRUTH_R).tolist() for row in corr]
 
 
 def _write_raw_metadata(bids_dir: Path, n_subjects: int, tasks, planted: bool) -> None:

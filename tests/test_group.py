@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 from scipy import stats
 
 from bids_app.atlases import FBNAtlas, load_fbn_atlas
@@ -21,7 +20,6 @@ from bids_app.group import (
     fdr_mask,
     one_sample_t,
     organisation_metrics,
-    subgroups,
     subject_assignments,
 )
 
@@ -236,49 +234,6 @@ def test_subject_assignments(planted_atlas):
 
 
 # --------------------------------------------------------------------------- sub-groups
-
-
-def _toy_codes():
-    rows = [0, 1, 1, 2, 3, 4, 5, 5]
-    cols = [0, 0, 1, 1, 2, 1, 0, 2]
-    vals = [0.5, 0.2, -0.3, 1.0, 0.4, 0.0, 0.1, 0.7]  # (4, atom 2) is an explicit zero
-    codes = sp.csr_matrix((vals, (rows, cols)), shape=(6, 3))
-    layers = np.array([0, 0, 1, 1, 2, 2])
-    return codes, layers
-
-
-def test_subgroups_hand_counts():
-    codes, layers = _toy_codes()
-    assignments = pd.DataFrame({"atom": [1, 2, 3], "network": ["A", "A", "B"]})
-    atoms, networks, overlap = subgroups(codes, layers, assignments)
-    # atom 1: neurons {0, 1, 5}; atom 2: {1, 2}; atom 3: {3, 5}.
-    assert list(atoms.columns) == ["atom", "network", "n_neurons", "layer00", "layer01",
-                                   "layer02"]
-    assert atoms["n_neurons"].tolist() == [3, 2, 2]
-    assert atoms[["layer00", "layer01", "layer02"]].to_numpy().tolist() == [
-        [2, 0, 1], [1, 1, 0], [0, 1, 1]]
-    # A = atoms 1, 2 -> {0, 1, 2, 5}; B = atom 3 -> {3, 5}.
-    assert networks["network"].tolist() == ["A", "B"]
-    assert networks["n_atoms"].tolist() == [2, 1]
-    assert networks["n_neurons"].tolist() == [4, 2]
-    assert networks[["layer00", "layer01", "layer02"]].to_numpy().tolist() == [
-        [2, 1, 1], [0, 1, 1]]
-    np.testing.assert_allclose(overlap.loc["A", "B"], 1 / 5)
-    np.testing.assert_allclose(overlap.to_numpy(), [[1.0, 0.2], [0.2, 1.0]])
-    # A dense code matrix gives the same tables.
-    dense = subgroups(codes.toarray(), layers, assignments)
-    pd.testing.assert_frame_equal(dense[0], atoms)
-    pd.testing.assert_frame_equal(dense[1], networks)
-    pd.testing.assert_frame_equal(dense[2], overlap)
-
-
-def test_subgroups_unassigned_atoms():
-    codes, layers = _toy_codes()
-    assignments = pd.DataFrame({"atom": [1, 2, 3], "network": ["none", "B", "none"]})
-    atoms, networks, overlap = subgroups(codes, layers, assignments)
-    assert atoms["network"].tolist() == ["none", "B", "none"]
-    assert networks["network"].tolist() == ["B"] and networks["n_neurons"].tolist() == [2]
-    assert overlap.shape == (1, 1)
 
 
 # --------------------------------------------------------------------------- metrics

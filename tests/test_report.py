@@ -30,6 +30,7 @@ def _result(tmp_path, label, courses, n_atoms=3):
                                      "time_s": 1.5 * np.arange(courses.shape[1])}),
                        pd.DataFrame(courses.T, columns=atom_names(n_atoms))], axis=1)
     atoms = AtomOutputs(table=table, codes=sp.csr_matrix((4, n_atoms)),
+                        projections=np.zeros((4, n_atoms), np.float32),
                         neurons=pd.DataFrame({"row": range(4), "layer": [0, 0, 1, 1]}),
                         sidecar={}, stability=None,
                         source=tmp_path / "atoms" / f"desc-{label}_atoms.tsv")

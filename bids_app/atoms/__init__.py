@@ -11,10 +11,17 @@ Modules: :mod:`~.learn` (the stage), :mod:`~.learner` (the learner and its algor
 :mod:`~.rows`, :mod:`~.resources`, :mod:`~.scores`, :mod:`~.settings`.
 """
 
-from bids_app.atoms.learn import Atoms, atom_stability, learn_atoms, responding_rows
+from bids_app.atoms.learn import (
+    Atoms,
+    atom_stability,
+    learn_atoms,
+    responding_rows,
+    response_projections,
+)
 from bids_app.atoms.learner import DictionaryLearner
 from bids_app.atoms.scores import dictionary_objective, match_atoms
 from bids_app.atoms.settings import ALGORITHM_ID
 
 __all__ = ["ALGORITHM_ID", "Atoms", "DictionaryLearner", "atom_stability",
-           "dictionary_objective", "learn_atoms", "match_atoms", "responding_rows"]
+           "dictionary_objective", "learn_atoms", "match_atoms", "responding_rows",
+           "response_projections"]

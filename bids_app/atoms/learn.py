@@ -146,3 +146,19 @@ def atom_stability(x, rows: np.ndarray, atoms: np.ndarray, n_atoms: int, alpha: 
     LOGGER.info("Atom stability: median matched |r| %.3f across seeds, %.3f across halves",
                 out["median_seed_vs_seed"], out["median_half_vs_half"])
     return out
+
+
+def response_projections(x: np.ndarray, atoms: np.ndarray,
+                         chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """(n_rows, n_atoms) float32 inner products ``X D^T`` of every response with every atom.
+
+    ``x`` (n_rows, n_frames), possibly a memory map, is read chunk by chunk. With unit-norm,
+    per-run z-scored responses, ``P_i w / ||c - mean(c)||`` is the exact correlation of
+    response ``i`` with any composite ``c = w D`` of atoms (the AN sub-groups' scores).
+    """
+    atoms64 = np.asarray(atoms, dtype=np.float64).T
+    out = np.empty((x.shape[0], atoms64.shape[1]), dtype=np.float32)
+    for start in range(0, x.shape[0], chunk_rows):
+        block = np.asarray(x[start:start + chunk_rows], dtype=np.float64)
+        out[start:start + len(block)] = block @ atoms64
+    return out

@@ -29,6 +29,8 @@ SUBJECT_MAPS = {
                "(chance level about n_atoms / n_volumes)",
     "cvr": "Leave-one-run-out prediction correlation of the joint atom model (confounds "
            "projected out per run); chance level 0",
+    "nulleffect": "Effect size of each phase-randomised surrogate atom (the group-level "
+                  "coupling null), fitted exactly like the atoms; volume k = surrogate k+1",
 }
 
 
@@ -61,6 +63,8 @@ def write_atom_outputs(output_dir: Path, label: str, cached: Path, sidecar: dict
     neurons["n_atoms_used"] = np.diff(codes.indptr)
     with out.atomic_path(path("codes", ".npz")) as tmp:
         sp.save_npz(tmp, codes)
+    with out.atomic_path(path("projections", ".npy")) as tmp:
+        np.save(tmp, np.load(cached / "projections.npy"))
     out.write_tsv(path("neurons", ".tsv"), neurons)
     stem = naming.model_desc(label)
     out.write_json(path("atoms", ".json"), {
@@ -73,6 +77,9 @@ def write_atom_outputs(output_dir: Path, label: str, cached: Path, sidecar: dict
         "NumberOfNeurons": int(codes.shape[0]),
         "CodesFile": f"{stem}_codes.npz (scipy.sparse CSR, n_neurons x n_atoms)",
         "NeuronsFile": f"{stem}_neurons.tsv (row -> layer, unit)",
+        "ProjectionsFile": f"{stem}_projections.npy (n_neurons x n_atoms float32: inner "
+                           "product of each unit-norm response with each atom, X D^T; gives "
+                           "the exact correlation of a response with any composite of atoms)",
     })
     if stability is not None:
         out.write_json(path("stability", ".json"), {
@@ -87,6 +94,8 @@ def write_participant_outputs(output_dir: Path, subject: str, space_entities: di
     maps = {"effect": fit.effect, "t": fit.t, "rsquare": fit.r2}
     if cv_r is not None:
         maps["cvr"] = cv_r
+    if fit.null_effect is not None:
+        maps["nulleffect"] = fit.null_effect
     for stat, values in maps.items():
         write_map(naming.subject_map(output_dir, subject, space_entities, label, stat),
                   values, mask, mask_img.affine,
@@ -118,3 +127,18 @@ def write_run_config(config) -> Path:
     """``logs/config_<level>_<run_id>.json``: every setting of this run."""
     return out.write_text(naming.run_config(config.output_dir, config.analysis_level,
                                             config.run_id), config.to_json() + "\n")
+
+
+MEMBERS_COLUMNS = {
+    "network": "functional brain network whose sub-group the AN belongs to",
+    "neuron": "AN index: row of atoms/desc-<model>_neurons.tsv (without FIR delays)",
+    "layer": "transformer block (0 = first)", "unit": "unit of the block's FFN input",
+    "score": "Pearson correlation of the AN's response with the network's atom composite",
+}
+
+
+def write_members_sidecar(output_dir: Path, label: str, sidecar: dict) -> None:
+    """The JSON sidecar of ``group/desc-<model>_members.tsv``: columns and the rule."""
+    out.write_json(naming.group_file(output_dir, label, "members", ".json"), {
+        **sidecar, "Description": "AN sub-groups: one row per (network, member AN)",
+        "Columns": MEMBERS_COLUMNS})

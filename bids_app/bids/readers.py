@@ -26,6 +26,7 @@ class GroupInputs:
     dof: np.ndarray            # (n_subjects,)
     mask: np.ndarray           # 3-D bool, voxels analysed in every subject
     mask_img: nib.Nifti1Image
+    null_effects: np.ndarray | None = None   # (n_subjects, n_surrogates, n_voxels)
 
 
 @dataclass
@@ -34,10 +35,28 @@ class AtomOutputs:
 
     table: pd.DataFrame        # (n_trs, 5 + n_atoms): acquisition ... time_s, atom01..atomK
     codes: sp.csr_matrix       # (n_neurons, n_atoms)
+    projections: np.ndarray    # (n_neurons, n_atoms) X D^T, memory-mapped
     neurons: pd.DataFrame      # (n_neurons, ...): row, layer, unit, n_atoms_used
     sidecar: dict              # desc-<model>_atoms.json
     stability: dict | None     # desc-<model>_stability.json, when written
     source: Path               # the atoms TSV the time courses were read from
+
+    @property
+    def courses(self) -> np.ndarray:
+        """(n_atoms, n_frames) atom time courses over the frames they were learned on."""
+        names = [c for c in self.table.columns if c.startswith("atom")]
+        rows = self._used()
+        return self.table.loc[rows, names].to_numpy(np.float64).T
+
+    @property
+    def segments(self) -> np.ndarray:
+        """(n_frames,) the acquisition of each frame of :attr:`courses`."""
+        return self.table.loc[self._used(), "acquisition"].to_numpy()
+
+    def _used(self) -> np.ndarray:
+        if "used" in self.table.columns:
+            return self.table["used"].to_numpy().astype(bool)
+        return np.ones(len(self.table), dtype=bool)
 
     @property
     def convergence_log(self) -> list:
@@ -60,17 +79,18 @@ def read_atom_outputs(output_dir: Path, label: str) -> AtomOutputs:
     return AtomOutputs(
         table=pd.read_csv(path("atoms", ".tsv"), sep="\t"), source=path("atoms", ".tsv"),
         codes=sp.load_npz(codes_path),
+        projections=np.load(path("projections", ".npy"), mmap_mode="r"),
         neurons=pd.read_csv(path("neurons", ".tsv"), sep="\t"),
         sidecar=json.loads(path("atoms", ".json").read_text()),
         stability=json.loads(stability.read_text()) if stability.is_file() else None)
 
 
 def _subject_paths(output_dir: Path, subjects: list[str], space_entities: dict, label: str,
-                   any_found: bool) -> dict:
+                   any_found: bool, stats: tuple) -> dict:
     paths = {}
     for subject in subjects:
         paths[subject] = {s: naming.subject_map(output_dir, subject, space_entities, label, s)
-                          for s in ("effect", "t")}
+                          for s in stats}
         paths[subject]["mask"] = naming.subject_mask(output_dir, subject, space_entities, label)
         missing = [p for p in paths[subject].values() if not p.is_file()]
         if missing:
@@ -81,12 +101,15 @@ def _subject_paths(output_dir: Path, subjects: list[str], space_entities: dict, 
 
 
 def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
-                      participant_label: list[str] | None) -> GroupInputs:
-    """Effect and t maps of every subject (``participant_label``, else all found)."""
+                      participant_label: list[str] | None,
+                      null_surrogates: int = 0) -> GroupInputs:
+    """Effect and t maps of every subject (``participant_label``, else all found), and the
+    surrogate atoms' effect maps when the participant level fitted ``null_surrogates``."""
     root = Path(output_dir)
     found = sorted(p.name[4:] for p in root.glob("sub-*") if p.is_dir()) if root.is_dir() else []
     subjects = participant_label or found
-    paths = _subject_paths(root, subjects, space_entities, label, bool(found))
+    stats = ("effect", "t") + (("nulleffect",) if null_surrogates else ())
+    paths = _subject_paths(root, subjects, space_entities, label, bool(found), stats)
     if len(subjects) < 3:
         raise LlmfbnError("the group level needs at least 3 subjects",
                           found=f"{len(subjects)}: " + ", ".join(subjects),
@@ -100,6 +123,8 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
         tmaps.append(masked_maps(paths[subject]["t"], mask))
         side = json.loads(naming.sidecar_path(paths[subject]["t"]).read_text())
         dofs.append(side["DegreesOfFreedom"])
+    null = (np.stack([masked_maps(paths[s]["nulleffect"], mask) for s in subjects])
+            if null_surrogates else None)
     return GroupInputs(subjects=list(subjects), effects=np.stack(effects),
                        subject_t=np.stack(tmaps), dof=np.asarray(dofs), mask=mask,
-                       mask_img=mask_img)
+                       mask_img=mask_img, null_effects=null)

@@ -49,6 +49,26 @@ def _positive(kind: type, what: str):
 
 
 _positive_int = _positive(int, "a positive whole number")
+
+
+def _count(value: str) -> int:
+    """A whole number >= 0."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, found {value!r}")
+    return number
+
+
+def _correlation(value: str) -> float:
+    """A correlation threshold in (0, 1)."""
+    number = _positive_float(value)
+    if number >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, found {value!r}")
+    return number
+
 _positive_float = _positive(float, "a positive number")
 
 
@@ -110,6 +130,10 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
                      help="'separate': one OLS per atom (atom + confounds), maps say where each "
                      "atom is expressed; 'joint': one OLS with all atoms, maps of each atom's "
                      "unique contribution (weak when atoms are collinear) (ours)")
+    enc.add_argument("--null-surrogates", type=_count, default=cfg.DEFAULT_NULL_SURROGATES,
+                     metavar="N", help="phase-randomised surrogate atoms fitted like the atoms, "
+                     "the null of the group-level coupling test; 0: no null (a voxel-count "
+                     "hypergeometric test, too liberal for smooth maps) (ours)")
 
     grp = parser.add_argument_group("Group level")
     grp.add_argument("--fbn-atlas", default=cfg.DEFAULT_FBN_ATLAS,
@@ -123,6 +147,10 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
     grp.add_argument("--min-iou", type=_positive_float, default=cfg.DEFAULT_MIN_IOU,
                      metavar="IOU", help="smallest intersection-over-union with a network for "
                      "an atom to be assigned to it (ours)")
+    grp.add_argument("--membership-threshold", type=_correlation,
+                     default=cfg.DEFAULT_MEMBERSHIP_THRESHOLD, metavar="R",
+                     help="an AN joins a network's sub-group when its response correlates at "
+                     "least R with the network's atom composite (ours)")
 
 
 def _resource_options(parser: argparse.ArgumentParser) -> None:

@@ -50,6 +50,9 @@ class ParticipantFit:
         :func:`~bids_app.encoding.design.design_matrix`).
     n_volumes_used : int
         Number of kept volumes over all runs.
+    null_effect : numpy.ndarray of shape (n_surrogates, n_voxels), float32, optional
+        Effects of the coupling null's surrogate atoms, fitted like the atoms (set by the
+        workflow).
     """
 
     effect: np.ndarray
@@ -58,6 +61,7 @@ class ParticipantFit:
     dof: int
     design: pd.DataFrame
     n_volumes_used: int
+    null_effect: np.ndarray | None = None
 
 
 @dataclass

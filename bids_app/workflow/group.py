@@ -12,7 +12,7 @@ import pandas as pd
 from bids_app.atlases import load_fbn_atlas
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
-from bids_app.bids.outputs import write_group_outputs, write_run_config
+from bids_app.bids.outputs import write_group_outputs, write_members_sidecar, write_run_config
 from bids_app.bids.readers import read_atom_outputs, read_group_inputs
 from bids_app.bids.sidecars import model_sidecar
 from bids_app.config import Config, carry_participant_settings, read_participant_settings
@@ -30,7 +30,8 @@ def run_group(config: Config) -> None:
     for spec in specs:                                  # check all before writing
         atoms[spec.label] = read_atom_outputs(config.output_dir, spec.label)
         inputs[spec.label] = read_group_inputs(config.output_dir, config.space_entities,
-                                               spec.label, config.participant_label)
+                                               spec.label, config.participant_label,
+                                               config.null_surrogates)
     atlases = {label: load_fbn_atlas(config.fbn_atlas, inp.mask_img)
                for label, inp in inputs.items()}
     write_run_config(config)
@@ -39,7 +40,8 @@ def run_group(config: Config) -> None:
         metrics = _group_model(config, spec, inputs[spec.label], atoms[spec.label],
                                atlases[spec.label])
         rows.append({"model": spec.name, "label": spec.label,
-                     **{f"{section}_{k}": v for section in ("diversity", "consistency")
+                     **{f"{section}_{k}": v
+                        for section in ("diversity", "consistency", "an_side")
                         for k, v in metrics[section].items()
                         if not isinstance(v, (list, dict))}})
     if len(specs) > 1:
@@ -53,39 +55,83 @@ def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: in
     return {**model_sidecar(config, spec), "Subjects": subjects,
             "FBNAtlas": atlas.name, "FBNAtlasSource": atlas.source,
             "Networks": list(atlas.network_names), "FDRq": config.fdr_q,
-            "MinIoU": config.min_iou, "Atoms": naming.atom_names(n_atoms)}
+            "MinIoU": config.min_iou, "CouplingNull": _NULL_TEXT if config.null_surrogates
+            else "none: hypergeometric voxel-count test (voxels taken as independent)",
+            "MembershipThreshold": config.membership_threshold,
+            "MembershipRule": MEMBERSHIP_RULE, "Atoms": naming.atom_names(n_atoms)}
+
+
+_NULL_TEXT = ("phase-randomised surrogate atoms fitted like the atoms; spatial correlation of "
+              "each group t map with each network mask referred to the surrogates' "
+              "distribution (Student t, n_surrogates - 1 df); Bonferroni over atoms x networks "
+              "x signs")
+MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the Pearson "
+                   "correlation, over the frames the atoms were learned on, between its "
+                   "response and the network's composite (its assigned atoms weighted by their "
+                   "group-mean effect over the network's voxels) is at least "
+                   "MembershipThreshold; with FIR delays (--hrf huth) the AN's best delay")
+
+
+def _coupling(config: Config, inputs, atlas, t_map, significant):
+    """Coupling table (with the surrogate null's columns when fitted) and assignments."""
+    from bids_app import group  # scipy.stats: imported when used
+
+    coupling = group.coupling_table(t_map, significant, atlas)
+    if inputs.null_effects is not None:
+        null_t, _ = group.one_sample_t(inputs.null_effects)
+        coupling = group.add_null(coupling, *group.null_table(t_map, null_t, atlas))
+    assignments = group.assign_atoms(coupling, n_atoms=t_map.shape[0], min_iou=config.min_iou)
+    return coupling, assignments
+
+
+def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign):
+    """The AN sub-groups and the brain- and AN-side organisation metrics."""
+    from bids_app import group
+
+    subject_effects = group.network_effects(inputs.effects, atlas.masks)
+    groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
+                             subject_effects.mean(axis=0), atlas.network_names,
+                             config.membership_threshold)
+    metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names)
+    an_side = group.an_metrics(atoms.projections, atoms.courses,
+                               groups.scores[list(groups.weights)], groups.sets,
+                               groups.neuron_of_row)
+    an_side["ci95"] = group.bootstrap_an_metrics(
+        atoms.projections, atoms.courses, atoms.neurons, assignments, subject_effects,
+        atlas.network_names, config.membership_threshold, seed=config.seed)
+    metrics["an_side"] = an_side
+    return groups, metrics
 
 
 def _group_model(config: Config, spec, inputs, atoms, atlas) -> dict:
-    from bids_app import group  # scipy.stats: imported when used
+    from bids_app import group
 
     LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
                 spec.label, len(inputs.subjects), inputs.effects.shape[1], atlas.name,
                 len(atlas.network_names))
     t_map, p_map = group.one_sample_t(inputs.effects)
     significant = group.fdr_mask(p_map, q=config.fdr_q)
-    coupling = group.coupling_table(t_map, significant, atlas)
-    assignments = group.assign_atoms(coupling, n_atoms=t_map.shape[0], min_iou=config.min_iou)
+    coupling, assignments = _coupling(config, inputs, atlas, t_map, significant)
     subj_assign = group.subject_assignments(inputs.subject_t, inputs.dof, atlas, q=config.fdr_q,
                                             min_iou=config.min_iou)
     subj_assign["subject"] = [inputs.subjects[i] for i in subj_assign["subject"]]
-    atom_groups, network_groups, overlap = group.subgroups(
-        atoms.codes, atoms.neurons["layer"].to_numpy(), assignments)
-    metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names)
+    groups, metrics = _subgroups(config, inputs, atoms, atlas, assignments, subj_assign)
 
     maps = {"t": (t_map, "One-sample t across subjects of each atom's effect map"),
             "tfdr": (np.where(significant, t_map, 0.0),
                      f"Group t map of each atom thresholded at FDR q < {config.fdr_q} "
                      "(two-sided)")}
-    tables = {"coupling": coupling, "assignments": assignments, "subgroups": atom_groups,
-              "networksubgroups": network_groups, "subjectassignments": subj_assign,
-              "overlap": overlap.reset_index(names="network")}
+    tables = {"coupling": coupling, "assignments": assignments, "subgroups": groups.atoms,
+              "networksubgroups": groups.networks, "subjectassignments": subj_assign,
+              "overlap": groups.overlap.reset_index(names="network"),
+              "members": groups.members, "scores": groups.scores}
+    sidecar = _group_sidecar(config, spec, atlas, inputs.subjects, t_map.shape[0])
     write_group_outputs(config.output_dir, config.space_entities, spec.label, maps, tables,
-                        metrics, inputs,
-                        _group_sidecar(config, spec, atlas, inputs.subjects, t_map.shape[0]))
+                        metrics, inputs, sidecar)
+    write_members_sidecar(config.output_dir, spec.label, sidecar)
     write_group_report(GroupResult(
         config=config, spec=spec, atlas=atlas, inputs=inputs, atoms=atoms, t_map=t_map,
         significant=significant, coupling=coupling, assignments=assignments,
-        atom_groups=atom_groups, metrics=metrics))
-    print_coupled_atoms(assignments, atom_groups, spec.label)
+        atom_groups=groups.atoms, metrics=metrics))
+    print_coupled_atoms(assignments, groups.atoms, spec.label)
     return metrics

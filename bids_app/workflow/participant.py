@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from bids_app.bids.outputs import write_atom_outputs, write_participant_outputs,
 from bids_app.bids.sidecars import model_sidecar
 from bids_app.config import Config
 from bids_app.encoding import RunData, cross_validated_r, fit_participant, load_run_confounds
+from bids_app.group.null import phase_randomised
 from bids_app.report import SubjectResult, write_subject_report
 from bids_app.workflow.stimulus import compute_atoms, prepare
 
@@ -44,12 +46,22 @@ def run_participant(config: Config) -> None:
     LOGGER.info("Participant level done: outputs in %s", config.output_dir)
 
 
-def _atoms_by_acquisition(atoms_dir: Path) -> dict[str, np.ndarray]:
-    """{acquisition: (n_frames, n_atoms)} atom time courses on each acquisition's clock."""
+def _by_acquisition(courses: np.ndarray, frames: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{acquisition: (n_frames, n_courses)} time courses (n_courses, n_trs_total) on each
+    acquisition's clock."""
+    return {key: courses[:, (frames["acquisition"] == key).to_numpy()].T
+            for key in frames["acquisition"].unique()}
+
+
+def _regressors(config: Config, atoms_dir: Path) -> tuple[dict, dict | None]:
+    """Atoms, and the coupling null's surrogate atoms, per acquisition."""
     atoms = np.load(atoms_dir / "atoms.npy")              # (n_atoms, n_trs_total)
     frames = pd.read_csv(atoms_dir / "frames.tsv", sep="\t")
-    return {key: atoms[:, (frames["acquisition"] == key).to_numpy()].T
-            for key in frames["acquisition"].unique()}
+    if not config.null_surrogates:
+        return _by_acquisition(atoms, frames), None
+    surrogates = phase_randomised(atoms, frames["acquisition"].to_numpy(),
+                                  config.null_surrogates, config.seed)
+    return _by_acquisition(atoms, frames), _by_acquisition(surrogates, frames)
 
 
 def subject_mask(runs: list[RunFiles]):
@@ -59,7 +71,8 @@ def subject_mask(runs: list[RunFiles]):
                            "use one --space/res for all runs")
 
 
-def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, confounds: dict):
+def _fit_subject(config: Config, runs: list[RunFiles], regressors: tuple, confounds: dict):
+    atoms_by_acq, null_by_acq = regressors
     mask_img, mask = subject_mask(runs)
     run_data = []
     for run in runs:
@@ -70,6 +83,10 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, confo
                                 name=run.name))
     fit = fit_participant(run_data, glm=config.glm)
     cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
+    if null_by_acq is not None:       # the surrogate atoms, fitted exactly like the atoms
+        fit.null_effect = fit_participant(
+            [replace(data, atoms=null_by_acq[run.acquisition][: run.n_volumes])
+             for data, run in zip(run_data, runs)], glm=config.glm).effect
     return fit, cv_r, mask_img, mask
 
 
@@ -86,11 +103,11 @@ def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
 
 
 def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, confounds) -> None:
-    atoms_by_acq = _atoms_by_acquisition(atoms_dir)
+    regressors = _regressors(config, atoms_dir)
     for index, subject in enumerate(dataset.subjects, 1):
         started = time.monotonic()
         runs = dataset.runs[subject]
-        fit, cv_r, mask_img, mask = _fit_subject(config, runs, atoms_by_acq, confounds)
+        fit, cv_r, mask_img, mask = _fit_subject(config, runs, regressors, confounds)
         write_participant_outputs(config.output_dir, subject, config.space_entities,
                                   spec.label, fit, cv_r, mask_img, mask,
                                   _subject_sidecar(config, spec, runs, fit))

@@ -80,7 +80,11 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
 def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
     """Atoms and codes of the model's responses (cached folder): atoms.npy, codes.npz,
     meta.json, and the responses' frames.tsv and neurons.tsv."""
-    from bids_app.atoms import ALGORITHM_ID, learn_atoms  # torch: imported when used
+    from bids_app.atoms import (  # torch: imported when used
+        ALGORITHM_ID,
+        learn_atoms,
+        response_projections,
+    )
 
     responses_dir = compute_responses(config, spec, plan, device)
 
@@ -90,6 +94,7 @@ def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: st
                              target_sparsity=config.target_sparsity, seed=config.seed,
                              device=device, mem_gb=config.mem_gb, n_threads=config.nprocs)
         np.save(folder / "atoms.npy", result.atoms)
+        np.save(folder / "projections.npy", response_projections(x, result.atoms))
         sp.save_npz(folder / "codes.npz", result.codes)
         (folder / "meta.json").write_text(json.dumps(result.meta()))
         for name in ("frames.tsv", "neurons.tsv"):
@@ -97,6 +102,6 @@ def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: st
 
     payload = {"responses": responses_dir.name, "n_atoms": config.n_atoms,
                "lambda": config.sparsity_lambda, "target_sparsity": config.target_sparsity,
-               "seed": config.seed, "algorithm": ALGORITHM_ID}
+               "seed": config.seed, "algorithm": ALGORITHM_ID, "outputs": ["projections"]}
     return cached_folder(config.work_dir, "atoms", cache_key(payload), compute,
                          f"Atoms ({spec.label})")

@@ -1,0 +1,34 @@
+"""Group level: atom maps across subjects, coupling with FBNs, AN sub-groups, metrics.
+
+1. :mod:`.stats`: :func:`one_sample_t` of each atom's effect maps across subjects and
+   :func:`fdr_mask` within each group map.
+2. :mod:`.coupling`: overlap of every thresholded atom map with every FBN
+   (:func:`coupling_table`), the surrogate null's columns (:func:`add_null`, from
+   :mod:`.null`) and the assignment of each atom to its best passing FBN (:func:`assign_atoms`);
+   the same per subject (:func:`subject_assignments`).
+3. :mod:`.subgroups`: the AN sub-group of each coupled network (:class:`SubGroups`).
+4. :mod:`.metrics` (brain side) and :mod:`.an_metrics` (AN side): organisation metrics.
+
+Arrays: ``effects`` (n_subjects, n_atoms, n_voxels); group maps (n_atoms, n_voxels); voxels
+in ``np.flatnonzero(mask)`` order, as in :class:`bids_app.atlases.FBNAtlas`. Atoms are
+numbered from 1 in tables.
+"""
+
+from bids_app.bids.naming import NO_NETWORK
+from bids_app.group.an_metrics import N_BOOTSTRAP, an_metrics, bootstrap_an_metrics
+from bids_app.group.coupling import (
+    SIGNS,
+    add_null,
+    assign_atoms,
+    coupling_table,
+    subject_assignments,
+)
+from bids_app.group.metrics import organisation_metrics
+from bids_app.group.null import DEFAULT_N_SURROGATES, null_table, phase_randomised
+from bids_app.group.stats import fdr_mask, one_sample_t
+from bids_app.group.subgroups import MEMBERSHIP_THRESHOLD, SubGroups, network_effects
+
+__all__ = ["DEFAULT_N_SURROGATES", "MEMBERSHIP_THRESHOLD", "NO_NETWORK", "N_BOOTSTRAP", "SIGNS",
+           "SubGroups", "add_null", "an_metrics", "assign_atoms", "bootstrap_an_metrics",
+           "coupling_table", "fdr_mask", "network_effects", "null_table", "one_sample_t",
+           "organisation_metrics", "phase_randomised", "subject_assignments"]

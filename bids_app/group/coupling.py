@@ -1,0 +1,224 @@
+"""Coupling of thresholded atom maps with functional brain networks (FBNs).
+
+:func:`coupling_table` compares the positive and negative suprathreshold parts of every atom
+map with every FBN (IoU, overlap rate, hypergeometric overlap test); :func:`assign_atoms`
+assigns each atom to its best passing FBN; :func:`subject_assignments` repeats it per subject.
+Atoms are numbered from 1 in tables (atom ``k`` is row ``k - 1`` of the arrays).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bids_app.atlases import FBNAtlas
+from bids_app.bids.naming import NO_NETWORK
+from bids_app.group.stats import fdr_mask
+
+#: Signs of the suprathreshold parts of an atom map, in table order.
+SIGNS = ("+", "-")
+
+COUPLING_COLUMNS = ["atom", "network", "sign", "n_atom_voxels", "n_network_voxels",
+                    "n_overlap", "iou", "overlap_rate", "p_overlap"]
+ASSIGN_COLUMNS = ["atom", "network", "sign", "iou", "overlap_rate", "p_overlap", "p_fwe",
+                  "n_atom_voxels"]
+
+
+def _signed_parts(t, significant) -> np.ndarray:
+    """Suprathreshold parts of each sign, shape (2, n_atoms, n_voxels), order of SIGNS."""
+    t = np.asarray(t, dtype=np.float64)
+    significant = np.asarray(significant, dtype=bool)
+    if t.shape != significant.shape or t.ndim != 2:
+        raise ValueError(f"t {t.shape} and significant {significant.shape} must both be "
+                         "(n_atoms, n_voxels)")
+    return np.stack([significant & (t > 0), significant & (t < 0)])
+
+
+def coupling_table(t, significant, atlas: FBNAtlas) -> pd.DataFrame:
+    """Overlap of every thresholded atom map (per sign) with every FBN.
+
+    Parameters
+    ----------
+    t : array-like of shape (n_atoms, n_voxels)
+        Group (or subject) t map of each atom; only its sign is used.
+    significant : array-like of bool, shape (n_atoms, n_voxels)
+        Suprathreshold voxels (e.g. from :func:`fdr_mask`).
+    atlas : FBNAtlas
+        Networks over the same voxels (``atlas.masks`` of shape (n_networks, n_voxels)).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (atom, network, sign), atoms 1-based, signs ``"+"`` then ``"-"``.
+        Columns: ``atom``, ``network``, ``sign``, ``n_atom_voxels`` (|A|, suprathreshold
+        voxels of that sign), ``n_network_voxels`` (|N|), ``n_overlap`` (|A ∩ N|),
+        ``iou`` (|A ∩ N| / |A ∪ N|, 0 when both are empty), ``overlap_rate``
+        (|A ∩ N| / |A|, 0 when A is empty) and ``p_overlap``, the hypergeometric
+        P(X >= |A ∩ N|) with X ~ Hypergeom(n_voxels, |N|, |A|) (1 when A is empty).
+    """
+    parts = _signed_parts(t, significant)  # (2, n_atoms, n_voxels)
+    n_signs, n_atoms, n_voxels = parts.shape
+    network_masks = np.asarray(atlas.masks, dtype=bool)
+    if network_masks.shape[1] != n_voxels:
+        raise ValueError(f"the atlas has {network_masks.shape[1]} voxels, the maps {n_voxels}: "
+                         "they must be defined on the same brain mask")
+    n_networks = network_masks.shape[0]
+    # Counts by a float matrix product (BLAS); exact while counts < 2**53.
+    overlap = np.rint(parts.reshape(n_signs * n_atoms, n_voxels).astype(np.float64)
+                      @ network_masks.T.astype(np.float64)).astype(np.int64)
+    overlap = overlap.reshape(n_signs, n_atoms, n_networks)
+    atom_size = np.broadcast_to(parts.sum(axis=2)[:, :, None], overlap.shape)
+    network_size = np.broadcast_to(network_masks.sum(axis=1)[None, None, :], overlap.shape)
+    union = atom_size + network_size - overlap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, overlap / union, 0.0)
+        overlap_rate = np.where(atom_size > 0, overlap / atom_size, 0.0)
+    p_overlap = stats.hypergeom.sf(overlap - 1, n_voxels, network_size, atom_size)
+    p_overlap = np.where(atom_size > 0, np.clip(p_overlap, 0.0, 1.0), 1.0)
+
+    # Rows ordered atom, network, sign: move the sign axis last.
+    def flat(a):
+        return np.moveaxis(np.asarray(a), 0, -1).reshape(-1)
+
+    atom_idx, net_idx, sign_idx = np.meshgrid(np.arange(n_atoms), np.arange(n_networks),
+                                              np.arange(n_signs), indexing="ij")
+    return pd.DataFrame({
+        "atom": atom_idx.reshape(-1) + 1,
+        "network": np.asarray(atlas.network_names, dtype=object)[net_idx.reshape(-1)],
+        "sign": np.asarray(SIGNS, dtype=object)[sign_idx.reshape(-1)],
+        "n_atom_voxels": flat(atom_size).astype(np.int64),
+        "n_network_voxels": flat(network_size).astype(np.int64),
+        "n_overlap": flat(overlap),
+        "iou": flat(iou),
+        "overlap_rate": flat(overlap_rate),
+        "p_overlap": flat(p_overlap),
+    }, columns=COUPLING_COLUMNS)
+
+
+def add_null(coupling: pd.DataFrame, r: np.ndarray, p: np.ndarray) -> pd.DataFrame:
+    """The coupling table with the surrogate null's columns ``spatial_r`` and ``p_null``.
+
+    ``r`` (n_atoms, n_networks) and ``p`` (2, n_atoms, n_networks) from
+    :func:`bids_app.group.null.null_table`; rows of ``coupling`` are ordered atom, network,
+    sign as :func:`coupling_table` writes them.
+    """
+    n_atoms, n_networks = r.shape
+    spatial = np.repeat(r.reshape(-1), len(SIGNS))
+    p_null = np.moveaxis(p, 0, -1).reshape(-1)
+    if len(coupling) != n_atoms * n_networks * len(SIGNS):
+        raise ValueError("the null's arrays do not match the coupling table")
+    return coupling.assign(spatial_r=spatial, p_null=p_null)
+
+
+def assign_atoms(coupling: pd.DataFrame, n_atoms: int, min_iou: float = 0.1,
+                 alpha: float = 0.05) -> pd.DataFrame:
+    """Assign each atom to its best-coupled FBN.
+
+    A (network, sign) passes for an atom when ``iou >= min_iou`` and its Bonferroni
+    corrected p value ``p_fwe = min(1, p * n_atoms * n_networks * 2)`` is below ``alpha``,
+    where ``p`` is the surrogate null's ``p_null`` when the table has it (:func:`add_null`),
+    else the hypergeometric ``p_overlap`` (voxels taken as independent: too liberal for
+    smooth maps). The atom goes to the passing (network, sign) with the highest IoU
+    (ties: smaller ``p_fwe``, then table order).
+
+    Parameters
+    ----------
+    coupling : pandas.DataFrame
+        Output of :func:`coupling_table`.
+    n_atoms : int
+        Number of atoms K; atoms 1..K absent from ``coupling`` are unassigned.
+    min_iou : float, default 0.1
+        Smallest IoU that counts as coupling **(ours)**.
+    alpha : float, default 0.05
+        Family-wise error level of the overlap test.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per atom 1..K: ``atom``, ``network`` (``"none"`` when nothing passes),
+        ``sign``, ``iou``, ``overlap_rate``, ``p_overlap``, ``p_fwe`` and ``n_atom_voxels``
+        of the chosen (network, sign). Unassigned atoms have ``sign`` None, NaN
+        statistics and ``n_atom_voxels`` = all their suprathreshold voxels (both signs).
+    """
+    n_atoms = int(n_atoms)
+    missing = [c for c in COUPLING_COLUMNS if c not in coupling.columns]
+    if missing:
+        raise ValueError(f"coupling lacks columns {missing}")
+    n_networks = max(int(coupling["network"].nunique()), 1)
+    n_tests = n_atoms * n_networks * len(SIGNS)
+    p_column = "p_null" if "p_null" in coupling.columns else "p_overlap"
+    table = coupling.assign(
+        p_fwe=np.minimum(1.0, coupling[p_column].to_numpy(float) * n_tests),
+        _order=np.arange(len(coupling)))
+    passing = table[(table["iou"] >= min_iou) & (table["p_fwe"] < alpha)]
+    best = (passing.sort_values(["atom", "iou", "p_fwe", "_order"],
+                                ascending=[True, False, True, True])
+            .drop_duplicates("atom").set_index("atom"))
+    # n_atom_voxels is repeated for every network: one network per (atom, sign) is enough.
+    per_sign = table.drop_duplicates(["atom", "sign"])
+    total_voxels = per_sign.groupby("atom")["n_atom_voxels"].sum()
+
+    extra = [c for c in ("spatial_r", "p_null") if c in table.columns]
+    stats_columns = ["iou", "overlap_rate", "p_overlap", "p_fwe", *extra]
+    rows = []
+    for atom in range(1, n_atoms + 1):
+        if atom in best.index:
+            b = best.loc[atom]
+            rows.append({"atom": atom, "network": str(b["network"]), "sign": str(b["sign"]),
+                         **{c: float(b[c]) for c in stats_columns},
+                         "n_atom_voxels": int(b["n_atom_voxels"])})
+        else:
+            rows.append({"atom": atom, "network": NO_NETWORK, "sign": None,
+                         **{c: np.nan for c in stats_columns},
+                         "n_atom_voxels": int(total_voxels.get(atom, 0))})
+    return pd.DataFrame(rows, columns=ASSIGN_COLUMNS + extra)
+
+
+def subject_assignments(t_subjects, dof, atlas: FBNAtlas, q: float = 0.05,
+                        min_iou: float = 0.1, alpha: float = 0.05,
+                        subject_labels=None) -> pd.DataFrame:
+    """Assign atoms to FBNs in each subject separately (for consistency metrics).
+
+    Parameters
+    ----------
+    t_subjects : array-like of shape (n_subjects, n_atoms, n_voxels)
+        Subject-level t maps of each atom.
+    dof : float or array-like of shape (n_subjects,)
+        Residual degrees of freedom of each subject's voxel-wise OLS.
+    atlas : FBNAtlas
+        Networks over the same voxels.
+    q, min_iou, alpha : float
+        As in :func:`fdr_mask` and :func:`assign_atoms`.
+    subject_labels : sequence of str, optional
+        Labels for the ``subject`` column; default the subject index 0..n_subjects-1.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long table, one row per (subject, atom): ``subject``, ``atom``, ``network``,
+        ``sign``.
+    """
+    t_subjects = np.asarray(t_subjects, dtype=np.float64)
+    if t_subjects.ndim != 3:
+        raise ValueError("t_subjects must be (n_subjects, n_atoms, n_voxels), got "
+                         f"{t_subjects.shape}")
+    n_subjects, n_atoms, _ = t_subjects.shape
+    dof = np.broadcast_to(np.asarray(dof, dtype=np.float64), (n_subjects,))
+    if np.any(~np.isfinite(dof)) or np.any(dof <= 0):
+        raise ValueError(f"dof must be positive, got {dof}")
+    if subject_labels is None:
+        subject_labels = list(range(n_subjects))
+    elif len(subject_labels) != n_subjects:
+        raise ValueError(f"{len(subject_labels)} subject labels for {n_subjects} subjects")
+    tables = []
+    for label, t, df in zip(subject_labels, t_subjects, dof):
+        t = np.nan_to_num(t, nan=0.0)
+        p = 2.0 * stats.t.sf(np.abs(t), df=df)
+        coupling = coupling_table(t, fdr_mask(p, q), atlas)
+        assigned = assign_atoms(coupling, n_atoms, min_iou=min_iou, alpha=alpha)
+        tables.append(assigned[["atom", "network", "sign"]].assign(subject=label))
+    columns = ["subject", "atom", "network", "sign"]
+    if not tables:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(tables, ignore_index=True)[columns]

@@ -1,0 +1,198 @@
+"""AN sub-groups: the artificial neurons whose own response a network's atoms carry.
+
+The rule **(ours)**, one parameter ``threshold`` (default 0.6):
+
+1. A coupled network's **composite** is its atoms weighted by their effect on the network's
+   signal: ``c_n = sum_k w_kn d_k`` over the atoms ``k`` assigned to network ``n``, with
+   ``w_kn`` the group-mean effect of atom ``k`` averaged over the network's voxels (its sign
+   included: an atom coupled negatively enters with a negative weight).
+2. An AN's **score** for network ``n`` is the Pearson correlation, over the frames the atoms
+   were learned on, between the AN's response ``x_i`` and the composite:
+   ``r_in = x_i . c_n / ||c_n - mean(c_n)||``. The responses are z-scored within each run
+   and have unit norm, so this is exact, and it needs only the projections
+   ``P = X D^T`` (n_rows, n_atoms) written by the atoms stage: ``x_i . c_n = P_i w_n``.
+3. The AN is a **member** of network ``n``'s sub-group when ``r_in >= threshold``. With
+   ``--hrf huth`` an AN has one response per FIR delay; its score is the largest.
+
+An atom's own sub-group uses the same rule with the atom alone as composite (signed as
+assigned). "Any non-zero code on the network's atoms" is not used: with ~14 non-zero codes per
+AN it selects most of the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bids_app.bids.naming import NO_NETWORK
+
+#: Smallest correlation between an AN's response and a network's composite for membership.
+MEMBERSHIP_THRESHOLD = 0.6
+
+
+def network_effects(effects: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(n_subjects, n_atoms, n_networks) mean effect of each atom over each network's voxels.
+
+    ``effects`` (n_subjects, n_atoms, n_voxels); ``masks`` (n_networks, n_voxels) bool.
+    """
+    masks = np.asarray(masks, dtype=np.float64)
+    sizes = np.maximum(masks.sum(axis=1), 1.0)
+    return np.asarray(effects, dtype=np.float64) @ masks.T / sizes
+
+
+def composite_weights(assignments: pd.DataFrame, mean_effects: np.ndarray,
+                      network_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{network: (atom indices (0-based), weights)} of every coupled network.
+
+    ``mean_effects`` (n_atoms, n_networks): the group-mean effect of each atom over each
+    network's voxels (:func:`network_effects` averaged over subjects).
+    """
+    names = list(map(str, network_names))
+    out = {}
+    for network in dict.fromkeys(assignments["network"].astype(str)):
+        if network == NO_NETWORK:
+            continue
+        atoms = assignments.loc[assignments["network"].astype(str) == network, "atom"]
+        index = np.asarray(atoms, dtype=np.int64) - 1
+        out[network] = (index, mean_effects[index, names.index(network)])
+    return out
+
+
+def composite_scores(projections: np.ndarray, atoms: np.ndarray,
+                     weights: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """(n_rows, n_networks) correlation of every response row with every composite.
+
+    ``projections`` (n_rows, n_atoms) = X D^T; ``atoms`` D (n_atoms, n_frames).
+    """
+    projections = np.asarray(projections)
+    columns = {}
+    for network, (index, w) in weights.items():
+        composite = w @ np.asarray(atoms, dtype=np.float64)[index]
+        norm = np.linalg.norm(composite - composite.mean())
+        score = np.asarray(projections[:, index], dtype=np.float64) @ w
+        columns[network] = score / norm if norm > 0 else np.zeros(len(score))
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(projections), name="row"))
+
+
+def atom_scores(projections: np.ndarray, atoms: np.ndarray,
+                signs: np.ndarray) -> np.ndarray:
+    """(n_rows, n_atoms) correlation of every response row with every (signed) atom."""
+    atoms = np.asarray(atoms, dtype=np.float64)
+    norms = np.linalg.norm(atoms - atoms.mean(axis=1, keepdims=True), axis=1)
+    scale = np.where(norms > 0, np.asarray(signs, dtype=np.float64) / np.where(
+        norms > 0, norms, 1.0), 0.0)
+    return np.asarray(projections, dtype=np.float64) * scale
+
+
+def per_neuron(row_scores: pd.DataFrame | np.ndarray, neurons: pd.DataFrame):
+    """Scores per AN: rows of one AN (FIR delays) reduced to their largest score.
+
+    ``neurons`` is the atoms stage's neuron table (one row per response row: ``layer``,
+    ``unit`` and, with ``--hrf huth``, ``delay_trs``). Returns the scores indexed like the
+    unique (layer, unit) pairs in order of first appearance, and that AN table.
+    """
+    frame = pd.DataFrame(np.asarray(row_scores), columns=getattr(row_scores, "columns", None))
+    keys = neurons[["layer", "unit"]].reset_index(drop=True)
+    if "delay_trs" not in neurons.columns:
+        return frame, keys
+    grouped = pd.concat([keys, frame], axis=1).groupby(["layer", "unit"], sort=False).max()
+    return grouped.reset_index(drop=True), grouped.index.to_frame(index=False)
+
+
+def members_table(scores: pd.DataFrame, ans: pd.DataFrame,
+                  threshold: float = MEMBERSHIP_THRESHOLD) -> pd.DataFrame:
+    """One row per (network, member AN): ``network``, ``neuron``, ``layer``, ``unit``,
+    ``score``, sorted by network then descending score."""
+    rows = []
+    for network in scores.columns:
+        values = scores[network].to_numpy()
+        index = np.flatnonzero(values >= threshold)
+        index = index[np.argsort(-values[index], kind="stable")]
+        rows.append(pd.DataFrame({"network": network, "neuron": index,
+                                  "layer": ans["layer"].to_numpy()[index],
+                                  "unit": ans["unit"].to_numpy()[index],
+                                  "score": values[index]}))
+    columns = ["network", "neuron", "layer", "unit", "score"]
+    return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(
+        columns=columns)
+
+
+def layer_counts(neuron_sets: dict[str, np.ndarray], layers: np.ndarray) -> pd.DataFrame:
+    """ANs of each set per layer: one row per set, columns ``layer00``, ``layer01``, ..."""
+    n_layers = int(np.max(layers)) + 1 if len(layers) else 0
+    counts = [np.bincount(layers[idx], minlength=n_layers) for idx in neuron_sets.values()]
+    return pd.DataFrame(np.asarray(counts, dtype=np.int64).reshape(len(counts), n_layers),
+                        columns=[f"layer{i:02d}" for i in range(n_layers)])
+
+
+def jaccard(neuron_sets: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Square Jaccard overlap between sets (0 when both are empty)."""
+    names = list(neuron_sets)
+    sets = [set(map(int, neuron_sets[n])) for n in names]
+    values = [[len(a & b) / len(a | b) if (a | b) else 0.0 for b in sets] for a in sets]
+    return pd.DataFrame(values, index=pd.Index(names, name="network"), columns=names)
+
+
+def network_members(projections, atoms, neurons, assignments, mean_effects, network_names,
+                    threshold: float = MEMBERSHIP_THRESHOLD):
+    """Composite weights, per-AN scores, the AN table, member sets and each row's AN.
+
+    Returns ``(weights, scores, ans, sets, neuron_of_row)``: ``scores`` (n_neurons,
+    n_coupled) DataFrame, ``ans`` the (layer, unit) of each AN, ``sets`` {network: member AN
+    indices}, ``neuron_of_row`` (n_rows,) the AN of each response row.
+    """
+    weights = composite_weights(assignments, mean_effects, network_names)
+    scores, ans = per_neuron(composite_scores(projections, atoms, weights), neurons)
+    sets = {n: np.flatnonzero(scores[n].to_numpy() >= threshold) for n in weights}
+    if "delay_trs" in neurons.columns:
+        keys = pd.MultiIndex.from_frame(neurons[["layer", "unit"]])
+        neuron_of_row = pd.MultiIndex.from_frame(ans).get_indexer(keys)
+    else:
+        neuron_of_row = np.arange(len(neurons))
+    return weights, scores, ans, sets, neuron_of_row
+
+
+class SubGroups:
+    """The sub-group tables of one model (see the module's rule).
+
+    Attributes
+    ----------
+    scores : DataFrame, one row per AN: ``neuron``, ``layer``, ``unit`` and one score column
+        per coupled network.
+    members : DataFrame, one row per (network, member AN): network, neuron, layer, unit, score.
+    atoms : DataFrame, one row per atom: ``atom``, ``network``, ``n_neurons``, layer counts.
+    networks : DataFrame, one row per coupled network: ``network``, ``n_atoms``,
+        ``n_neurons``, layer counts.
+    overlap : DataFrame, Jaccard overlap between the networks' sub-groups.
+    """
+
+    def __init__(self, projections, atoms, neurons, assignments, mean_effects,
+                 network_names, threshold: float = MEMBERSHIP_THRESHOLD):
+        self.threshold = float(threshold)
+        self.weights, scores, ans, sets, self.neuron_of_row = network_members(
+            projections, atoms, neurons, assignments, mean_effects, network_names, threshold)
+        self.scores = pd.concat([pd.DataFrame({"neuron": np.arange(len(ans))}), ans, scores],
+                                axis=1)
+        self.members = members_table(scores, ans, threshold)
+        self.sets = sets
+        layers = ans["layer"].to_numpy(np.int64)
+        weights = self.weights
+        self.networks = pd.concat([pd.DataFrame({
+            "network": list(weights), "n_atoms": [len(i) for i, _ in weights.values()],
+            "n_neurons": [len(s) for s in sets.values()]}), layer_counts(sets, layers)], axis=1)
+        self.overlap = jaccard(sets)
+        self.atoms = self._atom_table(projections, atoms, neurons, assignments, layers)
+
+    def _atom_table(self, projections, atoms, neurons, assignments, layers) -> pd.DataFrame:
+        n_atoms = len(atoms)
+        network = assignments.set_index("atom")["network"].astype(str)
+        sign = assignments.set_index("atom")["sign"]
+        signs = np.array([-1.0 if sign.get(k) == "-" else 1.0 for k in range(1, n_atoms + 1)])
+        scores, _ = per_neuron(atom_scores(projections, atoms, signs), neurons)
+        sets = {k: np.flatnonzero(scores[k].to_numpy() >= self.threshold)
+                for k in scores.columns}
+        table = pd.DataFrame({"atom": np.arange(1, n_atoms + 1),
+                              "network": [network.get(k, NO_NETWORK)
+                                          for k in range(1, n_atoms + 1)],
+                              "n_neurons": [len(s) for s in sets.values()]})
+        return pd.concat([table, layer_counts(sets, layers)], axis=1)
