@@ -14,12 +14,23 @@ from bids_app.bids import derivatives as out
 from bids_app.bids import naming
 from bids_app.bids.images import intersect_masks, masked_series
 from bids_app.bids.layout import RunFiles
-from bids_app.bids.outputs import write_atom_outputs, write_participant_outputs, write_run_config
-from bids_app.bids.sidecars import model_sidecar
+from bids_app.bids.outputs import (
+    write_atom_outputs,
+    write_nuisance_outputs,
+    write_participant_outputs,
+    write_run_config,
+)
+from bids_app.bids.sidecars import model_sidecar, nuisance_sidecar, volumes_used
 from bids_app.config import Config
-from bids_app.encoding import RunData, cross_validated_r, fit_participant, load_run_confounds
+from bids_app.encoding import (
+    RunData,
+    cross_validated_r,
+    fit_participant,
+    load_run_confounds,
+    used_volumes,
+)
 from bids_app.report import SubjectResult, write_subject_report
-from bids_app.workflow.stimulus import compute_atoms, prepare
+from bids_app.workflow.stimulus import compute_atoms, nuisance_regressors, prepare
 
 LOGGER = logging.getLogger("llmfbn")
 
@@ -31,25 +42,32 @@ def run_participant(config: Config) -> None:
     torch.set_num_threads(config.nprocs)
     dataset, plan, specs, device = prepare(config)
     confounds = {r.bold: load_run_confounds(r.bold) for r in dataset.all_runs}
+    nuisance = nuisance_regressors(config, plan)
     LOGGER.info("Participant level: %d subject(s) [%s], %d task/run clock(s) [%s], model(s) %s",
                 len(dataset.subjects), ", ".join(dataset.subjects), len(plan),
                 ", ".join(plan), ", ".join(s.name for s in specs))
     out.write_dataset_description(config.output_dir, config.bids_dir, config.derivatives,
                                   dataset.raw_description, dataset.fmriprep_description)
     write_run_config(config)
-    for spec in specs:
+    for index, spec in enumerate(specs):
         atoms_dir = compute_atoms(config, spec, plan, device)
         write_atom_outputs(config.output_dir, spec.label, atoms_dir, model_sidecar(config, spec))
-        _participant_maps(config, spec, dataset, atoms_dir, confounds)
+        # the nuisance maps do not depend on the model: written with the first one
+        _participant_maps(config, spec, dataset, atoms_dir, (confounds, nuisance),
+                          write_nuisance=index == 0)
     LOGGER.info("Participant level done: outputs in %s", config.output_dir)
 
 
-def _atoms_by_acquisition(atoms_dir: Path) -> dict[str, np.ndarray]:
-    """{acquisition: (n_frames, n_atoms)} atom time courses on each acquisition's clock."""
-    atoms = np.load(atoms_dir / "atoms.npy")              # (n_atoms, n_trs_total)
+def _atoms_by_acquisition(atoms_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{acquisition: (atoms (n_frames, n_atoms), used (n_frames,) bool)}: atom time courses
+    on each acquisition's clock (0 on unused frames) and the frames used."""
+    atoms = np.load(atoms_dir / "atoms.npy")              # (n_atoms, n_used_frames)
     frames = pd.read_csv(atoms_dir / "frames.tsv", sep="\t")
-    return {key: atoms[:, (frames["acquisition"] == key).to_numpy()].T
-            for key in frames["acquisition"].unique()}
+    used = frames["used"].to_numpy(bool)
+    full = np.zeros((len(frames), atoms.shape[0]), dtype=atoms.dtype)
+    full[used] = atoms.T
+    return {key: (full[rows], used[rows]) for key in frames["acquisition"].unique()
+            for rows in [(frames["acquisition"] == key).to_numpy()]}
 
 
 def subject_mask(runs: list[RunFiles]):
@@ -59,15 +77,21 @@ def subject_mask(runs: list[RunFiles]):
                            "use one --space/res for all runs")
 
 
-def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, confounds: dict):
+def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regressors):
+    """The subject's encoding model on the volumes that are steady-state and used frames,
+    with confounds and stimulus nuisance regressors."""
+    confounds, nuisance = regressors
     mask_img, mask = subject_mask(runs)
     run_data = []
     for run in runs:
-        conf, sample_mask = confounds[run.bold]
-        run_data.append(RunData(bold=masked_series(run.bold, mask, mask_img), confounds=conf,
-                                sample_mask=sample_mask,
-                                atoms=atoms_by_acq[run.acquisition][: run.n_volumes],
-                                name=run.name))
+        conf, steady = confounds[run.bold]
+        atoms, used = atoms_by_acq[run.acquisition]
+        volumes = used_volumes(steady, used[: run.n_volumes])
+        extra = nuisance[run.acquisition].iloc[: run.n_volumes]
+        run_data.append(RunData(bold=masked_series(run.bold, mask, mask_img),
+                                confounds=conf.loc[volumes], sample_mask=volumes,
+                                atoms=atoms[: run.n_volumes], name=run.name,
+                                nuisance=extra if extra.shape[1] else None))
     fit = fit_participant(run_data, glm=config.glm)
     cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
     return fit, cv_r, mask_img, mask
@@ -79,21 +103,30 @@ def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
         **model_sidecar(config, spec),
         "Sources": [str(r.bold.relative_to(config.derivatives)) for r in runs],
         "Tasks": sorted({r.task for r in runs}),
-        "VolumesUsed": fit.n_volumes_used, "DegreesOfFreedom": int(fit.dof),
+        **volumes_used(fit.design),
+        "DegreesOfFreedom": int(fit.dof),
         "Atoms": naming.atom_names(n_atoms),
         "AtomsFile": f"{naming.ATOMS_DIR}/{naming.model_desc(spec.label)}_atoms.tsv",
     }
 
 
-def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, confounds) -> None:
+def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors,
+                      write_nuisance: bool) -> None:
     atoms_by_acq = _atoms_by_acquisition(atoms_dir)
     for index, subject in enumerate(dataset.subjects, 1):
         started = time.monotonic()
         runs = dataset.runs[subject]
-        fit, cv_r, mask_img, mask = _fit_subject(config, runs, atoms_by_acq, confounds)
+        fit, cv_r, mask_img, mask = _fit_subject(config, runs, atoms_by_acq, regressors)
         write_participant_outputs(config.output_dir, subject, config.space_entities,
                                   spec.label, fit, cv_r, mask_img, mask,
                                   _subject_sidecar(config, spec, runs, fit))
+        if write_nuisance and fit.nuisance is not None:
+            write_nuisance_outputs(config.output_dir, subject, config.space_entities,
+                                   fit.nuisance, mask_img, mask, {
+                                       **nuisance_sidecar(config),
+                                       **volumes_used(fit.design),
+                                       "Sources": [str(r.bold.relative_to(config.derivatives))
+                                                   for r in runs]})
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject, fit=fit,
                                            cv_r=cv_r, mask_img=mask_img, mask=mask))
         LOGGER.info("[%d/%d] sub-%s (%s): %d runs, %d volumes, %d voxels, median R2 %.3f, "
