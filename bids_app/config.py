@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from bids_app import __version__
-from bids_app.bids.naming import LOGS_DIR
+from bids_app.bids.naming import LOGS_DIR, NUISANCE_REGRESSORS
 from bids_app.encoding.confounds import confound_strategy_text
 from bids_app.errors import LlmfbnError
 
@@ -34,6 +34,10 @@ DEFAULT_MIN_IOU = 0.1
 DEFAULT_MEMBERSHIP_THRESHOLD = 0.6
 #: Phase-randomised surrogate atoms for the coupling null (ours).
 DEFAULT_NULL_SURROGATES = 32
+#: Frames used by dictionary learning and the GLM (ours): those that carry a story.
+DEFAULT_FRAMES = "story"
+#: Stimulus nuisance regressors of the GLM (ours); the envelope when the audio is found.
+DEFAULT_NUISANCE = NUISANCE_REGRESSORS
 #: The confound strategy in words, generated from the one the encoding stage applies.
 CONFOUND_STRATEGY_TEXT = confound_strategy_text()
 
@@ -63,7 +67,10 @@ class Config:
     sparsity_lambda: float = DEFAULT_SPARSITY_LAMBDA
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     hrf_model: str = DEFAULT_HRF
+    frames: str = DEFAULT_FRAMES
+    atom_stability: bool = True
     glm: str = DEFAULT_GLM
+    nuisance: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_NUISANCE))
     fbn_atlas: str = DEFAULT_FBN_ATLAS
     fdr_q: float = DEFAULT_FDR_Q
     min_iou: float = DEFAULT_MIN_IOU
@@ -142,8 +149,9 @@ class Config:
 #: level reads them from ``logs/config_participant_*.json`` and uses them for its sidecars,
 #: methods text and reports; an explicit group option that contradicts one is an error.
 PARTICIPANT_SETTINGS = ("space", "res", "word_pooling", "context_tokens", "hrf_model",
-                        "n_atoms", "sparsity_lambda", "target_sparsity", "seed", "glm",
-                        "confound_strategy", "null_surrogates")
+                        "frames", "n_atoms", "sparsity_lambda", "target_sparsity", "seed",
+                        "atom_stability", "glm", "nuisance", "confound_strategy",
+                        "null_surrogates")
 
 
 def option_name(setting: str) -> str:

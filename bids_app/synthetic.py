@@ -5,6 +5,7 @@ Laid out like the Narratives dataset (OpenNeuro ds002345) with fMRIPrep derivati
     bids/
       dataset_description.json  participants.tsv  README  .bidsignore
       stimuli/<task>_transcript.txt
+      stimuli/<task>_audio.wav          (8 kHz mono: noise bursts at the words)
       stimuli/gentle/<task>/{align.csv, align.json, transcript.txt}
       sub-001/func/sub-001_task-<task>_{bold.nii.gz, bold.json, events.tsv}
       derivatives/fmriprep/dataset_description.json
@@ -20,6 +21,11 @@ series (TR 1.5 s, StartTime 0.75 s) live on a coarse 4 mm grid with the origin o
 MNI152NLin2009cAsym 2 mm grid, for speed; the files keep fMRIPrep's ``res-2`` names and the
 sidecar says the real voxel size. Each run has non-steady-state volumes, slow drifts,
 motion that leaks into the signal and physiological noise that the aCompCor columns describe.
+
+Each story's "audio" is a WAV file of noise bursts during its words, louder and softer over
+tens of seconds as a speaker's voice is; the events' ``stim_file`` names it (relative to
+``stimuli/``, as BIDS has it). With ``envelope_psc`` its HRF-convolved envelope drives the
+Auditory network too (a low-level auditory signal, off by default).
 
 Planted truth: for each planted network, a sub-group of artificial neurons of the real model
 (a seed AN and the ANs whose responses correlate most with it) drives the BOLD signal of that
@@ -55,6 +61,8 @@ SUBGROUP_SIZE = 40
 #: An AN is in a planted network's functional truth when its response correlates at least
 #: this much with the network's planted signal over the story frames.
 FUNCTIONAL_TRUTH_R = 0.6
+#: Sampling rate of the synthetic audio (Hz): low, to keep the files small.
+AUDIO_RATE_HZ = 8000
 WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['\u2019\-][A-Za-z0-9]+)*")
 
 
@@ -89,6 +97,38 @@ def speak(text: str, rng: np.random.Generator, words_per_s: float = 2.5,
     aligned[0] = aligned[-1] = True
     return pd.DataFrame({"word": words, "onset_s": np.round(onsets, 2),
                          "offset_s": np.round(onsets + dur, 2), "aligned": aligned})
+
+
+def audio_name(task: str) -> str:
+    """The story's audio file under ``stimuli/`` (the events' ``stim_file``)."""
+    return f"{task}_audio.wav"
+
+
+def write_audio(path: Path, timings: pd.DataFrame, seed: int,
+                rate: int = AUDIO_RATE_HZ) -> Path:
+    """A mono 16-bit WAV of noise bursts at the words of ``timings`` (onset_s, offset_s).
+
+    Each word is a burst of white noise with 10 ms ramps, its loudness the product of a
+    random per-word gain (0.6-1) and a slow modulation (period 47 s); a faint noise floor
+    fills the pauses. The audio's t = 0 is the story's t = 0.
+    """
+    from scipy.io import wavfile
+
+    rng = np.random.default_rng([seed, 7])          # its own stream: BOLD is unchanged
+    n = int(np.ceil((float(timings["offset_s"].iloc[-1]) + 0.5) * rate))
+    sound = 0.003 * rng.standard_normal(n)
+    ramp = int(0.01 * rate)
+    for onset, offset in zip(timings["onset_s"], timings["offset_s"]):
+        first, last = int(onset * rate), min(n, int(offset * rate))
+        if last - first <= 2 * ramp:
+            continue
+        window = np.ones(last - first)
+        window[:ramp] = window[-ramp:][::-1] = np.linspace(0.0, 1.0, ramp)
+        gain = rng.uniform(0.6, 1.0) * (0.55 + 0.45 * np.sin(2 * np.pi * onset / 47.0))
+        sound[first:last] += gain * 0.3 * window * rng.standard_normal(last - first)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wavfile.write(path, rate, np.clip(sound * 32767, -32768, 32767).astype(np.int16))
+    return path
 
 
 def write_gentle(folder: Path, timings: pd.DataFrame, transcript: str) -> None:
@@ -206,7 +246,8 @@ def _write_json(path: Path, data) -> None:
 
 def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int = 0,
                  model: str = "minilm", networks=DEFAULT_PLANTED,
-                 signal_psc: float = 1.0, noise_psc: float = 1.0) -> Path:
+                 signal_psc: float = 1.0, noise_psc: float = 1.0,
+                 envelope_psc: float = 0.0) -> Path:
     """Write the synthetic dataset into ``bids_dir`` (created; must not exist or be empty).
 
     Parameters
@@ -214,6 +255,8 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
     n_subjects : int, at least 3
     planted : bool, plant AN sub-group responses in ``networks`` (False: null dataset)
     signal_psc, noise_psc : float, planted signal and voxel noise std in percent signal change
+    envelope_psc : float, std (percent signal change) of the audio envelope's response
+        planted in the Auditory network (0: none)
     """
     from bids_app.atlases import load_fbn_atlas
 
@@ -233,6 +276,7 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
         end_s = STORY_ONSETS_S[task] + float(timings[task]["offset_s"].iloc[-1]) + 15.0
         n_volumes[task] = max(200, int(np.ceil(end_s / T_R_S)))
         write_gentle(bids_dir / "stimuli" / "gentle" / task, timings[task], text)
+        write_audio(bids_dir / "stimuli" / audio_name(task), timings[task], seed)
         (bids_dir / "stimuli" / f"{task}_transcript.txt").write_text(text)
 
     mask_img, mask = analysis_grid()
@@ -245,6 +289,11 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
     if planted:
         signals, weights, truth["networks"] = _planted_signals(
             bids_dir, tasks, n_volumes, model, networks, mask_img, mask, rng, load_fbn_atlas)
+    if envelope_psc:
+        signals, weights = _planted_envelope(bids_dir, tasks, n_volumes, mask, signals,
+                                             weights, envelope_psc / signal_psc,
+                                             load_fbn_atlas(truth["atlas"], mask_img))
+        truth["envelope"] = {"network": "Auditory", "psc": envelope_psc}
 
     _write_raw_metadata(bids_dir, n_subjects, tasks, planted)
     fmriprep = bids_dir / "derivatives" / "fmriprep"
@@ -330,6 +379,24 @@ def functional_truth(responses: dict, signals: dict, story: dict) -> list[list[i
     x, s = on_story(responses), on_story(signals)
     corr = s.T @ x                                   # (n_networks, n_neurons)
     return [np.flatnonzero(row >= FUNCTIONAL_TRUTH_R).tolist() for row in corr]
+def _planted_envelope(bids_dir, tasks, n_volumes, mask, signals, weights, scale, atlas):
+    """``signals``/``weights`` with one more source: each story's audio envelope (HRF
+    convolved, z-scored, times ``scale``) in the Auditory network."""
+    from bids_app.responses import envelope_regressor, frame_times_s
+    from bids_app.stimulus import audio_envelope
+
+    vol = np.zeros(mask.shape, np.float32)
+    vol[mask] = atlas.masks[list(atlas.network_names).index("Auditory")]
+    smooth = _smooth(vol, 5.0)[mask]
+    weight = np.clip(smooth / smooth.max(), 0, None) * (smooth > 0.2 * smooth.max())
+    out = {}
+    for task in tasks:
+        times_s, rms = audio_envelope(bids_dir / "stimuli" / audio_name(task))
+        course = envelope_regressor(rms, STORY_ONSETS_S[task] + times_s,
+                                    frame_times_s(n_volumes[task], T_R_S, START_TIME_S))
+        course = scale * (course - course.mean()) / course.std()
+        out[task] = np.column_stack([signals[task], course]).astype(np.float32)
+    return out, np.vstack([weights, weight[None]]).astype(np.float32)
 
 
 def _write_raw_metadata(bids_dir: Path, n_subjects: int, tasks, planted: bool) -> None:
@@ -383,7 +450,7 @@ def _write_run(bids_dir, fmriprep, sub, task, n, signal, weights, mask_img, mask
     _write_json(raw_func / f"{base}_bold.json", {"RepetitionTime": T_R_S, "TaskName": task})
     story_s = float(n * T_R_S - STORY_ONSETS_S[task] - 15.0)
     pd.DataFrame({"onset": [STORY_ONSETS_S[task]], "duration": [round(story_s, 2)],
-                  "trial_type": [task], "stim_file": [f"stimuli/{task}_audio.wav"]}
+                  "trial_type": [task], "stim_file": [audio_name(task)]}
                  ).to_csv(raw_func / f"{base}_events.tsv", sep="\t", index=False)
 
     func = fmriprep / f"sub-{sub}" / "func"

@@ -47,10 +47,11 @@ def test_stimuli_table_paths_runs_onsets(tmp_path):
     assert stim["path"].tolist() == [a, b]
     run1 = _run(tmp_path, run=1)
     run2 = _run(tmp_path, run=2, events_onset=7.0)
-    assert stories_from_table(stim, run1) == (StoryPlacement(a, 3.5),)
-    assert stories_from_table(stim, run2) == (StoryPlacement(b, 7.0),)   # from events.tsv
+    assert stories_from_table(stim, run1, tmp_path) == (StoryPlacement(a, 3.5),)
+    # onset from events.tsv
+    assert stories_from_table(stim, run2, tmp_path) == (StoryPlacement(b, 7.0),)
     with pytest.raises(LlmfbnError, match="run 3"):
-        stories_from_table(stim, _run(tmp_path, run=3))
+        stories_from_table(stim, _run(tmp_path, run=3), tmp_path)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -74,11 +75,11 @@ def test_two_stories_in_one_run_need_onsets(tmp_path):
     _gentle(tmp_path / "b.csv", ["z"])
     table = tmp_path / "stimuli.tsv"
     table.write_text("task\tpath\tonset\nstory\ta.csv\t40\nstory\tb.csv\t2\n")
-    stories = stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path))
+    stories = stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path), tmp_path)
     assert [p.onset_s for p in stories] == [2.0, 40.0]        # in playing order
     table.write_text("task\tpath\nstory\ta.csv\nstory\tb.csv\n")
     with pytest.raises(LlmfbnError, match="onset"):
-        stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path))
+        stories_from_table(read_stimuli_table(table, tmp_path), _run(tmp_path), tmp_path)
 
 
 def _dataset(runs):
@@ -109,13 +110,13 @@ def test_story_beyond_its_single_run(tmp_path):
         plan_acquisitions(_dataset(runs))
 
 
-def _responses(tmp_path, plan, name):
+def _responses(tmp_path, plan, name, frames="all"):
     from bids_app.config import Config
     from bids_app.features import resolve_model
     from bids_app.workflow import compute_responses
 
     config = Config(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
-                    work_dir=tmp_path / f"work-{name}", context_tokens=64)
+                    work_dir=tmp_path / f"work-{name}", context_tokens=64, frames=frames)
     folder = compute_responses(config, resolve_model("minilm"), plan, "cpu")
     return np.load(folder / "x.npy"), pd.read_csv(folder / "frames.tsv", sep="\t")
 
@@ -194,7 +195,7 @@ def test_huth_responses_through_the_device_projection(tmp_path):
     placement = StoryPlacement(story, 3.0)
     config = Config(bids_dir=tmp_path, output_dir=tmp_path / "out",
                     analysis_level="participant", work_dir=tmp_path / "work",
-                    context_tokens=64, hrf_model="huth")
+                    context_tokens=64, hrf_model="huth", frames="all")
     folder = compute_responses(config, resolve_model("minilm"),
                                {"task-story": _acq("task-story", None, 50, [placement])}, "cpu")
     x = np.load(folder / "x.npy")

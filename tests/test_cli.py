@@ -136,3 +136,44 @@ def test_cuda_without_cuda(dataset_copy, tmp_path):
                      "-w", tmp_path / "work")
     assert_clean_failure(result, "CUDA")
     assert not out.exists()
+
+
+def test_explicit_envelope_needs_the_audio(dataset_copy, tmp_path):
+    """--nuisance envelope with a story's WAV missing: a clear error naming the file,
+    before anything is written."""
+    (dataset_copy / "stimuli" / "market_audio.wav").unlink()
+    out = tmp_path / "out"
+    result = run_cli(dataset_copy, out, "participant", "--nuisance", "wordrate", "envelope",
+                     "-w", tmp_path / "work")
+    assert_clean_failure(result, "market_audio.wav", "audio file not found")
+    assert not out.exists()
+
+
+def test_default_nuisance_skips_a_missing_audio_with_a_log_line(dataset_copy, tmp_path,
+                                                                 caplog):
+    import logging
+
+    from bids_app.workflow import nuisance_regressors, prepare
+
+    (dataset_copy / "stimuli" / "market_audio.wav").write_bytes(b"not a wav")
+    config = parse_args([str(dataset_copy), str(tmp_path / "out"), "participant"])
+    config.resolve_paths()
+    _, plan, _, _ = prepare(config)
+    with caplog.at_level(logging.INFO, logger="llmfbn"):
+        regressors = nuisance_regressors(config, plan)
+    assert list(regressors["task-lighthouse"].columns) == ["wordrate", "envelope"]
+    assert list(regressors["task-market"].columns) == ["wordrate"]
+    assert "market_audio.wav" in caplog.text and "envelope regressor is skipped" in caplog.text
+    none = parse_args([str(dataset_copy), str(tmp_path / "out"), "participant", "--nuisance",
+                       "none"])
+    assert all(t.shape[1] == 0 for t in nuisance_regressors(none, plan).values())
+
+
+def test_stimuli_table_audio_must_be_readable(dataset_copy, tmp_path):
+    table = tmp_path / "stimuli.tsv"
+    table.write_text("task\tpath\taudio\n"
+                     "market\tstimuli/gentle/market/align.csv\tstimuli/gentle/market/align.csv\n"
+                     "lighthouse\tstimuli/gentle/lighthouse/align.csv\t\n")
+    result = run_cli(dataset_copy, tmp_path / "out", "participant", "--stimuli", table,
+                     "-w", tmp_path / "work")
+    assert_clean_failure(result, "cannot read the audio file", "align.csv")

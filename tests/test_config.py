@@ -36,7 +36,9 @@ def test_every_option_reaches_its_config_field(tmp_path):
                          "--word-pooling", "last", "--context-tokens", "32", "--glm", "joint",
                          "--model", "minilm", "minilm", "x", "--space", "S:res-3",
                          "--mem-gb", "2", "--nprocs", "1", "--seed", "5", "--min-iou", "0.2",
-                         "--fdr-q", "0.01", "--fbn-atlas", "yeo7", "--device", "cpu", "-v"])
+                         "--fdr-q", "0.01", "--fbn-atlas", "yeo7", "--device", "cpu", "-v",
+                         "--frames", "all", "--nuisance", "envelope", "wordrate",
+                         "--no-atom-stability"])
     assert (config.task, config.hrf_model, config.n_atoms, config.sparsity_lambda) == \
         (["a", "b"], "glover", 12, 0.2)
     assert (config.word_pooling, config.context_tokens, config.glm, config.model) == \
@@ -45,11 +47,27 @@ def test_every_option_reaches_its_config_field(tmp_path):
         ("S", "3", 2.0, 1, 5)
     assert (config.min_iou, config.fdr_q, config.fbn_atlas, config.device, config.verbose) == \
         (0.2, 0.01, "yeo7", "cpu", 1)
+    assert (config.frames, config.nuisance, config.atom_stability) == \
+        ("all", ["wordrate", "envelope"], False)
     assert "n_atoms" in config.explicit_options and "fdr_q" in config.explicit_options
+    assert "nuisance" in config.explicit_options
     assert "work_dir" not in config.explicit_options
     # the config written next to the outputs reads back into the same settings
     again = Config.from_dict(json.loads(config.to_json()))
     assert dataclasses.asdict(again) == dataclasses.asdict(config)
+
+
+def test_frames_nuisance_and_stability_defaults(tmp_path, capsys):
+    config = parse_args([str(tmp_path), str(tmp_path / "o"), "participant"])
+    assert (config.frames, config.nuisance, config.atom_stability) == \
+        ("story", ["wordrate", "envelope"], True)
+    assert "nuisance" not in config.explicit_options      # envelope: when the audio is found
+    none = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--nuisance", "none"])
+    assert none.nuisance == []
+    with pytest.raises(SystemExit) as err:
+        parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--nuisance", "none",
+                    "wordrate"])
+    assert err.value.code == 2 and "--nuisance none" in capsys.readouterr().err
 
 
 def test_from_dict_refuses_unknown_settings():
@@ -75,7 +93,10 @@ def test_group_takes_the_participant_settings(tmp_path):
 
 @pytest.mark.parametrize("option, value, needle", [
     (["--n-atoms", "16"], "12", "--n-atoms"), (["--hrf", "spm"], "'glover'", "--hrf"),
-    (["--space", "T"], "'S'", "--space"), (["--model", "third"], "minilm", "--model")])
+    (["--space", "T"], "'S'", "--space"), (["--model", "third"], "minilm", "--model"),
+    (["--frames", "all"], "'story'", "--frames"),
+    (["--nuisance", "none"], "wordrate", "--nuisance"),
+    (["--no-atom-stability"], "True", "--atom-stability")])
 def test_contradicting_group_option_is_an_error(tmp_path, option, value, needle):
     _participant(tmp_path, "--n-atoms", "12", "--hrf", "glover", "--space", "S")
     with pytest.raises(LlmfbnError) as err:

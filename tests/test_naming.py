@@ -11,6 +11,7 @@ from bids_app.bids.naming import (
     group_map,
     sidecar_path,
     subject_map,
+    subject_nuisance_map,
 )
 
 
@@ -35,3 +36,14 @@ def test_output_names(tmp_path):
     assert group_map(tmp_path, space, "minilm", "tfdr").name == \
         "space-MNI152NLin2009cAsym_res-2_desc-minilm_stat-tfdr_statmap.nii.gz"
     assert bids_name("design", ".tsv", desc="x", sub="01") == "sub-01_desc-x_design.tsv"
+
+
+def test_nuisance_map_names(tmp_path):
+    space = {"space": "MNI152NLin2009cAsym"}
+    path = subject_nuisance_map(tmp_path, "01", space, "wordrate", "t")
+    assert path == (tmp_path / "sub-01" / "func" /
+                    "sub-01_space-MNI152NLin2009cAsym_desc-wordrate_stat-t_statmap.nii.gz")
+    assert subject_nuisance_map(tmp_path, "01", space, "envelope", "effect").name == \
+        "sub-01_space-MNI152NLin2009cAsym_desc-envelope_stat-effect_statmap.nii.gz"
+    with pytest.raises(ValueError, match="unknown nuisance"):
+        subject_nuisance_map(tmp_path, "01", space, "pitch", "t")

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bids_app.stimulus import read_word_timings, story_onset_s
+from bids_app.stimulus import audio_envelope, read_word_timings, story_onset_s, story_stim_file
 from bids_app.synthetic import T_R_S, speak, story_text
 
 
@@ -72,3 +72,26 @@ def test_motion_leaks_into_signal(small_dataset):
     resid = bold - X @ np.linalg.lstsq(X, bold, rcond=None)[0]
     explained = 1 - resid.var(0) / bold.var(0)
     assert np.median(explained) > 0.05                         # chance level ~6/208 = 0.03
+
+
+def test_story_audio_follows_the_words(small_dataset):
+    """Each story has a small WAV under stimuli/, named by the events' stim_file relative to
+    stimuli/ (BIDS), loud during the words and near silent between them."""
+    from scipy.io import wavfile
+
+    events = small_dataset / "sub-001" / "func" / "sub-001_task-lighthouse_events.tsv"
+    stim_file = story_stim_file(events, "lighthouse")
+    assert stim_file == "lighthouse_audio.wav"
+    path = small_dataset / "stimuli" / stim_file
+    rate, samples = wavfile.read(path)
+    assert rate == 8000 and samples.dtype == np.int16 and samples.ndim == 1
+    assert path.stat().st_size < 6e6
+    times, rms = audio_envelope(path)
+    csv = read_word_timings(small_dataset / "stimuli" / "gentle" / "lighthouse" / "align.csv")
+    aligned = csv.aligned
+    starts, ends = csv.onsets_s[aligned], csv.offsets_s[aligned]
+    index = np.searchsorted(starts, times, side="right") - 1
+    in_word = (index >= 0) & (times < ends[np.clip(index, 0, None)] - 0.02) & \
+        (times > starts[np.clip(index, 0, None)] + 0.02)
+    assert np.median(rms[in_word]) > 10 * np.median(rms[~in_word])     # unaligned words sound too
+    assert times[-1] > csv.offsets_s[-1]

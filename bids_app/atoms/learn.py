@@ -14,6 +14,7 @@ of the fit and get all-zero codes.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,8 @@ class Atoms:
     objective : float, ``0.5 * ||X - A D||^2 + lambda * ||A||_1`` over the responding ANs.
     sparsity_lambda : float, the penalty used; n_silent : int, ANs left out (all-zero rows).
     seed : int; history : list of dict, the learner's convergence log (one entry per epoch).
-    stability : dict or None, see :func:`atom_stability`.
+    stability : dict or None, see :func:`atom_stability` (None: not measured).
+    fit_seconds : float, wall time of the fit (without the stability refits).
     """
 
     atoms: np.ndarray
@@ -49,6 +51,7 @@ class Atoms:
     seed: int
     history: list = field(default_factory=list)
     stability: dict | None = None
+    fit_seconds: float = 0.0
 
     def meta(self) -> dict:
         """JSON-ready description (sidecar ``DictionaryLearning`` entry)."""
@@ -58,6 +61,7 @@ class Atoms:
                "SparsityLambda": self.sparsity_lambda, "Seed": self.seed,
                "SilentNeurons": self.n_silent,
                "MeanNonZeroCodesPerNeuron": float(responding.mean()) if nnz.size else 0.0,
+               "FitSeconds": round(float(self.fit_seconds), 1),
                "ConvergenceLog": self.history}
         if self.stability is not None:
             out["stability"] = self.stability
@@ -81,7 +85,8 @@ def learn_atoms(x: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
 
     ``x`` may be a memory map. With ``target_sparsity`` (mean non-zero codes per AN) the
     penalty is chosen for the user. With ``stability``, two more seeds and split halves of
-    the ANs are fitted and matched (see :func:`atom_stability`). ``device``, ``mem_gb``
+    the ANs are fitted and matched (see :func:`atom_stability`; about three times the
+    fit's cost, logged and recorded as ``stability["seconds"]``). ``device``, ``mem_gb``
     and ``n_threads`` are passed to :class:`DictionaryLearner`.
 
     Returns
@@ -98,6 +103,7 @@ def learn_atoms(x: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
                 rows.size, n_silent, x.shape[1], n_atoms,
                 f"target {target_sparsity:g} non-zero codes per AN" if target_sparsity
                 else f"lambda={sparsity_lambda:g}")
+    started = time.monotonic()
     learner = DictionaryLearner(n_atoms=n_atoms, alpha=sparsity_lambda,
                                 target_sparsity=target_sparsity, device=device,
                                 random_state=seed, mem_gb=mem_gb,
@@ -109,7 +115,9 @@ def learn_atoms(x: np.ndarray, n_atoms: int = 64, sparsity_lambda: float = 0.1,
                    objective=float(learner.objective_), sparsity_lambda=float(learner.alpha_),
                    n_silent=int(n_silent), seed=seed,
                    history=[{k: (float(v) if isinstance(v, (float, np.floating)) else v)
-                             for k, v in h.items()} for h in learner.history_])
+                             for k, v in h.items()} for h in learner.history_],
+                   fit_seconds=time.monotonic() - started)
+    LOGGER.info("Dictionary learning took %.1f s", result.fit_seconds)
     if stability:
         result.stability = atom_stability(x, rows, result.atoms, n_atoms,
                                           result.sparsity_lambda, seed, device, mem_gb,
@@ -125,9 +133,11 @@ def atom_stability(x, rows: np.ndarray, atoms: np.ndarray, n_atoms: int, alpha: 
     ``seed_vs_seed``: the fitted ``atoms`` (n_atoms, n_trs) against a fit with seed + 1
     (same ANs, same lambda); ``half_vs_half``: fits on two random halves of the responding
     ANs (``rows``, indices into ``x`` (n_neurons, n_trs)) against each other. Each is a
-    list of matched |r|, one per atom.
+    list of matched |r|, one per atom. ``seconds``: the wall time of the three fits.
     """
-    LOGGER.info("Atom stability: one fit with another seed, two on split halves of the ANs")
+    LOGGER.info("Atom stability: one fit with another seed, two on split halves of the ANs "
+                "(--no-atom-stability skips them)")
+    started = time.monotonic()
 
     def fit(subset, random_state):
         return DictionaryLearner(n_atoms=n_atoms, alpha=alpha, device=device,
@@ -143,8 +153,10 @@ def atom_stability(x, rows: np.ndarray, atoms: np.ndarray, n_atoms: int, alpha: 
            "seeds": [seed, seed + 1], "split_seed": seed}
     out["median_seed_vs_seed"] = float(np.median(out["seed_vs_seed"]))
     out["median_half_vs_half"] = float(np.median(out["half_vs_half"]))
-    LOGGER.info("Atom stability: median matched |r| %.3f across seeds, %.3f across halves",
-                out["median_seed_vs_seed"], out["median_half_vs_half"])
+    out["seconds"] = round(time.monotonic() - started, 1)
+    LOGGER.info("Atom stability: median matched |r| %.3f across seeds, %.3f across halves; "
+                "the 3 extra fits took %.1f s", out["median_seed_vs_seed"],
+                out["median_half_vs_half"], out["seconds"])
     return out
 
 

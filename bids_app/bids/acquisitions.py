@@ -34,7 +34,9 @@ class Acquisition:
 _SHARED = (("RepetitionTime", lambda r: r.t_r_s), ("StartTime", lambda r: r.start_time_s),
            ("story onsets (events.tsv / --stimuli)",
             lambda r: tuple(p.onset_s for p in r.stories)),
-           ("stories", lambda r: tuple(p.timings for p in r.stories)))
+           ("stories", lambda r: tuple(p.timings for p in r.stories)),
+           ("story audio (events.tsv stim_file / --stimuli audio)",
+            lambda r: tuple(p.audio for p in r.stories)))
 
 
 def _check_shared(key: str, runs: list[RunFiles]) -> None:

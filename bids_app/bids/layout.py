@@ -16,7 +16,7 @@ import pandas as pd
 
 from bids_app.config import Config
 from bids_app.errors import LlmfbnError
-from bids_app.stimulus import story_onset_s
+from bids_app.stimulus import read_wav, story_onset_s, story_stim_file
 
 LOGGER = logging.getLogger("llmfbn")
 TIMING_NAMES = ("align.csv", "align.json")
@@ -27,11 +27,14 @@ class StoryPlacement:
     """A story (word-timing file) placed in a run: its start relative to the run's start.
 
     ``onset_s`` is the time of the story's t = 0 in seconds from the start of the run's first
-    volume; it is negative for the later runs of a story split over several runs.
+    volume; it is negative for the later runs of a story split over several runs. ``audio``
+    is the story's audio file when one is named (events.tsv ``stim_file`` under
+    ``stimuli/``, or the ``audio`` column of ``--stimuli``), whether or not it exists.
     """
 
     timings: Path
     onset_s: float
+    audio: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -194,8 +197,10 @@ def _subject_runs(config: Config, raw, deriv, subject: str, timings: dict,
                             extension=[".nii", ".nii.gz"])
         for raw_bold in raw_bolds:
             run = _run_files(config, raw, deriv, raw_bold.get_entities(), space_query)
-            stories = (stories_from_table(stimuli, run) if stimuli is not None
-                       else (StoryPlacement(timings[task], story_onset_s(run.events, task)),))
+            stories = (stories_from_table(stimuli, run, config.bids_dir)
+                       if stimuli is not None
+                       else (StoryPlacement(timings[task], story_onset_s(run.events, task),
+                                            events_audio(run.events, task, config.bids_dir)),))
             subject_runs.append(replace(run, stories=stories))
     if not subject_runs:
         raise LlmfbnError(
@@ -251,16 +256,36 @@ def _narratives_timings(config: Config, tasks: list[str]) -> dict[str, Path]:
     return timings
 
 
-STIMULI_COLUMNS = ("task", "path", "run", "onset")
+STIMULI_COLUMNS = ("task", "path", "run", "onset", "audio")
+
+
+def events_audio(events: Path, task: str, bids_dir: Path) -> Path | None:
+    """The story's audio named by the run's events.tsv: ``BIDS_DIR/stimuli/<stim_file>``
+    (BIDS: ``stim_file`` is relative to ``stimuli/``), or None."""
+    stim_file = story_stim_file(events, task)
+    return None if stim_file is None else Path(bids_dir) / "stimuli" / stim_file
+
+
+def _table_file(value: str, bids_dir: Path, where: str, what: str) -> Path:
+    """A path of the --stimuli table (relative to BIDS_DIR or absolute) that must exist."""
+    path = Path(value)
+    path = path if path.is_absolute() else bids_dir / path
+    if not path.is_file():
+        raise LlmfbnError(f"{where}: {what} not found", expected=f"a file at {path}",
+                          found="no such file", todo="paths are relative to BIDS_DIR or "
+                          "absolute")
+    return path
 
 
 def read_stimuli_table(path: Path, bids_dir: Path) -> pd.DataFrame:
     """The ``--stimuli`` TSV: which word-timing file plays in which task/run, and when.
 
     Columns: ``task``, ``path`` (relative to BIDS_DIR or absolute; Gentle CSV/JSON, TextGrid,
-    or a word table, detected from the file), optional ``run`` (empty: every run of the task)
-    and ``onset`` (seconds from the run's start to the story's start; empty: from the run's
-    events.tsv). The same file in several runs with different onsets is a story split over
+    or a word table, detected from the file), optional ``run`` (empty: every run of the task),
+    ``onset`` (seconds from the run's start to the story's start; empty: from the run's
+    events.tsv) and ``audio`` (the story's WAV file, relative to BIDS_DIR or absolute; it
+    must exist and be readable; empty: the run's events.tsv ``stim_file``, for a run with
+    one story). The same file in several runs with different onsets is a story split over
     runs; several files in one run are several stories in that run.
     """
     path = Path(path)
@@ -277,18 +302,18 @@ def read_stimuli_table(path: Path, bids_dir: Path) -> pd.DataFrame:
     if missing or extra or table.empty:
         raise LlmfbnError(
             f"--stimuli {path} has the wrong columns",
-            expected="a header with task, path and optionally run, onset; one row per story",
+            expected="a header with task, path and optionally run, onset, audio; one row "
+            "per story",
             found="columns " + ", ".join(table.columns) + ("" if len(table) else ", no rows"),
             todo="fix the header")
     rows = []
     for line, row in enumerate(table.to_dict("records"), start=2):
         where = f"--stimuli {path}, line {line}"
-        timing = Path(row["path"])
-        timing = timing if timing.is_absolute() else bids_dir / timing
-        if not timing.is_file():
-            raise LlmfbnError(f"{where}: word-timing file not found",
-                              expected=f"a file at {timing}", found="no such file",
-                              todo="paths are relative to BIDS_DIR or absolute")
+        timing = _table_file(row["path"], bids_dir, where, "word-timing file")
+        audio = row.get("audio", "").strip()
+        if audio:
+            audio = _table_file(audio, bids_dir, where, "audio file")
+            read_wav(audio)             # named explicitly: it must be readable
         run = row.get("run", "").strip()
         onset = row.get("onset", "").strip()
         try:
@@ -298,11 +323,12 @@ def read_stimuli_table(path: Path, bids_dir: Path) -> pd.DataFrame:
             raise LlmfbnError(f"{where}: run must be a whole number and onset a number of "
                               "seconds", found=f"run={run!r}, onset={onset!r}") from err
         rows.append({"task": row["task"].strip(), "path": timing, "run": run_value,
-                     "onset": onset_value})
+                     "onset": onset_value, "audio": audio or None})
     return pd.DataFrame(rows)
 
 
-def stories_from_table(stimuli: pd.DataFrame, run: RunFiles) -> tuple[StoryPlacement, ...]:
+def stories_from_table(stimuli: pd.DataFrame, run: RunFiles,
+                       bids_dir: Path) -> tuple[StoryPlacement, ...]:
     rows = stimuli[(stimuli["task"] == run.task)
                    & (stimuli["run"].isna() | (stimuli["run"] == run.run))]
     if rows.empty:
@@ -321,7 +347,12 @@ def stories_from_table(stimuli: pd.DataFrame, run: RunFiles) -> tuple[StoryPlace
                     "their onsets cannot all come from events.tsv",
                     todo="give each of them an onset (seconds from the run's start)")
             onset = story_onset_s(run.events, run.task)
-        placements.append(StoryPlacement(Path(row["path"]), float(onset)))
+        audio = row.get("audio")
+        if (audio is None or pd.isna(audio)) and len(rows) == 1:
+            audio = events_audio(run.events, run.task, bids_dir)
+        placements.append(StoryPlacement(Path(row["path"]), float(onset),
+                                         None if audio is None or pd.isna(audio)
+                                         else Path(audio)))
     return tuple(sorted(placements, key=lambda p: p.onset_s))
 
 

@@ -19,6 +19,10 @@ LOGS_DIR = "logs"
 #: The network label of an atom that couples to no network.
 NO_NETWORK = "none"
 
+#: The stimulus nuisance regressors of the participant GLM, in design order: their column
+#: names (``<run>_<name>``), the values of ``--nuisance`` and the ``desc`` of their maps.
+NUISANCE_REGRESSORS = ("wordrate", "envelope")
+
 
 def bids_name(suffix: str, extension: str, **entities) -> str:
     """``sub-01_space-X_desc-y_stat-t_statmap.nii.gz`` from entities in BIDS order."""
@@ -90,6 +94,17 @@ def subject_map(output_dir: Path, subject: str, space_entities: dict, label: str
     """``sub-<s>/func/sub-<s>_space-<space>_desc-<label>_stat-<stat>_statmap.nii.gz``."""
     return subject_folder(output_dir, subject) / bids_name(
         "statmap", ".nii.gz", **subject_entities(subject, space_entities, label), stat=stat)
+
+
+def subject_nuisance_map(output_dir: Path, subject: str, space_entities: dict,
+                         regressor: str, stat: str) -> Path:
+    """``sub-<s>/func/sub-<s>_space-<space>_desc-<regressor>_stat-<stat>_statmap.nii.gz``:
+    a stimulus nuisance regressor's map (model without atoms; no model label, as it does
+    not depend on the language model)."""
+    if regressor not in NUISANCE_REGRESSORS:
+        raise ValueError(f"unknown nuisance regressor {regressor!r}")
+    return subject_folder(output_dir, subject) / bids_name(
+        "statmap", ".nii.gz", sub=subject, **space_entities, desc=regressor, stat=stat)
 
 
 def subject_mask(output_dir: Path, subject: str, space_entities: dict, label: str) -> Path:

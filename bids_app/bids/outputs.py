@@ -19,7 +19,10 @@ from bids_app.bids.images import unmask_img
 ATOMS_COLUMNS = {"acquisition": "task/run whose clock the row is on",
                  "task": "BIDS task", "run": "BIDS run (n/a when the task has no runs)",
                  "frame": "volume index in the run (0-based)",
-                 "time_s": "frame time in seconds (StartTime + frame x RepetitionTime)"}
+                 "time_s": "frame time in seconds (StartTime + frame x RepetitionTime)",
+                 "used": "1 if the frame entered dictionary learning and the participant GLM "
+                         "(see Frames and FramesRule), else 0; atom values are n/a on unused "
+                         "frames"}
 
 SUBJECT_MAPS = {
     "effect": "Effect size (OLS beta) of each atom on BOLD in percent signal change per unit "
@@ -42,6 +45,27 @@ def write_map(path: Path, values: np.ndarray, mask: np.ndarray, affine: np.ndarr
     return path
 
 
+def _stability_summary(stability: dict | None, stem: str) -> dict:
+    """The atoms sidecar's ``AtomStability`` entry: done or not, and at what cost."""
+    if stability is None:
+        return {"Done": False, "Option": "--no-atom-stability"}
+    return {"Done": True, "Refits": 3, "Seconds": stability.get("seconds"),
+            "MedianSeedVsSeed": stability["median_seed_vs_seed"],
+            "MedianHalfVsHalf": stability["median_half_vs_half"],
+            "File": f"{stem}_stability.json"}
+
+
+def atoms_table(atoms: np.ndarray, frames: pd.DataFrame) -> pd.DataFrame:
+    """``frames`` (one row per frame of every acquisition, ``used`` 0/1) with one column per
+    atom: ``atoms`` (n_atoms, n_used_frames) on the used rows, NaN (``n/a``) elsewhere."""
+    table = frames.copy()
+    used = table["used"].to_numpy(bool)
+    for name, course in zip(naming.atom_names(atoms.shape[0]), atoms):
+        table[name] = np.nan
+        table.loc[used, name] = course
+    return table
+
+
 def write_atom_outputs(output_dir: Path, label: str, cached: Path, sidecar: dict) -> None:
     """Atoms TSV + sidecar, sparse codes, the neuron table and the stability record of the
     cached atoms folder ``cached`` (atoms.npy, codes.npz, meta.json, frames.tsv,
@@ -49,9 +73,7 @@ def write_atom_outputs(output_dir: Path, label: str, cached: Path, sidecar: dict
     atoms = np.load(cached / "atoms.npy")
     meta = json.loads((cached / "meta.json").read_text())
     stability = meta.pop("stability", None)
-    table = pd.read_csv(cached / "frames.tsv", sep="\t")
-    for name, course in zip(naming.atom_names(atoms.shape[0]), atoms):
-        table[name] = course
+    table = atoms_table(atoms, pd.read_csv(cached / "frames.tsv", sep="\t"))
 
     def path(suffix: str, extension: str) -> Path:
         return naming.atoms_file(output_dir, label, suffix, extension)
@@ -70,10 +92,12 @@ def write_atom_outputs(output_dir: Path, label: str, cached: Path, sidecar: dict
     out.write_json(path("atoms", ".json"), {
         **sidecar,
         "Description": "Representative temporal patterns (atoms) of all artificial neurons "
-                       "(sparse dictionary learning); one column per atom, unit norm over all "
-                       "TRs",
+                       "(sparse dictionary learning); one row per frame of every run, one "
+                       "column per atom, unit norm over the used frames",
         "Columns": ATOMS_COLUMNS,
+        "UsedFrames": int(table["used"].sum()), "TotalFrames": len(table),
         "DictionaryLearning": meta,
+        "AtomStability": _stability_summary(stability, stem),
         "NumberOfNeurons": int(codes.shape[0]),
         "CodesFile": f"{stem}_codes.npz (scipy.sparse CSR, n_neurons x n_atoms)",
         "NeuronsFile": f"{stem}_neurons.tsv (row -> layer, unit)",
@@ -81,7 +105,9 @@ def write_atom_outputs(output_dir: Path, label: str, cached: Path, sidecar: dict
                            "product of each unit-norm response with each atom, X D^T; gives "
                            "the exact correlation of a response with any composite of atoms)",
     })
-    if stability is not None:
+    if stability is None:
+        path("stability", ".json").unlink(missing_ok=True)   # a former run's, now stale
+    else:
         out.write_json(path("stability", ".json"), {
             "Description": "Atom stability: learned atoms matched (Hungarian, |r|) between "
                            "fits with different seeds and between fits on split halves of "
@@ -106,6 +132,28 @@ def write_participant_outputs(output_dir: Path, subject: str, space_entities: di
                    {**sidecar, "Description": "Voxels analysed: intersection of the runs' "
                                               "fMRIPrep brain masks"})
     out.write_tsv(naming.subject_design(output_dir, subject, label), fit.design)
+
+
+NUISANCE_MAPS = {
+    "effect": "Effect of the stimulus nuisance regressor in the model without atoms "
+              "(confounds + nuisance regressors + run intercepts): percent signal change per "
+              "standard deviation of the regressor, averaged over the runs that have it",
+    "t": "t statistic of that effect (OLS fixed-effects contrast over runs)",
+}
+
+
+def write_nuisance_outputs(output_dir: Path, subject: str, space_entities: dict, maps,
+                           mask_img, mask, sidecar: dict) -> None:
+    """Effect and t map of each stimulus nuisance regressor of a subject
+    (:class:`~bids_app.encoding.NuisanceMaps`), with sidecars."""
+    for name in maps.effect:
+        for stat, values in (("effect", maps.effect[name]), ("t", maps.t[name])):
+            write_map(naming.subject_nuisance_map(output_dir, subject, space_entities, name,
+                                                  stat),
+                      values, mask, mask_img.affine,
+                      {**sidecar, "Description": NUISANCE_MAPS[stat], "Statistic": stat,
+                       "Regressor": name, "Runs": maps.runs[name],
+                       "DegreesOfFreedom": maps.dof})
 
 
 def write_group_outputs(output_dir: Path, space_entities: dict, label: str, maps: dict,

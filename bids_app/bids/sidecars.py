@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from bids_app.responses import FRAME_RULES, NUISANCE_TEXT, nuisance_hrf
+
 WORD_POOLING_TEXT = {"mean": "mean over the word's sub-word tokens",
                      "last": "the word's last sub-word token"}
 AN_DEFINITION = "inputs of the second linear layer of each feed-forward block"
@@ -18,10 +22,44 @@ def model_sidecar(config, spec) -> dict:
         "ArtificialNeurons": AN_DEFINITION,
         "WordPooling": WORD_POOLING_TEXT[config.word_pooling],
         "ContextTokens": config.context_tokens,
-        "HRF": config.hrf_model, "NumberOfAtoms": config.n_atoms,
+        "HRF": config.hrf_model,
+        "Frames": config.frames, "FramesRule": FRAME_RULES.get(config.frames),
+        "NumberOfAtoms": config.n_atoms,
         "SparsityLambda": config.sparsity_lambda if config.target_sparsity is None
         else "chosen for TargetSparsity (value in atoms/*_atoms.json, DictionaryLearning)",
         "TargetSparsity": config.target_sparsity, "Seed": config.seed,
+        "AtomStability": config.atom_stability,
         "ConfoundStrategy": config.confound_strategy, "GLM": config.glm,
+        **nuisance_settings(config),
         "SoftwareVersion": f"llmfbn {config.version}",
     }
+
+
+def nuisance_settings(config) -> dict:
+    """The stimulus nuisance regressors asked for (``--nuisance``), in words."""
+    kinds = list(config.nuisance or [])
+    return {"Nuisance": kinds, "NuisanceRegressors": {n: NUISANCE_TEXT[n] for n in kinds},
+            "NuisanceHRF": nuisance_hrf(config.hrf_model) if kinds else None}
+
+
+def nuisance_sidecar(config) -> dict:
+    """Settings of the nuisance regressors' maps (they do not depend on the language
+    model): frames, confounds, nuisance regressors and their HRF."""
+    return {"Frames": config.frames, "FramesRule": FRAME_RULES.get(config.frames),
+            "ConfoundStrategy": config.confound_strategy, **nuisance_settings(config),
+            "SoftwareVersion": f"llmfbn {config.version}"}
+
+
+def volumes_used(design) -> dict:
+    """``VolumesUsed`` (all runs) and, per run, the count and the contiguous ranges
+    (first, last; 0-based volume indices) of the volumes in the GLM."""
+    per_run = {}
+    for run, volumes in design.index.to_frame()["volume"].groupby(level="run", sort=False):
+        volumes = volumes.to_numpy()
+        breaks = np.flatnonzero(np.diff(volumes) != 1)
+        starts = np.concatenate([[0], breaks + 1])
+        ends = np.concatenate([breaks, [volumes.size - 1]])
+        per_run[run] = {"Count": int(volumes.size),
+                        "Ranges": [[int(volumes[a]), int(volumes[b])]
+                                   for a, b in zip(starts, ends)]}
+    return {"VolumesUsed": int(len(design)), "VolumesUsedPerRun": per_run}

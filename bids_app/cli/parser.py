@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bids_app import __version__
 from bids_app import config as cfg
+from bids_app.bids.naming import NUISANCE_REGRESSORS
 
 
 def _label(value: str) -> str:
@@ -112,6 +113,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                      help="'spm'/'glover': nilearn's haemodynamic response models; 'huth': "
                      "Lanczos downsampling to the TR grid and FIR delays of 1-4 TRs (Huth et "
                      "al. 2016), one response row per (AN, delay)")
+    mod.add_argument("--frames", choices=["story", "all"], default=cfg.DEFAULT_FRAMES,
+                     help="frames that enter dictionary learning and the GLM: 'story', those "
+                     "that carry a story (first word to last word + 16 s, any story of the "
+                     "run); 'all', every frame (ours)")
     mod.add_argument("--n-atoms", type=_positive_int, default=cfg.DEFAULT_N_ATOMS, metavar="K",
                      help="number of representative temporal patterns (atoms)")
     mod.add_argument("--sparsity-lambda", type=_positive_float,
@@ -121,6 +126,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     mod.add_argument("--target-sparsity", type=_positive_float, metavar="N",
                      help="pick LAMBDA so that ANs use about N atoms on average (overrides "
                      "--sparsity-lambda)")
+    mod.add_argument("--atom-stability", action=argparse.BooleanOptionalAction, default=True,
+                     help="three extra dictionary fits (another seed, two split halves of "
+                     "the ANs) that measure how reproducible the atoms are; their cost is "
+                     "logged and recorded in the atoms sidecar")
 
 
 def _level_options(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +143,14 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
                      metavar="N", help="phase-randomised surrogate atoms fitted like the atoms, "
                      "the null of the group-level coupling test; 0: no null (a voxel-count "
                      "hypergeometric test, too liberal for smooth maps) (ours)")
+    enc.add_argument("--nuisance", nargs="+", choices=[*NUISANCE_REGRESSORS, "none"],
+                     default=list(cfg.DEFAULT_NUISANCE), metavar="{wordrate,envelope,none}",
+                     help="low-level stimulus regressors in the GLM beside the confounds: "
+                     "'wordrate' (HRF-convolved word onsets), 'envelope' (HRF-convolved "
+                     "amplitude envelope of the story's WAV audio: events.tsv stim_file or "
+                     "the --stimuli audio column); 'none' for neither. By default the "
+                     "envelope is used where the audio is found; named explicitly, missing "
+                     "audio is an error (ours)")
 
     grp = parser.add_argument_group("Group level")
     grp.add_argument("--fbn-atlas", default=cfg.DEFAULT_FBN_ATLAS,
@@ -222,5 +239,8 @@ def parse_args(argv=None) -> cfg.Config:
     for name in ("participant_label", "task"):
         values[name] = sorted(set(values[name])) if values[name] else None
     values["model"] = list(dict.fromkeys(values["model"]))
+    if "none" in values["nuisance"] and len(values["nuisance"]) > 1:
+        parser.error("--nuisance none cannot be combined with other regressors")
+    values["nuisance"] = [n for n in NUISANCE_REGRESSORS if n in values["nuisance"]]
     values["explicit_options"] = _explicit_options(parser, argv)
     return cfg.Config.from_dict(values)

@@ -2,17 +2,20 @@
 
 Stage 3 of the pipeline (see ``design.md``): for one participant, the preprocessed BOLD of
 each run is regressed, voxel by voxel, on the K atom time courses of that run, with the
-run's nuisance confounds and a per-run intercept in the same ordinary-least-squares model.
+run's nuisance confounds, its low-level stimulus regressors (word rate, audio envelope) and a
+per-run intercept in the same ordinary-least-squares model.
 
 The steps follow what nilearn's ``FirstLevelModel(noise_model="ols")`` does for
 concatenated runs:
 
-1. per run, keep the volumes that are not non-steady-state (``sample_mask``),
+1. per run, keep the volumes that are not non-steady-state and carry the stimulus
+   (``sample_mask``, :func:`used_volumes`),
 2. per run, scale each voxel to percent signal change around its mean over the kept volumes,
-3. stack the runs; design = atoms (shared columns) + confounds and intercept of each run
-   (block-diagonal, zero in the other runs' rows),
+3. stack the runs; design = atoms (shared columns) + confounds, nuisance regressors and
+   intercept of each run (block-diagonal, zero in the other runs' rows),
 4. OLS with a pseudo-inverse, in float64, over blocks of voxels so memory stays bounded,
-5. the reduced model (confounds and intercepts only) gives the partial R² of the atoms.
+5. the reduced model (no atoms) gives the partial R² of the atoms and the nuisance
+   regressors' maps.
 
 Modules, one idea each:
 
@@ -21,6 +24,7 @@ Modules, one idea each:
 - :mod:`.ols`: least squares of many voxels on one design, in blocks of voxels
   (patch :data:`bids_app.encoding.ols.VOXEL_BLOCK` to change the block size);
 - :mod:`.design`: a run's data, their checks and the stacked design matrix;
+- :mod:`.nuisance`: the maps of the stimulus nuisance regressors (a contrast over runs);
 - :mod:`.participant`: the participant model and its cross-validated correlation.
 """
 
@@ -29,7 +33,8 @@ from bids_app.encoding.confounds import (
     confound_strategy_text,
     load_run_confounds,
 )
-from bids_app.encoding.design import RunData, design_matrix
+from bids_app.encoding.design import RunData, design_matrix, used_volumes
+from bids_app.encoding.nuisance import NuisanceMaps
 from bids_app.encoding.ols import VOXEL_BLOCK, OLSResult, fit_ols, percent_signal_change
 from bids_app.encoding.participant import (
     GLM_MODES,
@@ -42,6 +47,7 @@ from bids_app.encoding.participant import (
 __all__ = [
     "CONFOUND_STRATEGY",
     "GLM_MODES",
+    "NuisanceMaps",
     "MIN_EXTRA_VOLUMES",
     "OLSResult",
     "ParticipantFit",
@@ -54,4 +60,5 @@ __all__ = [
     "fit_participant",
     "load_run_confounds",
     "percent_signal_change",
+    "used_volumes",
 ]

@@ -1,8 +1,9 @@
 """The runs of a participant and the design matrix of the encoding model.
 
-Per run, the kept volumes (``sample_mask``) of atoms and confounds are taken; the runs are
-stacked: the atoms are columns shared by all runs, the confounds and the intercept of each
-run are columns of their own, zero on the other runs' rows (block-diagonal).
+Per run, the kept volumes (``sample_mask``) of atoms, confounds and stimulus nuisance
+regressors are taken; the runs are stacked: the atoms are columns shared by all runs, the
+confounds, nuisance regressors and the intercept of each run are columns of their own, zero
+on the other runs' rows (block-diagonal).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pandas as pd
 from bids_app.bids.naming import atom_names
 from bids_app.errors import LlmfbnError
 
-__all__ = ["RunData", "check_atoms_estimable", "check_runs", "design_matrix"]
+__all__ = ["RunData", "check_atoms_estimable", "check_runs", "design_matrix",
+           "used_volumes"]
 
 # An atom whose part not explained by the confounds (and the other atoms) is smaller than
 # this fraction of its norm cannot be estimated.
@@ -41,6 +43,10 @@ class RunData:
         Atom regressors of this run sampled on its frame grid (all volumes).
     name : str
         Run label used to prefix its confound columns, e.g. ``"task-pieman_run-1"``.
+    nuisance : pandas.DataFrame of shape (n_volumes or n_kept, n_nuisance), optional
+        Stimulus nuisance regressors of the run (e.g. ``wordrate``, ``envelope``), all or
+        kept volumes like ``confounds``. They enter the design after the confounds,
+        standardised over the kept volumes (mean 0, sd 1).
     """
 
     bold: np.ndarray
@@ -48,6 +54,27 @@ class RunData:
     sample_mask: np.ndarray
     atoms: np.ndarray
     name: str
+    nuisance: pd.DataFrame | None = None
+
+
+def used_volumes(sample_mask, used_frames) -> np.ndarray:
+    """The volumes of a run the GLM uses: steady-state (``sample_mask``) and used frames.
+
+    Parameters
+    ----------
+    sample_mask : array-like of shape (n_kept,), int
+        Volumes left after non-steady-state removal (``load_run_confounds``).
+    used_frames : array-like of shape (n_frames,), bool
+        Frames of the run's acquisition that carry the stimulus (``frames.tsv`` ``used``);
+        frames beyond its length (a longer run of another subject) are not used.
+
+    Returns
+    -------
+    ndarray of shape (n_used,), int
+        Increasing volume indices in both.
+    """
+    used = np.flatnonzero(np.asarray(used_frames, dtype=bool))
+    return np.intersect1d(np.asarray(sample_mask, dtype=int), used)
 
 
 def _check_runs_agree(runs: Sequence[RunData]) -> None:
@@ -90,24 +117,37 @@ def _check_run(run: RunData) -> pd.DataFrame:
                           expected=f"increasing volume indices in [0, {n_volumes})",
                           found=f"{mask.size} entries, dtype {mask.dtype}",
                           todo="use the sample_mask returned by load_run_confounds")
-    confounds = pd.DataFrame(run.confounds)
-    if len(confounds) == mask.size:
+    confounds = _kept_rows(run.confounds, mask, n_volumes, "Confounds", run.name)
+    if run.nuisance is not None:
+        nuisance = _kept_rows(run.nuisance, mask, n_volumes, "Nuisance regressors", run.name)
+        values = nuisance.to_numpy(dtype=np.float64)
+        std = values.std(axis=0)
+        values = (values - values.mean(axis=0)) / np.where(std > 0, std, 1.0)
+        confounds = pd.concat([confounds.reset_index(drop=True),
+                               pd.DataFrame(values, columns=nuisance.columns)], axis=1)
+    return confounds
+
+
+def _kept_rows(frame, mask: np.ndarray, n_volumes: int, what: str, name: str) -> pd.DataFrame:
+    """The kept rows of a run's table given with all or with kept rows; finite values."""
+    frame = pd.DataFrame(frame)
+    if len(frame) == mask.size:
         pass
-    elif len(confounds) == n_volumes:
-        confounds = confounds.iloc[mask]
+    elif len(frame) == n_volumes:
+        frame = frame.iloc[mask]
     else:
-        raise LlmfbnError(f"Confounds of {run.name} do not match its volumes",
+        raise LlmfbnError(f"{what} of {name} do not match its volumes",
                           expected=f"{mask.size} (kept) or {n_volumes} (all) rows",
-                          found=f"{len(confounds)} rows",
+                          found=f"{len(frame)} rows",
                           todo="load confounds and BOLD from the same run")
-    values = confounds.to_numpy(dtype=np.float64)
+    values = frame.to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(values)):
-        bad = confounds.columns[~np.all(np.isfinite(values), axis=0)].tolist()
-        raise LlmfbnError(f"Confounds of {run.name} contain NaN or inf",
+        bad = frame.columns[~np.all(np.isfinite(values), axis=0)].tolist()
+        raise LlmfbnError(f"{what} of {name} contain NaN or inf",
                           expected="finite values on the kept volumes",
                           found=f"non-finite values in {bad}",
                           todo="drop the affected volumes or columns")
-    return confounds
+    return frame
 
 
 def check_runs(runs: Sequence[RunData]) -> list[pd.DataFrame]:
@@ -118,7 +158,8 @@ def check_runs(runs: Sequence[RunData]) -> list[pd.DataFrame]:
     Returns
     -------
     list of pandas.DataFrame
-        Per run, its confounds on its kept volumes, shape (n_kept, n_confounds).
+        Per run, its confounds on its kept volumes, then its standardised nuisance
+        regressors, shape (n_kept, n_confounds + n_nuisance).
 
     Raises
     ------
@@ -143,8 +184,9 @@ def design_matrix(runs: Sequence[RunData]) -> pd.DataFrame:
     pandas.DataFrame of shape (n_volumes_used, n_atoms + sum(n_confounds + 1))
         Rows: the kept volumes of every run in run order, indexed by (run, volume).
         Columns: ``atom01`` … ``atomKK`` (shared by all runs), then for each run its
-        confounds named ``<run>_<confound>`` and its intercept ``<run>_constant``; a run's
-        confound and intercept columns are zero on the other runs' rows.
+        confounds named ``<run>_<confound>``, its nuisance regressors ``<run>_<name>``
+        (standardised) and its intercept ``<run>_constant``; a run's confound, nuisance and
+        intercept columns are zero on the other runs' rows.
     """
     kept_confounds = check_runs(runs)
     n_atoms = np.shape(runs[0].atoms)[1]

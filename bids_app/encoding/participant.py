@@ -6,7 +6,8 @@ concatenated runs: per run, the kept volumes of BOLD are scaled to percent signa
 around their mean; the runs are stacked with the design of
 :func:`~bids_app.encoding.design.design_matrix`; OLS with a pseudo-inverse, in float64,
 over blocks of voxels (:func:`~bids_app.encoding.ols.voxel_blocks`); the reduced model
-(confounds and intercepts only) gives the partial R² of the atoms.
+(confounds, nuisance regressors and intercepts only) gives the partial R² of the atoms and
+the maps of the nuisance regressors (:mod:`~bids_app.encoding.nuisance`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bids_app.encoding.design import RunData, check_atoms_estimable, check_runs, design_matrix
+from bids_app.encoding.nuisance import NuisanceContrasts, NuisanceMaps
 from bids_app.encoding.ols import OLSSolver, percent_signal_change, voxel_blocks
 from bids_app.errors import LlmfbnError
 
@@ -53,6 +55,9 @@ class ParticipantFit:
     null_effect : numpy.ndarray of shape (n_surrogates, n_voxels), float32, optional
         Effects of the coupling null's surrogate atoms, fitted like the atoms (set by the
         workflow).
+    nuisance : NuisanceMaps or None
+        Effect and t maps of each stimulus nuisance regressor in the model without atoms
+        (None when no run has one).
     """
 
     effect: np.ndarray
@@ -61,6 +66,7 @@ class ParticipantFit:
     dof: int
     design: pd.DataFrame
     n_volumes_used: int
+    nuisance: NuisanceMaps | None = None
     null_effect: np.ndarray | None = None
 
 
@@ -129,11 +135,15 @@ def _block_targets(runs: Sequence[RunData], masks, block: slice):
 
 
 def _fit_block(Y, varies, full: OLSSolver, reduced: OLSSolver,
-               separate: _SeparateAtoms | None, n_atoms: int):
-    """Effect (n_atoms, n_block), t (n_atoms, n_block) and partial R² (n_block,), float64,
-    of one block of targets; 0 where the voxel does not vary."""
+               separate: _SeparateAtoms | None, n_atoms: int, contrasts: NuisanceContrasts):
+    """Effect (n_atoms, n_block), t (n_atoms, n_block), partial R² (n_block,), and the
+    nuisance effect and t (n_nuisance, n_block), float64, of one block of targets; 0 where
+    the voxel does not vary."""
     betas, rss = full.solve(Y)
-    _, rss_reduced = reduced.solve(Y)
+    betas_reduced, rss_reduced = reduced.solve(Y)
+    nuisance_effect, nuisance_t = contrasts.apply(betas_reduced, rss_reduced, reduced.dof)
+    nuisance_effect[:, ~varies] = 0.0
+    nuisance_t[:, ~varies] = 0.0
     if separate is not None:
         # Y's residual on the confounds is not needed: atoms_resid is orthogonal to them
         betas = (separate.resid.T @ Y) / separate.ss[:, None]    # (n_atoms, n_voxels)
@@ -147,7 +157,7 @@ def _fit_block(Y, varies, full: OLSSolver, reduced: OLSSolver,
     r2_block[ok] = 1.0 - rss[ok] / rss_reduced[ok]
     betas[:, ~varies] = 0.0
     tb[:, ~varies] = 0.0
-    return betas[:n_atoms], tb, r2_block
+    return betas[:n_atoms], tb, r2_block, nuisance_effect, nuisance_t
 
 
 def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> ParticipantFit:
@@ -156,8 +166,10 @@ def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> Participa
     Per run, the kept volumes (``sample_mask``) of BOLD and atoms are taken and BOLD is
     scaled to percent signal change; the runs are stacked with the design of
     :func:`~bids_app.encoding.design.design_matrix` and fitted by OLS (float64, blocks of
-    :data:`~bids_app.encoding.ols.VOXEL_BLOCK` voxels). The reduced model (confounds and
-    intercepts only) gives the partial R² of all atoms together (the joint model's).
+    :data:`~bids_app.encoding.ols.VOXEL_BLOCK` voxels). The reduced model (confounds,
+    nuisance and intercepts) gives the partial R² of all atoms together (the joint
+    model's). Stimulus nuisance regressors (``RunData.nuisance``) are columns of each run
+    like its confounds, in every model; their own maps come from the model without atoms.
 
     Parameters
     ----------
@@ -195,19 +207,24 @@ def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> Participa
 
     full = OLSSolver(design.to_numpy())
     reduced = OLSSolver(design.to_numpy()[:, n_atoms:])
+    contrasts = NuisanceContrasts(design.columns[n_atoms:], reduced.pinv, runs)
     separate = _separate_atoms(design, n_atoms, reduced) if glm == "separate" else None
     masks = [np.asarray(run.sample_mask) for run in runs]
 
     effect = np.zeros((n_atoms, n_voxels), dtype=np.float32)
     t = np.zeros((n_atoms, n_voxels), dtype=np.float32)
     r2 = np.zeros(n_voxels, dtype=np.float32)
+    nuisance = np.zeros((2, len(contrasts.names), n_voxels))      # effect, t
     for block in voxel_blocks(n_voxels):
         Y, varies = _block_targets(runs, masks, block)
-        effect[:, block], t[:, block], r2[block] = _fit_block(Y, varies, full, reduced,
-                                                              separate, n_atoms)
+        (effect[:, block], t[:, block], r2[block], nuisance[0][:, block],
+         nuisance[1][:, block]) = _fit_block(Y, varies, full, reduced, separate, n_atoms,
+                                             contrasts)
     dof = separate.dof if separate is not None else full.dof
     return ParticipantFit(effect=effect, t=t, r2=r2, dof=dof, design=design,
-                          n_volumes_used=design.shape[0])
+                          n_volumes_used=design.shape[0],
+                          nuisance=contrasts.maps(nuisance[0], nuisance[1], reduced.dof)
+                          if contrasts.names else None)
 
 
 def cross_validated_r(runs: Sequence[RunData]) -> np.ndarray:

@@ -18,12 +18,22 @@ Modules, one idea each:
 - :mod:`.operators`: the linear map from activations to responses, its application to many
   neurons, the column labels, and the z-scoring over time;
 - :mod:`.stage`: the pipeline's responses stage: every AN of a model on every acquisition's
-  TR grid, written to an on-disk array within a memory budget.
+  TR grid (the frames that carry a story by default), written to an on-disk array within a
+  memory budget;
+- :mod:`.nuisance`: the low-level stimulus regressors of the GLM (word rate, audio
+  envelope) on a run's frames.
 """
 
-from bids_app.responses.frames import STORY_TAIL_S, frame_times_s, story_frames
+from bids_app.responses.frames import FRAME_RULES, STORY_TAIL_S, frame_times_s, story_frames
 from bids_app.responses.hrf import HRF_MODELS, hrf_design
 from bids_app.responses.huth import DEFAULT_FIR_DELAYS, delay_frames, lanczos_design, lanczos_kernel
+from bids_app.responses.nuisance import (
+    NUISANCE_TEXT,
+    acquisition_nuisance,
+    envelope_regressor,
+    nuisance_hrf,
+    word_rate_regressor,
+)
 from bids_app.responses.operators import (
     RESPONSE_MODELS,
     n_response_columns,
@@ -32,11 +42,12 @@ from bids_app.responses.operators import (
     temporal_responses,
     zscore_time,
 )
-from bids_app.responses.stage import frames_table, layer_chunks, write_responses
+from bids_app.responses.stage import frames_table, layer_chunks, used_frames, write_responses
 
-__all__ = ["STORY_TAIL_S", "story_frames", "DEFAULT_FIR_DELAYS", "HRF_MODELS",
-           "RESPONSE_MODELS", "delay_frames",
-           "frame_times_s", "hrf_design", "lanczos_design", "lanczos_kernel",
-           "n_response_columns", "response_column_labels", "response_operator",
-           "temporal_responses", "zscore_time", "frames_table", "layer_chunks",
-           "write_responses"]
+__all__ = ["DEFAULT_FIR_DELAYS", "FRAME_RULES", "HRF_MODELS", "NUISANCE_TEXT",
+           "RESPONSE_MODELS", "STORY_TAIL_S", "acquisition_nuisance", "delay_frames",
+           "envelope_regressor", "frame_times_s", "frames_table", "hrf_design",
+           "lanczos_design", "lanczos_kernel", "layer_chunks", "n_response_columns",
+           "nuisance_hrf", "response_column_labels", "response_operator", "story_frames",
+           "temporal_responses", "used_frames", "word_rate_regressor", "write_responses",
+           "zscore_time"]

@@ -10,8 +10,8 @@ import numpy as np
 
 from bids_app.errors import LlmfbnError
 
-__all__ = ["STORY_TAIL_S", "check_drop_outside", "check_frame_times", "check_onsets",
-           "frame_times_s", "kept_onsets", "story_frames"]
+__all__ = ["DROP_OUTSIDE_S", "FRAME_RULES", "STORY_TAIL_S", "check_drop_outside",
+           "check_frame_times", "check_onsets", "frame_times_s", "kept_onsets", "story_frames"]
 
 
 def frame_times_s(n_frames: int, t_r: float, start_time_s: float = 0.0) -> np.ndarray:
@@ -111,9 +111,23 @@ def kept_onsets(onsets, frame_times, drop_outside_s) -> np.ndarray:
     return (onsets >= frame_times[0] - drop_outside_s) & (onsets <= frame_times[-1])
 
 
+#: Words (and audio) further than this before a run's first frame (s) do not reach its TRs
+#: (a story split over runs).
+DROP_OUTSIDE_S = 32.0
+
 #: Seconds after a story's last word onset whose frames still carry its response: the
 #: canonical HRF peaks at ~5 s and has returned to baseline (< 1 % of its peak) by ~16 s.
 STORY_TAIL_S = 16.0
+
+#: The frames that enter dictionary learning and the participant GLM (``--frames``), in
+#: words (the sidecars' ``FramesRule``).
+FRAME_RULES = {
+    "story": f"frames that carry a story: from a story's first word onset to its last word "
+             f"onset + {STORY_TAIL_S:g} s (haemodynamic tail), for any story heard in the run; "
+             "non-steady-state volumes are removed per subject in the GLM",
+    "all": "every frame of every run (non-steady-state volumes removed per subject in the "
+           "GLM)",
+}
 
 
 def story_frames(word_onsets_s: list[np.ndarray], frame_times: np.ndarray,

@@ -2,10 +2,14 @@
 
 :func:`write_responses` fills a folder with
 
-- ``x.npy`` (n_rows, n_trs_total) float32: one row per AN (per AN and FIR delay for
-  ``huth``), its response z-scored within each acquisition, acquisitions concatenated in
-  sorted order, then scaled to unit L2 norm (silent ANs: zero rows);
-- ``frames.tsv`` (acquisition, task, run, frame, time_s) describing the columns;
+- ``frames.tsv`` (acquisition, task, run, frame, time_s, used): every frame of every
+  acquisition, acquisitions in sorted order; ``used`` (0/1) marks the frames that enter
+  dictionary learning and the GLM (``frames="story"``: the frames that carry a story, see
+  :func:`~bids_app.responses.frames.story_frames`; ``frames="all"``: every frame);
+- ``x.npy`` (n_rows, n_used_frames) float32: one row per AN (per AN and FIR delay for
+  ``huth``), its response at the used frames, in the order of the used rows of
+  ``frames.tsv``: z-scored within each acquisition over its used frames, then scaled to unit
+  L2 norm (silent ANs: zero rows);
 - ``neurons.tsv`` (layer, unit[, delay_trs]) describing the rows.
 
 Each story's words are run through the model once per group of layers, and the linear map
@@ -24,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bids_app.errors import LlmfbnError
+from bids_app.responses.frames import DROP_OUTSIDE_S, FRAME_RULES, story_frames
 from bids_app.responses.operators import (
     n_response_columns,
     response_column_labels,
@@ -32,9 +38,6 @@ from bids_app.responses.operators import (
 )
 
 LOGGER = logging.getLogger("llmfbn")
-
-#: Words further than this outside a run's frames (s) do not reach its TRs.
-DROP_OUTSIDE_S = 32.0
 
 
 def layer_chunks(layer_sizes: list[int], bytes_per_unit: int,
@@ -53,12 +56,39 @@ def layer_chunks(layer_sizes: list[int], bytes_per_unit: int,
     return chunks + [current]
 
 
-def frames_table(plan: dict) -> pd.DataFrame:
-    """One row per column of ``x.npy``: acquisition, task, run, frame, time_s."""
+def frames_table(plan: dict, used: dict | None = None) -> pd.DataFrame:
+    """One row per frame of every acquisition (sorted): acquisition, task, run, frame,
+    time_s, used (0/1; every frame when ``used`` is None, else ``used[key]`` (n_frames,)
+    bool). The used rows, in order, are the columns of ``x.npy``."""
     return pd.concat([pd.DataFrame({
         "acquisition": key, "task": a.task, "run": a.run if a.run is not None else "n/a",
-        "frame": np.arange(a.n_frames), "time_s": a.frame_times_s()})
+        "frame": np.arange(a.n_frames), "time_s": a.frame_times_s(),
+        "used": (np.ones(a.n_frames, bool) if used is None else used[key]).astype(int)})
         for key, a in sorted(plan.items())], ignore_index=True)
+
+
+def used_frames(plan: dict, words: dict, frames: str) -> dict[str, np.ndarray]:
+    """{acquisition: (n_frames,) bool} the frames the ``frames`` rule keeps.
+
+    ``plan`` maps acquisition keys to acquisitions (``frame_times_s()``, ``stories``);
+    ``words`` maps each story's timing file to its :class:`~bids_app.stimulus.WordTimings`;
+    ``frames`` is a key of :data:`~bids_app.responses.frames.FRAME_RULES`. Raises
+    :class:`LlmfbnError` when fewer than two frames of an acquisition are used.
+    """
+    if frames not in FRAME_RULES:
+        raise LlmfbnError("unknown frames rule", expected=" or ".join(FRAME_RULES),
+                          found=repr(frames))
+    used = {}
+    for key, acq in sorted(plan.items()):
+        used[key] = np.ones(acq.n_frames, bool) if frames == "all" else story_frames(
+            [p.onset_s + words[p.timings].onsets_s for p in acq.stories], acq.frame_times_s())
+        if used[key].sum() < 2:
+            raise LlmfbnError(
+                f"fewer than two frames of {key} carry a story",
+                expected="a story heard for at least two frames of the run",
+                found=f"{int(used[key].sum())} of {acq.n_frames} frames",
+                todo="check the story onsets, or use --frames all")
+    return used
 
 
 def _story_name(path: Path) -> str:
@@ -121,13 +151,14 @@ def _chunk_responses(lm, stories: _Stories, layers: list[int], n_units: int, n_c
     return resp
 
 
-def _write_rows(x: np.ndarray, rows: slice, resp: dict, plan: dict) -> None:
-    """z-score each acquisition's responses, write them as rows of ``x``, then scale each
-    row to unit L2 norm (zero rows stay zero)."""
+def _write_rows(x: np.ndarray, rows: slice, resp: dict, used: dict) -> None:
+    """z-score each acquisition's responses over its used frames, write them as rows of
+    ``x``, then scale each row to unit L2 norm (zero rows stay zero)."""
     column = 0
-    for key, acq in sorted(plan.items()):
-        x[rows, column:column + acq.n_frames] = zscore_time(resp[key]).T
-        column += acq.n_frames
+    for key in sorted(used):
+        n_used = int(used[key].sum())
+        x[rows, column:column + n_used] = zscore_time(resp[key][used[key]]).T
+        column += n_used
     block = np.asarray(x[rows], dtype=np.float64)
     norms = np.linalg.norm(block, axis=1, keepdims=True)
     x[rows] = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
@@ -147,20 +178,23 @@ def _neuron_rows(lm, hrf_model: str) -> pd.DataFrame:
 
 def write_responses(folder: Path, lm, plan: dict, read_words, *, hrf_model: str,
                     context_tokens: int, word_pooling: str, mem_gb: float,
-                    label: str) -> None:
+                    label: str, frames: str = "story") -> None:
     """Write ``x.npy``, ``frames.tsv`` and ``neurons.tsv`` of model ``lm`` into ``folder``.
 
     ``plan`` maps acquisition keys to acquisitions (``task``, ``run``, ``n_frames``,
     ``frame_times_s()``, ``stories`` placed at ``onset_s``); ``read_words`` reads a story's
-    word timings.
+    word timings; ``frames`` ("story" or "all", :data:`FRAME_RULES`) says which frames are
+    used.
     """
     started = time.monotonic()
     stories = _Stories(plan, read_words, hrf_model)
-    frames = frames_table(plan)
-    n_trs = len(frames)
+    used = used_frames(plan, stories.words, frames)
+    table = frames_table(plan, used)
+    n_trs = len(table)                              # every frame: the projections' length
+    n_used = int(table["used"].sum())
     n_cols = n_response_columns(1, hrf_model)      # response rows per AN
     x = np.lib.format.open_memmap(folder / "x.npy", mode="w+", dtype=np.float32,
-                                  shape=(lm.n_neurons * n_cols, n_trs))
+                                  shape=(lm.n_neurons * n_cols, n_used))
     offsets = np.concatenate([[0], np.cumsum(lm.layer_sizes)]) * n_cols
     # per AN: float64 responses of all acquisitions + one story's projection (float64
     # on the device, float32 back)
@@ -172,11 +206,11 @@ def write_responses(folder: Path, lm, plan: dict, read_words, *, hrf_model: str,
         n_units = (rows.stop - rows.start) // n_cols
         resp = _chunk_responses(lm, stories, layers, n_units, n_cols, len(chunks) == 1,
                                 settings, f"{label} (chunk {index}/{len(chunks)})")
-        _write_rows(x, rows, resp, plan)
+        _write_rows(x, rows, resp, used)
         del resp
     x.flush()
     del x
-    frames.to_csv(folder / "frames.tsv", sep="\t", index=False)
+    table.to_csv(folder / "frames.tsv", sep="\t", index=False)
     _neuron_rows(lm, hrf_model).to_csv(folder / "neurons.tsv", sep="\t", index=False)
-    LOGGER.info("Temporal responses of %d ANs x %d TRs done in %.1f s", lm.n_neurons,
-                n_trs, time.monotonic() - started)
+    LOGGER.info("Temporal responses of %d ANs on %d of %d frames (--frames %s) done in "
+                "%.1f s", lm.n_neurons, n_used, n_trs, frames, time.monotonic() - started)

@@ -26,12 +26,14 @@ clamping). The ``aligned`` mask says which times were measured and which were fi
 
 Modules: :mod:`.timings` (:class:`WordTimings` and the checks all readers share),
 :mod:`.gentle`, :mod:`.textgrid`, :mod:`.tables` (word tables and events files),
-:mod:`.formats` (format detection) and :mod:`.placement` (story onset, run check).
+:mod:`.formats` (format detection), :mod:`.placement` (story onset and audio file, run
+check) and :mod:`.audio` (a story's WAV file and its amplitude envelope).
 """
 
+from bids_app.stimulus.audio import audio_envelope, read_wav, rms_envelope, usable_audio
 from bids_app.stimulus.formats import read_word_timings
 from bids_app.stimulus.gentle import read_gentle_csv, read_gentle_json
-from bids_app.stimulus.placement import check_within_run, story_onset_s
+from bids_app.stimulus.placement import check_within_run, story_onset_s, story_stim_file
 from bids_app.stimulus.tables import read_events_words, read_word_table
 from bids_app.stimulus.textgrid import read_textgrid
 from bids_app.stimulus.timings import WordTimings
@@ -45,5 +47,10 @@ __all__ = [
     "read_word_table",
     "read_events_words",
     "story_onset_s",
+    "story_stim_file",
     "check_within_run",
+    "audio_envelope",
+    "read_wav",
+    "rms_envelope",
+    "usable_audio",
 ]

@@ -1,7 +1,8 @@
 """A story's place in a BOLD run: its onset, and the rule that its words fall in the run.
 
 :func:`story_onset_s` reads the story's onset on the run's clock from the run's
-``*_events.tsv``; :func:`check_within_run` is the one rule for whether a story placed at an
+``*_events.tsv`` (and :func:`story_stim_file` the same row's ``stim_file``, the story's
+audio); :func:`check_within_run` is the one rule for whether a story placed at an
 onset fits its run, for a story played whole in the run and for one split over several
 runs.
 """
@@ -124,6 +125,31 @@ def story_onset_s(events_tsv, task: str) -> float:
             expected="onset in seconds", found=repr(text), todo=todo,
         )
     return float(text)
+
+
+def story_stim_file(events_tsv, task: str) -> str | None:
+    """The ``stim_file`` of the story's row of a run's ``*_events.tsv`` (the row
+    :func:`story_onset_s` reads), or None when the file names none.
+
+    Parameters are those of :func:`story_onset_s`.
+
+    Returns
+    -------
+    stim_file : str or None
+        As written in the file: BIDS makes it relative to the dataset's ``stimuli/``
+        folder. None when there is no ``stim_file`` column, it is empty or ``n/a``, or no
+        story row can be chosen.
+    """
+    path = Path(events_tsv)
+    try:
+        table = _read_events_table(path, "")
+        chosen = _story_row(table, task, path, "")
+    except LlmfbnError:
+        return None
+    if "stim_file" not in table.columns:
+        return None
+    value = table.at[chosen, "stim_file"].strip()
+    return None if value in ("", "n/a") else value
 
 
 def _read_events_table(path: Path, todo: str) -> pd.DataFrame:

@@ -15,13 +15,24 @@ from bids_app.bids import derivatives as out
 from bids_app.bids import naming
 from bids_app.bids.images import intersect_masks, masked_series
 from bids_app.bids.layout import RunFiles
-from bids_app.bids.outputs import write_atom_outputs, write_participant_outputs, write_run_config
-from bids_app.bids.sidecars import model_sidecar
+from bids_app.bids.outputs import (
+    write_atom_outputs,
+    write_nuisance_outputs,
+    write_participant_outputs,
+    write_run_config,
+)
+from bids_app.bids.sidecars import model_sidecar, nuisance_sidecar, volumes_used
 from bids_app.config import Config
-from bids_app.encoding import RunData, cross_validated_r, fit_participant, load_run_confounds
+from bids_app.encoding import (
+    RunData,
+    cross_validated_r,
+    fit_participant,
+    load_run_confounds,
+    used_volumes,
+)
 from bids_app.group.null import phase_randomised
 from bids_app.report import SubjectResult, write_subject_report
-from bids_app.workflow.stimulus import compute_atoms, prepare
+from bids_app.workflow.stimulus import compute_atoms, nuisance_regressors, prepare
 
 LOGGER = logging.getLogger("llmfbn")
 
@@ -33,35 +44,43 @@ def run_participant(config: Config) -> None:
     torch.set_num_threads(config.nprocs)
     dataset, plan, specs, device = prepare(config)
     confounds = {r.bold: load_run_confounds(r.bold) for r in dataset.all_runs}
+    nuisance = nuisance_regressors(config, plan)
     LOGGER.info("Participant level: %d subject(s) [%s], %d task/run clock(s) [%s], model(s) %s",
                 len(dataset.subjects), ", ".join(dataset.subjects), len(plan),
                 ", ".join(plan), ", ".join(s.name for s in specs))
     out.write_dataset_description(config.output_dir, config.bids_dir, config.derivatives,
                                   dataset.raw_description, dataset.fmriprep_description)
     write_run_config(config)
-    for spec in specs:
+    for index, spec in enumerate(specs):
         atoms_dir = compute_atoms(config, spec, plan, device)
         write_atom_outputs(config.output_dir, spec.label, atoms_dir, model_sidecar(config, spec))
-        _participant_maps(config, spec, dataset, atoms_dir, confounds)
+        # the nuisance maps do not depend on the model: written with the first one
+        _participant_maps(config, spec, dataset, atoms_dir, (confounds, nuisance),
+                          write_nuisance=index == 0)
     LOGGER.info("Participant level done: outputs in %s", config.output_dir)
 
 
-def _by_acquisition(courses: np.ndarray, frames: pd.DataFrame) -> dict[str, np.ndarray]:
-    """{acquisition: (n_frames, n_courses)} time courses (n_courses, n_trs_total) on each
-    acquisition's clock."""
-    return {key: courses[:, (frames["acquisition"] == key).to_numpy()].T
-            for key in frames["acquisition"].unique()}
-
-
-def _regressors(config: Config, atoms_dir: Path) -> tuple[dict, dict | None]:
-    """Atoms, and the coupling null's surrogate atoms, per acquisition."""
-    atoms = np.load(atoms_dir / "atoms.npy")              # (n_atoms, n_trs_total)
+def _atoms_by_acquisition(config: Config, atoms_dir: Path) -> dict[str, tuple]:
+    """{acquisition: (atoms (n_frames, n_atoms), used (n_frames,) bool, surrogates
+    (n_frames, n_surrogates) or None)}: atom time courses on each acquisition's clock (0 on
+    unused frames), the frames used, and the coupling null's surrogate atoms (phase-
+    randomised atoms, :func:`bids_app.group.null.phase_randomised`) likewise."""
+    atoms = np.load(atoms_dir / "atoms.npy")              # (n_atoms, n_used_frames)
     frames = pd.read_csv(atoms_dir / "frames.tsv", sep="\t")
-    if not config.null_surrogates:
-        return _by_acquisition(atoms, frames), None
-    surrogates = phase_randomised(atoms, frames["acquisition"].to_numpy(),
-                                  config.null_surrogates, config.seed)
-    return _by_acquisition(atoms, frames), _by_acquisition(surrogates, frames)
+    used = frames["used"].to_numpy(bool)
+    courses = [atoms]
+    if config.null_surrogates:
+        courses.append(phase_randomised(atoms, frames.loc[used, "acquisition"].to_numpy(),
+                                        config.null_surrogates, config.seed))
+    full = []
+    for values in courses:
+        on_clock = np.zeros((len(frames), values.shape[0]), dtype=atoms.dtype)
+        on_clock[used] = values.T
+        full.append(on_clock)
+    null = full[1] if len(full) > 1 else None
+    return {key: (full[0][rows], used[rows], None if null is None else null[rows])
+            for key in frames["acquisition"].unique()
+            for rows in [(frames["acquisition"] == key).to_numpy()]}
 
 
 def subject_mask(runs: list[RunFiles]):
@@ -71,21 +90,26 @@ def subject_mask(runs: list[RunFiles]):
                            "use one --space/res for all runs")
 
 
-def _fit_subject(config: Config, runs: list[RunFiles], regressors: tuple, confounds: dict):
-    atoms_by_acq, null_by_acq = regressors
+def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regressors):
+    """The subject's encoding model on the volumes that are steady-state and used frames,
+    with confounds and stimulus nuisance regressors."""
+    confounds, nuisance = regressors
     mask_img, mask = subject_mask(runs)
     run_data = []
     for run in runs:
-        conf, sample_mask = confounds[run.bold]
-        run_data.append(RunData(bold=masked_series(run.bold, mask, mask_img), confounds=conf,
-                                sample_mask=sample_mask,
-                                atoms=atoms_by_acq[run.acquisition][: run.n_volumes],
-                                name=run.name))
+        conf, steady = confounds[run.bold]
+        atoms, used, _ = atoms_by_acq[run.acquisition]
+        volumes = used_volumes(steady, used[: run.n_volumes])
+        extra = nuisance[run.acquisition].iloc[: run.n_volumes]
+        run_data.append(RunData(bold=masked_series(run.bold, mask, mask_img),
+                                confounds=conf.loc[volumes], sample_mask=volumes,
+                                atoms=atoms[: run.n_volumes], name=run.name,
+                                nuisance=extra if extra.shape[1] else None))
     fit = fit_participant(run_data, glm=config.glm)
     cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
-    if null_by_acq is not None:       # the surrogate atoms, fitted exactly like the atoms
+    if config.null_surrogates:       # the surrogate atoms, fitted exactly like the atoms
         fit.null_effect = fit_participant(
-            [replace(data, atoms=null_by_acq[run.acquisition][: run.n_volumes])
+            [replace(data, atoms=atoms_by_acq[run.acquisition][2][: run.n_volumes])
              for data, run in zip(run_data, runs)], glm=config.glm).effect
     return fit, cv_r, mask_img, mask
 
@@ -96,21 +120,30 @@ def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
         **model_sidecar(config, spec),
         "Sources": [str(r.bold.relative_to(config.derivatives)) for r in runs],
         "Tasks": sorted({r.task for r in runs}),
-        "VolumesUsed": fit.n_volumes_used, "DegreesOfFreedom": int(fit.dof),
+        **volumes_used(fit.design),
+        "DegreesOfFreedom": int(fit.dof),
         "Atoms": naming.atom_names(n_atoms),
         "AtomsFile": f"{naming.ATOMS_DIR}/{naming.model_desc(spec.label)}_atoms.tsv",
     }
 
 
-def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, confounds) -> None:
-    regressors = _regressors(config, atoms_dir)
+def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors,
+                      write_nuisance: bool) -> None:
+    atoms_by_acq = _atoms_by_acquisition(config, atoms_dir)
     for index, subject in enumerate(dataset.subjects, 1):
         started = time.monotonic()
         runs = dataset.runs[subject]
-        fit, cv_r, mask_img, mask = _fit_subject(config, runs, regressors, confounds)
+        fit, cv_r, mask_img, mask = _fit_subject(config, runs, atoms_by_acq, regressors)
         write_participant_outputs(config.output_dir, subject, config.space_entities,
                                   spec.label, fit, cv_r, mask_img, mask,
                                   _subject_sidecar(config, spec, runs, fit))
+        if write_nuisance and fit.nuisance is not None:
+            write_nuisance_outputs(config.output_dir, subject, config.space_entities,
+                                   fit.nuisance, mask_img, mask, {
+                                       **nuisance_sidecar(config),
+                                       **volumes_used(fit.design),
+                                       "Sources": [str(r.bold.relative_to(config.derivatives))
+                                                   for r in runs]})
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject, fit=fit,
                                            cv_r=cv_r, mask_img=mask_img, mask=mask))
         LOGGER.info("[%d/%d] sub-%s (%s): %d runs, %d volumes, %d voxels, median R2 %.3f, "

@@ -1,5 +1,6 @@
 """Stimulus level: everything checked before the first write, then per model the cached
-AN responses and atoms (computed once, shared by parallel participant jobs)."""
+AN responses and atoms (computed once, shared by parallel participant jobs), and the
+stimulus nuisance regressors of each acquisition."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from bids_app.bids.acquisitions import Acquisition, plan_acquisitions
@@ -17,11 +19,11 @@ from bids_app.config import Config
 from bids_app.devices import resolve_device
 from bids_app.errors import LlmfbnError
 from bids_app.features import load_model, resolve_model
-from bids_app.stimulus import read_word_timings
+from bids_app.stimulus import audio_envelope, read_word_timings, usable_audio
 
 LOGGER = logging.getLogger("llmfbn")
 #: Identifies the responses stage's algorithm in cache keys: change it with the algorithm.
-RESPONSES_STAGE_ID = "responses-v2"
+RESPONSES_STAGE_ID = "responses-v3"
 
 
 def prepare(config: Config):
@@ -49,6 +51,7 @@ def _responses_payload(config: Config, spec, plan: dict[str, Acquisition]) -> di
         "context_tokens": config.context_tokens,
         "pooling": config.word_pooling,
         "hrf": config.hrf_model,
+        "frames": config.frames,
         "acquisitions": {
             key: {"t_r_s": a.t_r_s, "start_time_s": a.start_time_s, "n_frames": a.n_frames,
                   "stories": [(digests.setdefault(p.timings, file_digest(p.timings)), p.onset_s)
@@ -70,7 +73,7 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
         write_responses(folder, lm, plan, read_word_timings, hrf_model=config.hrf_model,
                         context_tokens=config.context_tokens,
                         word_pooling=config.word_pooling, mem_gb=config.mem_gb,
-                        label=spec.label)
+                        label=spec.label, frames=config.frames)
 
     key = cache_key(_responses_payload(config, spec, plan))
     return cached_folder(config.work_dir, "responses", key, compute,
@@ -92,7 +95,8 @@ def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: st
         x = np.load(responses_dir / "x.npy", mmap_mode="r")     # (n_neurons, n_trs)
         result = learn_atoms(x, n_atoms=config.n_atoms, sparsity_lambda=config.sparsity_lambda,
                              target_sparsity=config.target_sparsity, seed=config.seed,
-                             device=device, mem_gb=config.mem_gb, n_threads=config.nprocs)
+                             device=device, mem_gb=config.mem_gb, n_threads=config.nprocs,
+                             stability=config.atom_stability)
         np.save(folder / "atoms.npy", result.atoms)
         np.save(folder / "projections.npy", response_projections(x, result.atoms))
         sp.save_npz(folder / "codes.npz", result.codes)
@@ -102,6 +106,35 @@ def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: st
 
     payload = {"responses": responses_dir.name, "n_atoms": config.n_atoms,
                "lambda": config.sparsity_lambda, "target_sparsity": config.target_sparsity,
-               "seed": config.seed, "algorithm": ALGORITHM_ID, "outputs": ["projections"]}
+               "seed": config.seed, "algorithm": ALGORITHM_ID,
+               "stability": config.atom_stability, "outputs": ["projections"]}
     return cached_folder(config.work_dir, "atoms", cache_key(payload), compute,
                          f"Atoms ({spec.label})")
+
+
+def nuisance_regressors(config: Config, plan: dict[str, Acquisition]
+                        ) -> dict[str, pd.DataFrame]:
+    """{acquisition: (n_frames, n_regressors)} the stimulus nuisance regressors of the GLM
+    (``--nuisance``); the envelope where every story of the run has a readable WAV file
+    (an error instead when ``--nuisance envelope`` is given explicitly)."""
+    from bids_app.responses import acquisition_nuisance  # nilearn: imported when used
+
+    kinds = config.nuisance
+    if not kinds:
+        return {key: pd.DataFrame(index=pd.RangeIndex(a.n_frames)) for key, a in plan.items()}
+    required = "nuisance" in config.explicit_options and "envelope" in kinds
+    placements = {p for a in plan.values() for p in a.stories}
+    words = {p.timings: read_word_timings(p.timings) for p in placements}
+    envelopes = {}
+    if "envelope" in kinds:
+        for audio, story in sorted({(p.audio, p.timings) for p in placements}, key=str):
+            path = usable_audio(audio, required, str(story))
+            if path is not None and path not in envelopes:
+                envelopes[path] = audio_envelope(path)
+                LOGGER.info("Audio envelope of %s from %s (%.0f s)", story, path,
+                            envelopes[path][0][-1])
+    out = {key: acquisition_nuisance(a, kinds, config.hrf_model, words, envelopes)
+           for key, a in sorted(plan.items())}
+    for key, table in out.items():
+        LOGGER.info("Nuisance regressors of %s: %s", key, ", ".join(table.columns) or "none")
+    return out
