@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from bids_app import __version__
-from bids_app.bids.naming import LOGS_DIR, NUISANCE_REGRESSORS
+from bids_app.bids.naming import LOGS_DIR
 from bids_app.encoding.confounds import confound_strategy_text
 from bids_app.errors import LlmfbnError
 
@@ -33,11 +33,11 @@ DEFAULT_MIN_IOU = 0.1
 #: AN sub-group membership: correlation with the network's atom composite (ours).
 DEFAULT_MEMBERSHIP_THRESHOLD = 0.6
 #: Phase-randomised surrogate atoms for the coupling null (ours).
-DEFAULT_NULL_SURROGATES = 32
+DEFAULT_NULL_SURROGATES = 0
 #: Frames used by dictionary learning and the GLM (ours): those that carry a story.
-DEFAULT_FRAMES = "story"
+DEFAULT_FRAMES = "all"
 #: Stimulus nuisance regressors of the GLM (ours); the envelope when the audio is found.
-DEFAULT_NUISANCE = NUISANCE_REGRESSORS
+DEFAULT_NUISANCE: tuple[str, ...] = ()
 #: The confound strategy in words, generated from the one the encoding stage applies.
 CONFOUND_STRATEGY_TEXT = confound_strategy_text()
 

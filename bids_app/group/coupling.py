@@ -97,18 +97,19 @@ def coupling_table(t, significant, atlas: FBNAtlas) -> pd.DataFrame:
 
 
 def add_null(coupling: pd.DataFrame, r: np.ndarray, p: np.ndarray) -> pd.DataFrame:
-    """The coupling table with the surrogate null's columns ``spatial_r`` and ``p_null``.
+    """The coupling table with the surrogate null's columns ``network_effect`` (the atom's
+    group-mean effect over the network's voxels) and ``p_null``.
 
     ``r`` (n_atoms, n_networks) and ``p`` (2, n_atoms, n_networks) from
     :func:`bids_app.group.null.null_table`; rows of ``coupling`` are ordered atom, network,
     sign as :func:`coupling_table` writes them.
     """
     n_atoms, n_networks = r.shape
-    spatial = np.repeat(r.reshape(-1), len(SIGNS))
+    statistic = np.repeat(r.reshape(-1), len(SIGNS))
     p_null = np.moveaxis(p, 0, -1).reshape(-1)
     if len(coupling) != n_atoms * n_networks * len(SIGNS):
         raise ValueError("the null's arrays do not match the coupling table")
-    return coupling.assign(spatial_r=spatial, p_null=p_null)
+    return coupling.assign(network_effect=statistic, p_null=p_null)
 
 
 def assign_atoms(coupling: pd.DataFrame, n_atoms: int, min_iou: float = 0.1,
@@ -159,7 +160,7 @@ def assign_atoms(coupling: pd.DataFrame, n_atoms: int, min_iou: float = 0.1,
     per_sign = table.drop_duplicates(["atom", "sign"])
     total_voxels = per_sign.groupby("atom")["n_atom_voxels"].sum()
 
-    extra = [c for c in ("spatial_r", "p_null") if c in table.columns]
+    extra = [c for c in ("network_effect", "p_null") if c in table.columns]
     stats_columns = ["iou", "overlap_rate", "p_overlap", "p_fwe", *extra]
     rows = []
     for atom in range(1, n_atoms + 1):

@@ -7,9 +7,11 @@ an atom map's overlap with a network is far too liberal. The null here keeps the
    phases of its Fourier components randomised within each run (same power spectrum, no
    relation to the story). They are fitted exactly like the atoms by each participant's GLM
    (same confounds, same GLM), and their effect maps go through the same group t-test.
-2. **Statistic** (:func:`spatial_r`): the Pearson correlation, over the brain voxels, between
-   an atom's group t map and a network's 0/1 mask (positive: the atom is expressed inside the
-   network; negative: suppressed there).
+2. **Statistic**: the group-mean effect of an atom averaged over a network's voxels (the
+   network's signal as the atom explains it; the same quantity weights the atoms in the AN
+   sub-groups' composites). A spatial statistic of the thresholded or unthresholded maps
+   (e.g. their correlation with the network mask) saturates: a surrogate that correlates by
+   chance with a network's shared signal already draws a network-shaped map.
 3. **p value** (:func:`null_p_values`): for each network, the surrogates' statistics give
    the null's mean and standard deviation; an atom's standardised statistic is referred to a
    Student t with n_surrogates - 1 degrees of freedom (the prediction interval of a new
@@ -53,22 +55,11 @@ def phase_randomised(atoms: np.ndarray, segments: np.ndarray, n_surrogates: int,
     return out
 
 
-def spatial_r(t_maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(n_maps, n_networks) correlation over voxels of each t map with each 0/1 mask."""
-    t = np.nan_to_num(np.asarray(t_maps, dtype=np.float64))
-    m = np.asarray(masks, dtype=np.float64)
-    t = t - t.mean(axis=1, keepdims=True)
-    m = m - m.mean(axis=1, keepdims=True)
-    denom = np.linalg.norm(t, axis=1)[:, None] * np.linalg.norm(m, axis=1)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denom > 0, (t @ m.T) / denom, 0.0)
-
-
 def null_p_values(r_atoms: np.ndarray, r_null: np.ndarray) -> np.ndarray:
     """(2, n_atoms, n_networks) one-sided p of each sign (``+`` then ``-``).
 
-    ``r_atoms`` (n_atoms, n_networks) and ``r_null`` (n_surrogates, n_networks), from
-    :func:`spatial_r`.
+    ``r_atoms`` (n_atoms, n_networks) and ``r_null`` (n_surrogates, n_networks): the
+    statistic of the atoms and of the surrogate atoms.
     """
     r_null = np.asarray(r_null, dtype=np.float64)
     n = r_null.shape[0]
@@ -78,10 +69,13 @@ def null_p_values(r_atoms: np.ndarray, r_null: np.ndarray) -> np.ndarray:
     return np.stack([stats.t.sf(z, df=n - 1), stats.t.cdf(z, df=n - 1)])
 
 
-def null_table(t_map: np.ndarray, null_t: np.ndarray, atlas) -> tuple[np.ndarray, np.ndarray]:
-    """The spatial correlation of each atom map with each network, and its null p values.
+def null_table(mean_effects: np.ndarray,
+               null_mean_effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The statistic of each atom and network, and its null p values.
 
-    Returns ``r`` (n_atoms, n_networks) and ``p`` (2, n_atoms, n_networks), signs + then -.
+    ``mean_effects`` (n_atoms, n_networks) and ``null_mean_effects`` (n_surrogates,
+    n_networks): group-mean effects over each network's voxels
+    (:func:`bids_app.group.subgroups.network_effects` averaged over subjects). Returns the
+    statistic (n_atoms, n_networks) and ``p`` (2, n_atoms, n_networks), signs + then -.
     """
-    r_atoms = spatial_r(t_map, atlas.masks)
-    return r_atoms, null_p_values(r_atoms, spatial_r(null_t, atlas.masks))
+    return mean_effects, null_p_values(mean_effects, null_mean_effects)

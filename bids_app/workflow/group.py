@@ -61,10 +61,9 @@ def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: in
             "MembershipRule": MEMBERSHIP_RULE, "Atoms": naming.atom_names(n_atoms)}
 
 
-_NULL_TEXT = ("phase-randomised surrogate atoms fitted like the atoms; spatial correlation of "
-              "each group t map with each network mask referred to the surrogates' "
-              "distribution (Student t, n_surrogates - 1 df); Bonferroni over atoms x networks "
-              "x signs")
+_NULL_TEXT = ("phase-randomised surrogate atoms fitted like the atoms; each atom's group-mean "
+              "effect over each network's voxels referred to the surrogates' distribution "
+              "(Student t, n_surrogates - 1 df); Bonferroni over atoms x networks x signs")
 MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the Pearson "
                    "correlation, over the frames the atoms were learned on, between its "
                    "response and the network's composite (its assigned atoms weighted by their "
@@ -78,8 +77,9 @@ def _coupling(config: Config, inputs, atlas, t_map, significant):
 
     coupling = group.coupling_table(t_map, significant, atlas)
     if inputs.null_effects is not None:
-        null_t, _ = group.one_sample_t(inputs.null_effects)
-        coupling = group.add_null(coupling, *group.null_table(t_map, null_t, atlas))
+        real = group.network_effects(inputs.effects, atlas.masks).mean(axis=0)
+        null = group.network_effects(inputs.null_effects, atlas.masks).mean(axis=0)
+        coupling = group.add_null(coupling, *group.null_table(real, null))
     assignments = group.assign_atoms(coupling, n_atoms=t_map.shape[0], min_iou=config.min_iou)
     return coupling, assignments
 
