@@ -65,6 +65,7 @@ class Config:
     min_iou: float = DEFAULT_MIN_IOU
     work_dir: Path | None = None
     device: str = "auto"
+    device_map: str | None = None
     nprocs: int = 1
     seed: int = 0
     skip_bids_validation: bool = False
