@@ -28,6 +28,7 @@ from bids_app.encoding.confounds import (
     CONFOUND_STRATEGY,
     confound_strategy_text,
     load_run_confounds,
+    load_run_motion,
 )
 from bids_app.encoding.design import RunData, design_matrix
 from bids_app.encoding.ols import VOXEL_BLOCK, OLSResult, fit_ols, percent_signal_change
@@ -53,5 +54,6 @@ __all__ = [
     "fit_ols",
     "fit_participant",
     "load_run_confounds",
+    "load_run_motion",
     "percent_signal_change",
 ]

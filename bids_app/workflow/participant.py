@@ -12,13 +12,19 @@ import pandas as pd
 
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
-from bids_app.bids.images import intersect_masks, masked_series
+from bids_app.bids.images import intersect_masks, read_bold
 from bids_app.bids.layout import RunFiles
 from bids_app.bids.outputs import write_atom_outputs, write_participant_outputs, write_run_config
 from bids_app.bids.sidecars import model_sidecar
 from bids_app.config import Config
-from bids_app.encoding import RunData, cross_validated_r, fit_participant, load_run_confounds
-from bids_app.report import SubjectResult, write_subject_report
+from bids_app.encoding import (
+    RunData,
+    cross_validated_r,
+    fit_participant,
+    load_run_confounds,
+    load_run_motion,
+)
+from bids_app.report import RunCheck, SubjectResult, collect_warnings, write_subject_report
 from bids_app.workflow.stimulus import compute_atoms, prepare
 
 LOGGER = logging.getLogger("llmfbn")
@@ -60,17 +66,23 @@ def subject_mask(runs: list[RunFiles]):
 
 
 def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, confounds: dict):
+    """The subject's fit, CV r, mask and what the report's data checks show (each run's
+    checks and the mean BOLD, computed from the BOLD read for the fit)."""
     mask_img, mask = subject_mask(runs)
-    run_data = []
+    run_data, checks, mean_bold = [], [], 0.0
     for run in runs:
         conf, sample_mask = confounds[run.bold]
-        run_data.append(RunData(bold=masked_series(run.bold, mask, mask_img), confounds=conf,
-                                sample_mask=sample_mask,
+        bold, mean = read_bold(run.bold, mask, mask_img)
+        mean_bold = mean_bold + mean * (run.n_volumes / sum(r.n_volumes for r in runs))
+        run_data.append(RunData(bold=bold, confounds=conf, sample_mask=sample_mask,
                                 atoms=atoms_by_acq[run.acquisition][: run.n_volumes],
                                 name=run.name))
+        checks.append(RunCheck(name=run.name, t_r_s=run.t_r_s, n_volumes=run.n_volumes,
+                               kept=sample_mask, confounds=conf,
+                               motion=load_run_motion(run.confounds)))
     fit = fit_participant(run_data, glm=config.glm)
     cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
-    return fit, cv_r, mask_img, mask
+    return fit, cv_r, mask_img, mask, checks, mean_bold
 
 
 def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
@@ -90,12 +102,15 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, confounds)
     for index, subject in enumerate(dataset.subjects, 1):
         started = time.monotonic()
         runs = dataset.runs[subject]
-        fit, cv_r, mask_img, mask = _fit_subject(config, runs, atoms_by_acq, confounds)
-        write_participant_outputs(config.output_dir, subject, config.space_entities,
-                                  spec.label, fit, cv_r, mask_img, mask,
-                                  _subject_sidecar(config, spec, runs, fit))
+        with collect_warnings() as warned:
+            fit, cv_r, mask_img, mask, checks, mean_bold = _fit_subject(
+                config, runs, atoms_by_acq, confounds)
+            write_participant_outputs(config.output_dir, subject, config.space_entities,
+                                      spec.label, fit, cv_r, mask_img, mask,
+                                      _subject_sidecar(config, spec, runs, fit))
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject, fit=fit,
-                                           cv_r=cv_r, mask_img=mask_img, mask=mask))
+                                           cv_r=cv_r, mask_img=mask_img, mask=mask,
+                                           runs=checks, mean_bold=mean_bold, warnings=warned))
         LOGGER.info("[%d/%d] sub-%s (%s): %d runs, %d volumes, %d voxels, median R2 %.3f, "
                     "median CV r %s (%.1f s)", index, len(dataset.subjects), subject,
                     spec.label, len(runs), fit.n_volumes_used, int(mask.sum()),
