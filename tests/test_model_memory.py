@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bids_app.features.memory import LADDER, ladder_table
+from bids_app.features.memory import architecture, ladder_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,7 +23,7 @@ def test_ladder_counts_match_published_numbers():
     table = ladder_table().set_index("model")
     assert table.loc["BERT-base", "parameters"] == 109_482_240      # BertModel with pooler
     for name, total in PUBLISHED_WITH_HEAD.items():
-        head = LADDER[name]["vocab_size"] * LADDER[name]["hidden_size"]
+        head = architecture(name)["vocab_size"] * architecture(name)["hidden_size"]
         assert table.loc[name, "parameters"] == total - head, name
     # AN counts of design.md
     assert table.loc["BERT-base", "ANs"] == 36_864

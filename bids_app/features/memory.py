@@ -10,61 +10,59 @@ from __future__ import annotations
 
 import pandas as pd
 
-#: The paper's ladder (BERT, then Llama 1, 2 and 3): ``config.json`` numbers of each
-#: checkpoint (Hugging Face ``google-bert/bert-base-uncased``, ``huggyllama/llama-*``,
+#: ``config.json`` fields of the rows of :data:`LADDER`.
+FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
+          "num_attention_heads", "num_key_value_heads", "intermediate_size")
+
+#: The paper's ladder (BERT, then Llama 1, 2 and 3): the :data:`FIELDS` of each checkpoint's
+#: ``config.json`` (Hugging Face ``google-bert/bert-base-uncased``, ``huggyllama/llama-*``,
 #: ``meta-llama/Llama-2-*-hf``, ``meta-llama/Meta-Llama-3-*``).
 LADDER = {
-    "BERT-base": dict(model_type="bert", vocab_size=30522, hidden_size=768,
-                      num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "Llama-7B": dict(model_type="llama", vocab_size=32000, hidden_size=4096,
-                     num_hidden_layers=32, num_attention_heads=32, intermediate_size=11008),
-    "Llama-13B": dict(model_type="llama", vocab_size=32000, hidden_size=5120,
-                      num_hidden_layers=40, num_attention_heads=40, intermediate_size=13824),
-    "Llama-33B": dict(model_type="llama", vocab_size=32000, hidden_size=6656,
-                      num_hidden_layers=60, num_attention_heads=52, intermediate_size=17920),
-    "Llama-65B": dict(model_type="llama", vocab_size=32000, hidden_size=8192,
-                      num_hidden_layers=80, num_attention_heads=64, intermediate_size=22016),
-    "Llama-2-7B": dict(model_type="llama", vocab_size=32000, hidden_size=4096,
-                       num_hidden_layers=32, num_attention_heads=32, intermediate_size=11008),
-    "Llama-2-13B": dict(model_type="llama", vocab_size=32000, hidden_size=5120,
-                        num_hidden_layers=40, num_attention_heads=40,
-                        intermediate_size=13824),
-    "Llama-2-70B": dict(model_type="llama", vocab_size=32000, hidden_size=8192,
-                        num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8,
-                        intermediate_size=28672),
-    "Llama-3-8B": dict(model_type="llama", vocab_size=128256, hidden_size=4096,
-                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                       intermediate_size=14336),
-    "Llama-3-70B": dict(model_type="llama", vocab_size=128256, hidden_size=8192,
-                        num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8,
-                        intermediate_size=28672),
+    "BERT-base": ("bert", 30522, 768, 12, 12, 12, 3072),
+    "Llama-7B": ("llama", 32000, 4096, 32, 32, 32, 11008),
+    "Llama-13B": ("llama", 32000, 5120, 40, 40, 40, 13824),
+    "Llama-33B": ("llama", 32000, 6656, 60, 52, 52, 17920),
+    "Llama-65B": ("llama", 32000, 8192, 80, 64, 64, 22016),
+    "Llama-2-7B": ("llama", 32000, 4096, 32, 32, 32, 11008),
+    "Llama-2-13B": ("llama", 32000, 5120, 40, 40, 40, 13824),
+    "Llama-2-70B": ("llama", 32000, 8192, 80, 64, 8, 28672),
+    "Llama-3-8B": ("llama", 128256, 4096, 32, 32, 8, 14336),
+    "Llama-3-70B": ("llama", 128256, 8192, 80, 64, 8, 28672),
 }
+
+
+def architecture(name: str) -> dict:
+    """The ``config.json`` fields of ladder model ``name`` as a dict."""
+    return dict(zip(FIELDS, LADDER[name]))
+
 
 GIB = 2**30
 
 
-def parameter_count(architecture: dict) -> int:
-    """Parameters of the base model (no head) with ``architecture`` (``config.json``
-    numbers, with ``model_type``), counted on the ``meta`` device."""
+def parameter_count(fields: dict) -> int:
+    """Parameters of the base model (no head) with the ``config.json`` ``fields`` (with
+    ``model_type``), counted on the ``meta`` device."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    settings = dict(architecture)
+    settings = dict(fields)
+    if settings["model_type"] == "bert":       # BERT has no grouped-query attention
+        settings.pop("num_key_value_heads", None)
     config = AutoConfig.for_model(settings.pop("model_type"), **settings)
     with torch.device("meta"):
         model = AutoModel.from_config(config)
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def ladder_table(ladder: dict = LADDER, bytes_per_parameter: int = 2) -> pd.DataFrame:
-    """One row per model: layers, ANs (layers x FFN width), parameters and the GiB its
-    weights take (bfloat16 by default)."""
+def ladder_table(bytes_per_parameter: int = 2) -> pd.DataFrame:
+    """One row per model of :data:`LADDER`: layers, ANs (layers x FFN width), parameters
+    and the GiB its weights take (bfloat16 by default)."""
     rows = []
-    for name, architecture in ladder.items():
-        n_parameters = parameter_count(architecture)
-        rows.append({"model": name, "layers": architecture["num_hidden_layers"],
-                     "ANs": architecture["num_hidden_layers"]
-                     * architecture["intermediate_size"],
+    for name in LADDER:
+        fields = architecture(name)
+        n_parameters = parameter_count(fields)
+        rows.append({"model": name, "layers": fields["num_hidden_layers"],
+                     "ANs": fields["num_hidden_layers"] * fields["intermediate_size"],
                      "parameters": n_parameters,
                      "weights_gib": n_parameters * bytes_per_parameter / GIB})
     return pd.DataFrame(rows)

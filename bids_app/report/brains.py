@@ -90,9 +90,9 @@ def fit_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, chance: floa
     ax.set_ylabel("voxels", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=8, frameon=False)
-    fig.suptitle(f"{title} (coloured where above chance = {chance:.3g})", fontsize=11)
-    return png(fig, f"{title}: map above chance ({chance:.3g}) and histogram, median "
-                    f"{median:.3g}")
+    heading = f"{title} (coloured where above chance = {chance:.3g})"
+    fig.suptitle(heading, fontsize=11)
+    return png(fig, f"{heading}; histogram of the voxels' values, median {median:.3g}")
 
 
 def mask_figure(mean_bold: np.ndarray, mask_img, title: str) -> str:

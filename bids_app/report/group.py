@@ -28,8 +28,8 @@ def _summary(result, coupled) -> str:
         "Atlas": f"{atlas.name}, {atlas.n_networks} networks",
         "Group maps": f"one-sample t across subjects (df = {result.dof}), FDR q < "
                       f"{result.config.fdr_q} two-sided",
-        "Coupled atoms": f"{len(coupled)} of {result.n_atoms} (IoU ≥ "
-                         f"{result.config.min_iou} and overlap test)",
+        "Coupled atoms": f"{len(coupled)} of {result.n_atoms} assigned to a network "
+                         "(criteria in Methods)",
     })
 
 
