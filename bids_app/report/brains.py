@@ -58,9 +58,9 @@ def stat_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, threshold: 
             display.add_contours(network, levels=[0.5], colors=OUTLINE_COLOR,
                                  linewidths=1.2)
     colorbar(fig, _CBAR_RECT, cold_hot, -vmax, vmax, label, threshold)
-    fig.suptitle(title, fontsize=11, y=1.0)
+    fig.suptitle(title, fontsize=11, y=1.03)
     if outline_label:
-        fig.text(0.5, 0.955, f"green outline: {outline_label}", ha="center", fontsize=9,
+        fig.text(0.5, 0.975, f"green outline: {outline_label}", ha="center", fontsize=9,
                  color=OUTLINE_COLOR)
     return png(fig, f"{title}; colour bar: {label}"
                     + (f"; green outline: {outline_label}" if outline_label else ""))

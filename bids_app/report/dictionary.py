@@ -21,12 +21,12 @@ def coupling_figure(coupling: pd.DataFrame, n_atoms: int, networks, atlas_name: 
     best = coupling.groupby(["atom", "network"])["iou"].max().unstack(fill_value=0.0)
     best = best.reindex(index=range(1, n_atoms + 1), columns=networks, fill_value=0.0)
     names = atom_names(n_atoms)
-    fig, ax = plt.subplots(figsize=(min(10.5, 2.0 + 0.13 * n_atoms),
+    fig, ax = plt.subplots(figsize=(min(10.5, 2.5 + 0.13 * n_atoms),
                                     1.2 + 0.22 * len(networks)))
     image = ax.imshow(best.to_numpy().T, aspect="auto", cmap="viridis", vmin=0,
                       interpolation="nearest")
     ax.set_yticks(range(len(networks)), networks, fontsize=8)
-    ax.set_xticks(range(n_atoms), names, rotation=90, fontsize=6)
+    ax.set_xticks(range(n_atoms), names, rotation=90, fontsize=7)
     ax.set_xlabel("atom", fontsize=9)
     ax.set_ylabel(f"functional network ({atlas_name})", fontsize=9)
     if assigned is not None:

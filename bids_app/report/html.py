@@ -19,7 +19,6 @@ nav a{color:#fff;margin-right:14px;text-decoration:none;font-size:14px}
 h1{font-size:24px;margin:18px 0 6px}h2{font-size:20px;border-bottom:1px solid #ccc;
  padding-bottom:3px;margin-top:28px}h3{font-size:16px;margin:14px 0 4px}
 img{max-width:100%;height:auto;display:block;margin:6px 0}
-.wide img{max-width:none}
 .table-wrap{max-width:100%;overflow-x:auto;margin:6px 0}
 .scroll-y{max-height:320px;overflow-y:auto}
 .table{border-collapse:collapse;font-size:13px}

@@ -71,8 +71,10 @@ def _fit_maps(result, r2_chance: float) -> str:
     n_atoms = fit.t.shape[0]
     parts = [note(f"In-sample partial R² of the {n_atoms} atoms beyond the confounds. Its "
                   f"chance level is {r2_chance:.3f} = {n_atoms} / ({fit.n_volumes_used} "
-                  "volumes − nuisance columns), the mean under white noise; only voxels "
-                  "above it are coloured."),
+                  "volumes − nuisance columns), its mean when BOLD is white noise; only "
+                  "voxels above it are coloured. Autocorrelated BOLD raises the in-sample R² "
+                  "of any regressors above that level; the cross-validated r below has no "
+                  "such bias."),
              fit_map_figure(fit.r2, mask, affine, chance=r2_chance, label="partial R²",
                             title="Partial R² of the atoms")]
     if result.cv_r is None:
@@ -126,10 +128,11 @@ def write_subject_report(result, n_best_atoms: int = 4) -> Path:
              _summary(result), _data_checks(result), _fit_maps(result, r2_chance),
              _best_atoms(result, n_best_atoms),
              section("Design matrix",
-                     note("Atoms (shared by all runs), then each run's confounds and "
-                          "intercept; each column scaled to its largest |value|."),
-                     "<div class='table-wrap wide'>" + design_figure(fit.design, fit.t.shape[0])
-                     + "</div>"),
+                     note("One row per regressor (a column of the design): the atoms, "
+                          "shared by all runs, then each run's confounds and intercept, "
+                          "zero on the other runs' volumes; each scaled to its largest "
+                          "|value|."),
+                     design_figure(fit.design, fit.t.shape[0])),
              _warnings(result, r2_chance),
              *methods(citation_text(config, spec, config.fbn_atlas))]
     path = subject_report(config.output_dir, result.subject)

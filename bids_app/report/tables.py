@@ -13,6 +13,13 @@ from bids_app.bids.images import unmask_img
 #: Peaks closer than this (mm) are one peak (nilearn's default ``min_distance``).
 PEAK_MIN_DISTANCE_MM = 8.0
 
+#: What the counts that the metrics carry without a definition are.
+COUNT_MEANINGS = {"n_atoms": "Atoms in the dictionary.",
+                  "n_networks": "Networks in the atlas.",
+                  "n_subjects": "Subjects in the group analysis.",
+                  "atoms_per_network": "Coupled atoms of each network (networks with none "
+                                       "left out)."}
+
 #: Why a metric can be missing, by metric name; anything else: "not computed".
 MISSING_REASONS = {
     "mean_consistency": "no atom is coupled to a network, or no subject-level assignments",
@@ -90,7 +97,7 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
             if isinstance(value, list):
                 continue
             shown = _shown(value)
-            meaning = definitions.get(name, "")
+            meaning = definitions.get(name, COUNT_MEANINGS.get(name, ""))
             if shown is None:
                 meaning = (f"missing: {MISSING_REASONS.get(name, 'not computed')}. "
                            + meaning).strip()

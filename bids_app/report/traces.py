@@ -127,9 +127,9 @@ def confounds_figure(runs) -> str:
 
 
 def design_figure(design: pd.DataFrame, n_atoms: int) -> str:
-    """The design matrix, each column scaled to its largest |value|: every column labelled
-    (atoms, then each run's confounds and intercept under the run's name), rows = the kept
-    volumes of each run."""
+    """The design matrix drawn with one row per regressor (so that every label is legible)
+    and the kept volumes of the runs from left to right, each regressor scaled to its largest
+    |value|; braces on the right group the atoms and each run's confounds and intercept."""
     plt = pyplot()
     values = design.to_numpy(np.float64)
     scale = np.abs(values).max(axis=0)
@@ -138,20 +138,21 @@ def design_figure(design: pd.DataFrame, n_atoms: int) -> str:
     groups = [("atoms (all runs)", 0, n_atoms)]
     for run in runs:
         cols = [c for c in design.columns[n_atoms:] if str(c).startswith(f"{run}_")]
-        groups.append((run, len(labels), len(labels) + len(cols)))
+        groups.append((f"{run}: confounds, intercept", len(labels), len(labels) + len(cols)))
         labels += [str(c)[len(run) + 1:] for c in cols]
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.085 * len(labels)), 5.5))
-    ax.imshow(values / np.where(scale > 0, scale, 1.0), aspect="auto", cmap="gray",
-              interpolation="nearest")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-    rows = design.index.get_level_values(0)
-    ax.set_yticks([list(rows).index(r) for r in runs], runs, fontsize=8)
-    ax.set_ylabel("kept volumes of each run", fontsize=9)
+    fig, ax = plt.subplots(figsize=(10.5, 1.2 + 0.105 * len(labels)))
+    ax.imshow((values / np.where(scale > 0, scale, 1.0)).T, aspect="auto", cmap="gray",
+              vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    rows = list(design.index.get_level_values(0))
+    _run_axis(ax, runs, [rows.index(r) - 0.5 for r in runs])
+    ax.set_xlabel("kept volume, runs end to end", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
     for name, first, stop in groups:
-        ax.annotate("", xy=(first - 0.5, 1.02), xytext=(stop - 0.5, 1.02),
-                    xycoords=("data", "axes fraction"), arrowprops=dict(arrowstyle="|-|",
-                                                                        lw=0.8))
-        ax.text((first + stop - 1) / 2, 1.04, name, fontsize=8, ha="center",
-                transform=ax.get_xaxis_transform())
-    return png(fig, f"Design matrix, {values.shape[0]} volumes x {values.shape[1]} columns: "
+        ax.annotate("", xy=(1.01, first - 0.5), xytext=(1.01, stop - 0.5),
+                    xycoords=("axes fraction", "data"),
+                    arrowprops=dict(arrowstyle="-", lw=1.2))
+        ax.text(1.02, (first + stop - 1) / 2, name, fontsize=8, va="center",
+                transform=ax.get_yaxis_transform())
+    return png(fig, f"Design matrix, {values.shape[0]} volumes x {values.shape[1]} regressors: "
                     + ", ".join(map(str, design.columns)))
