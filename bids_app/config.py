@@ -78,6 +78,7 @@ class Config:
     null_surrogates: int = DEFAULT_NULL_SURROGATES
     work_dir: Path | None = None
     device: str = "auto"
+    device_map: str | None = None
     nprocs: int = 1
     seed: int = 0
     skip_bids_validation: bool = False

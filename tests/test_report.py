@@ -61,7 +61,7 @@ def test_each_model_report_plots_its_own_atoms(tmp_path, monkeypatch):
         plotted.extend(line.get_ydata() for ax in fig.axes for line in ax.get_lines())
         return real_png(fig, alt)
 
-    monkeypatch.setattr(report_figures, "png", recording_png)
+    monkeypatch.setattr("bids_app.report.traces.png", recording_png)
     frames = np.arange(40)
     courses = {"alpha": np.stack([np.sin(frames / (k + 2)) for k in range(3)]),
                "beta": np.stack([np.cos(frames / (k + 5)) for k in range(3)])}

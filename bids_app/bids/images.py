@@ -41,13 +41,21 @@ def intersect_masks(paths: list[Path], names: list[str], problem: str,
 
 def masked_series(path: Path, mask: np.ndarray, mask_img) -> np.ndarray:
     """(n_volumes, n_voxels) float32 values of a 4-D image inside ``mask``."""
+    return read_bold(path, mask, mask_img)[0]
+
+
+def read_bold(path: Path, mask: np.ndarray, mask_img) -> tuple[np.ndarray, np.ndarray]:
+    """A 4-D BOLD image read once: its (n_volumes, n_voxels) float32 values inside ``mask``
+    and its (x, y, z) float32 temporal mean over the whole field of view (for the report's
+    mask check)."""
     img = nib.load(path)
     if not same_grid(img, mask.shape, mask_img.affine):
         raise LlmfbnError(f"{Path(path).name} and its brain mask are on different grids",
                           found=f"{img.shape[:3]} vs {mask.shape}",
                           todo="re-run fMRIPrep or check --space")
     data = np.asarray(img.dataobj, dtype=np.float32)
-    return np.ascontiguousarray(data[mask].T)
+    return np.ascontiguousarray(data[mask].T), data.mean(axis=3, dtype=np.float64).astype(
+        np.float32)
 
 
 def masked_maps(path: Path, mask: np.ndarray) -> np.ndarray:

@@ -178,6 +178,12 @@ def _resource_options(parser: argparse.ArgumentParser) -> None:
                       "(default: ./work)")
     perf.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                       help="where the language model and dictionary learning run")
+    perf.add_argument("--device-map", choices=["auto"], default=None,
+                      help="shard the language model over every visible GPU, then host "
+                      "memory, then disk (accelerate), for models larger than one device "
+                      "(with --device cpu: host memory and disk); blocks that fit in no "
+                      "memory are offloaded to WORK_DIR/offload. Default: the whole model on "
+                      "--device")
     perf.add_argument("--mem-gb", type=_positive_float, default=8.0, metavar="GB",
                       help="memory budget for the large stimulus-level arrays")
     perf.add_argument("--nprocs", "--n-cpus", type=_positive_int,

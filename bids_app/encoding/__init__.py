@@ -32,6 +32,7 @@ from bids_app.encoding.confounds import (
     CONFOUND_STRATEGY,
     confound_strategy_text,
     load_run_confounds,
+    load_run_motion,
 )
 from bids_app.encoding.design import RunData, design_matrix, used_volumes
 from bids_app.encoding.nuisance import NuisanceMaps
@@ -59,6 +60,7 @@ __all__ = [
     "fit_ols",
     "fit_participant",
     "load_run_confounds",
+    "load_run_motion",
     "percent_signal_change",
     "used_volumes",
 ]

@@ -15,7 +15,8 @@ import pandas as pd
 
 from bids_app.errors import LlmfbnError
 
-__all__ = ["CONFOUND_STRATEGY", "confound_strategy_text", "load_run_confounds"]
+__all__ = ["CONFOUND_STRATEGY", "MOTION_TRACES", "confound_strategy_text", "load_run_confounds",
+           "load_run_motion"]
 
 #: Confounds regressed out with the atoms: 6 rigid-body motion parameters, fMRIPrep's
 #: discrete-cosine drift terms, and 5 CSF + 5 WM anatomical CompCor components, as the
@@ -237,3 +238,27 @@ def load_run_confounds(bold_path) -> tuple[pd.DataFrame, np.ndarray]:
     confounds = confounds.iloc[sample_mask].astype(np.float64)
     confounds.index = pd.Index(sample_mask, name="volume")
     return confounds, sample_mask
+
+
+#: fMRIPrep's per-volume quality traces shown by the subject report (not regressed out).
+MOTION_TRACES = ("framewise_displacement", "std_dvars")
+
+
+def load_run_motion(confounds_tsv) -> pd.DataFrame:
+    """fMRIPrep's framewise displacement (mm) and standardised DVARS of every volume.
+
+    Parameters
+    ----------
+    confounds_tsv : str or pathlib.Path
+        fMRIPrep's ``*_desc-confounds_timeseries.tsv`` of the run.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_volumes, n_traces)
+        The columns of :data:`MOTION_TRACES` the file has (none when it has neither);
+        fMRIPrep's ``n/a`` on the first volume is NaN.
+    """
+    header = pd.read_csv(confounds_tsv, sep="\t", nrows=0).columns
+    columns = [c for c in MOTION_TRACES if c in header]
+    return pd.read_csv(confounds_tsv, sep="\t", usecols=columns or [header[0]],
+                       na_values="n/a")[columns].astype(np.float64)

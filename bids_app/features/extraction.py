@@ -343,7 +343,10 @@ class _WordPooler:
         """Hook: sum one layer's input, shape (n_batch, n_positions, n_layer_neurons), per word."""
         import torch
 
-        selected = tensor[self.rows_t, self.positions_t].to(torch.float64)
+        rows, positions = self.rows_t, self.positions_t
+        if tensor.device != rows.device:    # a block placed on another GPU (device map)
+            rows, positions = rows.to(tensor.device), positions.to(tensor.device)
+        selected = tensor[rows, positions].to(device=self.rows_t.device, dtype=torch.float64)
         sums = torch.zeros((self.pairs.touched.size, selected.shape[1]), dtype=torch.float64,
                            device=selected.device)
         sums.index_add_(0, self.pair_row_t, selected[self.pair_sel_t])

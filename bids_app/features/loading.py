@@ -2,6 +2,11 @@
 
 Precision: weights are float32 on the CPU and bfloat16 on CUDA (float16 where the GPU has no
 bfloat16) unless ``dtype`` says otherwise.
+
+Models larger than one device: ``device_map="auto"`` lets accelerate place whole transformer
+blocks on the visible GPUs, then in host memory, then on disk (``offload_folder``); its hooks
+move each block's weights and inputs to where the block runs, so the forward pass and the
+FFN hooks see the same tensors as on one device.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ class LanguageModel:
     max_positions : int
         Longest input (in tokens, special tokens included) the model accepts.
     device : torch.device
-        Where the model lives.
+        Where the inputs go and the activations are pooled: the model's device, or with a
+        device map the first GPU it uses (the CPU when it uses none).
     dtype : torch.dtype
         Precision of the weights (and of the hooked activations).
     weights_path : str
@@ -52,6 +58,7 @@ class LanguageModel:
     """
 
     def __init__(self, spec: ModelSpec, model, tokenizer, device, weights_path: str = ""):
+        device = _execution_device(model, device)
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
@@ -69,6 +76,20 @@ class LanguageModel:
                 f"decoder={self.is_decoder}, layers={len(self.layer_sizes)}, "
                 f"n_neurons={self.n_neurons}, max_positions={self.max_positions}, "
                 f"device={str(self.device)!r}, dtype={str(self.dtype).split('.')[-1]!r})")
+
+
+def _execution_device(model, device):
+    """``device``, or for a model dispatched by accelerate (``hf_device_map``) the first GPU
+    its blocks run on, else the CPU (blocks offloaded to host memory or disk run there)."""
+    import torch
+
+    placement = getattr(model, "hf_device_map", None)
+    if not placement:
+        return device
+    gpus = sorted({d for d in placement.values() if isinstance(d, int)}
+                  | {int(str(d).split(":")[1]) for d in placement.values()
+                     if str(d).startswith("cuda:")})
+    return torch.device(f"cuda:{gpus[0]}") if gpus else torch.device("cpu")
 
 
 def _max_positions(config, tokenizer) -> int:
@@ -119,7 +140,8 @@ def torch_dtype(dtype, device):
     return getattr(torch, name)
 
 
-def load_model(spec: ModelSpec, device: str = "cpu", dtype=None) -> LanguageModel:
+def load_model(spec: ModelSpec, device: str = "cpu", dtype=None, device_map: str | None = None,
+               max_memory: dict | None = None, offload_folder=None) -> LanguageModel:
     """Load a resolved model: fast tokenizer + base model, eval mode, no gradients.
 
     Parameters
@@ -131,6 +153,16 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype=None) -> LanguageMode
     dtype : {None, "float32", "bfloat16", "float16"} or torch.dtype, optional
         Weight precision. None (or ``"auto"``): float32 on CPU (reproducible
         activations), bfloat16 on CUDA (float16 on GPUs without bfloat16).
+    device_map : {None, "auto"}
+        None: the whole model on ``device``. ``"auto"``: accelerate shards the model's
+        blocks over every visible GPU, then host memory, then disk (for models larger than
+        one device); with ``device="cpu"`` over host memory and disk only.
+    max_memory : dict, optional
+        With ``device_map``: accelerate's budget per device, e.g. ``{0: "70GiB", "cpu":
+        "200GiB"}`` (default: what is free on each).
+    offload_folder : str or pathlib.Path, optional
+        With ``device_map``: where blocks that fit in no memory are written (needed only
+        when some do not fit).
 
     Returns
     -------
@@ -144,7 +176,8 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype=None) -> LanguageMode
     """
     where = torch_device(device)
     weights_dtype = torch_dtype(dtype, where)
-    source, tokenizer, model = _read_checkpoint(spec, weights_dtype)
+    placement = _placement(device_map, where, max_memory, offload_folder)
+    source, tokenizer, model = _read_checkpoint(spec, weights_dtype, placement)
     if not getattr(tokenizer, "is_fast", False):
         raise LlmfbnError(
             f"the tokenizer of {spec.name!r} is not a fast tokenizer",
@@ -154,11 +187,29 @@ def load_model(spec: ModelSpec, device: str = "cpu", dtype=None) -> LanguageMode
                  "(..., use_fast=True).save_pretrained(folder))")
     model.eval()
     model.requires_grad_(False)
-    model.to(where)
+    if not getattr(model, "hf_device_map", None):    # one device (a GGUF read in memory too)
+        model.to(where)
     return LanguageModel(spec, model, tokenizer, where, weights_path=source)
 
 
-def _read_checkpoint(spec: ModelSpec, dtype):
+def _placement(device_map, where, max_memory, offload_folder) -> dict:
+    """Keyword arguments of ``from_pretrained`` that shard the model (empty: one device)."""
+    if device_map is None:
+        return {}
+    if device_map != "auto":
+        raise LlmfbnError(f"unknown device map {device_map!r}", expected="None or 'auto'",
+                          found=repr(device_map), todo="use --device-map auto")
+    if max_memory is None and where.type == "cpu":
+        from accelerate.utils import get_max_memory
+
+        max_memory = {"cpu": get_max_memory()["cpu"]}     # no GPU when --device cpu
+    placement = {"device_map": "auto", "max_memory": max_memory}
+    if offload_folder is not None:
+        placement["offload_folder"] = str(offload_folder)
+    return placement
+
+
+def _read_checkpoint(spec: ModelSpec, dtype, placement: dict):
     """``(source, tokenizer, base model)`` of a spec; loading errors become LlmfbnError."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -171,7 +222,7 @@ def _read_checkpoint(spec: ModelSpec, dtype):
             source = hf_snapshot(spec) or spec.path
         if model is None:
             tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
-            model = AutoModel.from_pretrained(source, dtype=dtype)
+            model = AutoModel.from_pretrained(source, dtype=dtype, **placement)
     except LlmfbnError:
         raise
     except (OSError, ValueError, KeyError, TypeError, ImportError, RuntimeError) as exc:

@@ -6,47 +6,64 @@ import html
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
-from bids_app.report.figures import (
-    convergence_figure,
-    coupled_atom_figure,
-    coupling_figure,
-    stability_figure,
-)
-from bids_app.report.html import methods, page, table
+from bids_app.report.coupled import coupled_atom_section, coupled_overview
+from bids_app.report.dictionary import convergence_figure, coupling_figure, stability_figure
+from bids_app.report.html import methods, note, page, section, summary_list, table
 from bids_app.report.methods import citation_text
+from bids_app.report.tables import metrics_table
 
 LOGGER = logging.getLogger("llmfbn")
-MAX_BRAINS = 12
+
+#: Coupled atoms whose section is open when the page loads (the others are one click away).
+OPEN_ATOMS = 1
 
 
-def _metrics_table(metrics: dict) -> str:
-    return table(pd.DataFrame([{k: v for k, v in metrics.get(section, {}).items()
-                                if not isinstance(v, (list, dict))}
-                               for section in ("diversity", "consistency")],
-                              index=["diversity", "consistency"]).reset_index(names="metric"))
+def _summary(result, coupled) -> str:
+    atlas = result.atlas
+    return summary_list({
+        "Language model": result.spec.name,
+        "Subjects": f"{len(result.inputs.subjects)} ({', '.join(result.inputs.subjects)})",
+        "Atlas": f"{atlas.name}, {atlas.n_networks} networks",
+        "Group maps": f"one-sample t across subjects (df = {result.dof}), FDR q < "
+                      f"{result.config.fdr_q} two-sided",
+        "Coupled atoms": f"{len(coupled)} of {result.n_atoms} assigned to a network "
+                         "(criteria in Methods)",
+    })
 
 
-def _atoms_sections(result) -> list[str]:
+def _coupled_section(result, coupled) -> str:
+    if coupled.empty:
+        return section("Coupled atoms", note("No atom is coupled to a network.", "warn"))
+    return section(
+        "Coupled atoms",
+        note(f"All {len(coupled)} coupled atoms; click an atom to show its group map, "
+             "clusters, time course and stability."),
+        table(coupled_overview(result, coupled), scroll=len(coupled) > 12),
+        *[coupled_atom_section(result, row, open_=i < OPEN_ATOMS)
+          for i, row in enumerate(coupled.itertuples())])
+
+
+def _dictionary_section(result, coupled) -> str:
     """Stability and convergence of the dictionary, when recorded."""
     parts = []
     data = result.atoms.stability
     if data is not None:
-        parts += ["<h2>Atom stability</h2>",
-                  f"<p>Median matched |r|: {data['median_seed_vs_seed']:.3f} between seeds, "
-                  f"{data['median_half_vs_half']:.3f} between split halves of the ANs. Atoms "
-                  "with low values are not reproducible: interpret them with care.</p>",
-                  stability_figure(data)]
+        parts += [note(f"Median matched |r|: {data['median_seed_vs_seed']:.3f} between seeds, "
+                       f"{data['median_half_vs_half']:.3f} between split halves of the ANs. "
+                       "Atoms with low values are not reproducible: interpret them with "
+                       "care."),
+                  stability_figure(data, coupled["atom"].astype(int))]
+    else:
+        parts.append(note("Atom stability was not computed for this dictionary."))
     history = result.atoms.convergence_log
     if any(h.get("phase") == "batch" for h in history):
         parts.append(convergence_figure(history))
-    return parts
+    return section("Dictionary", *parts)
 
 
-def _files_section(result) -> list[str]:
+def _files_section(result) -> str:
     label = result.spec.label
     items = []
     for suffix, ext, what in (("atoms", ".tsv", "atom time courses (+ .json sidecar)"),
@@ -57,28 +74,26 @@ def _files_section(result) -> list[str]:
         if suffix != "stability" or result.atoms.stability is not None:
             items.append(f"<li><a href='../{naming.ATOMS_DIR}/{path.name}'>"
                          f"{naming.ATOMS_DIR}/{path.name}</a>: {what}</li>")
-    return ["<h2>Stimulus-level files</h2>", "<ul>" + "".join(items) + "</ul>"]
+    return section("Stimulus-level files", "<ul>" + "".join(items) + "</ul>")
 
 
 def write_group_report(result) -> Path:
-    """Coupling matrix, atom maps, tables and methods of a :class:`GroupResult`."""
+    """Metrics, every coupled atom, coupling matrix, dictionary and methods of a
+    :class:`GroupResult`."""
     config, spec, atlas = result.config, result.spec, result.atlas
-    assignments = result.assignments
-    coupled = assignments[assignments["network"] != naming.NO_NETWORK]
+    coupled = result.assignments[result.assignments["network"] != naming.NO_NETWORK]
     parts = [
         f"<h1>llmfbn group report: model {html.escape(spec.name)}</h1>",
-        f"<p>{len(result.inputs.subjects)} subjects; atlas {html.escape(atlas.name)}; "
-        f"{len(coupled)} of {len(assignments)} atoms coupled to a network.</p>",
-        "<h2>Organisation metrics</h2>", _metrics_table(result.metrics),
-        "<h2>Atoms coupled to networks</h2>",
-        table(coupled.assign(atom=[naming.atom_name(a - 1, result.n_atoms)
-                                   for a in coupled["atom"]])),
-        "<h2>Coupling matrix</h2>",
-        coupling_figure(result.coupling, result.n_atoms, atlas.network_names),
-        "<h2>Coupled atoms: group maps, time courses, AN sub-groups</h2>",
-        *[coupled_atom_figure(result, row) for row in coupled.head(MAX_BRAINS).itertuples()],
-        *_atoms_sections(result),
-        *_files_section(result),
+        _summary(result, coupled),
+        section("Organisation metrics", table(metrics_table(result.metrics))),
+        _coupled_section(result, coupled),
+        section("Coupling matrix",
+                note("Best IoU of each atom's thresholded group map (either sign) with each "
+                     "network; red boxes: the network each atom is assigned to."),
+                coupling_figure(result.coupling, result.n_atoms, atlas.network_names,
+                                atlas.name, coupled)),
+        _dictionary_section(result, coupled),
+        _files_section(result),
         *methods(citation_text(config, spec, atlas.name)),
     ]
     path = naming.group_file(config.output_dir, spec.label, "report", ".html")

@@ -13,7 +13,7 @@ import pandas as pd
 
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
-from bids_app.bids.images import intersect_masks, masked_series
+from bids_app.bids.images import intersect_masks, read_bold
 from bids_app.bids.layout import RunFiles
 from bids_app.bids.outputs import (
     write_atom_outputs,
@@ -28,10 +28,11 @@ from bids_app.encoding import (
     cross_validated_r,
     fit_participant,
     load_run_confounds,
+    load_run_motion,
     used_volumes,
 )
 from bids_app.group.null import phase_randomised
-from bids_app.report import SubjectResult, write_subject_report
+from bids_app.report import RunCheck, SubjectResult, collect_warnings, write_subject_report
 from bids_app.workflow.stimulus import compute_atoms, nuisance_regressors, prepare
 
 LOGGER = logging.getLogger("llmfbn")
@@ -92,26 +93,31 @@ def subject_mask(runs: list[RunFiles]):
 
 def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regressors):
     """The subject's encoding model on the volumes that are steady-state and used frames,
-    with confounds and stimulus nuisance regressors."""
+    with confounds and stimulus nuisance regressors; its CV r, mask, and what the report's
+    data checks show (each run's checks and the mean BOLD, from the BOLD read for the fit)."""
     confounds, nuisance = regressors
     mask_img, mask = subject_mask(runs)
-    run_data = []
+    run_data, checks, mean_bold = [], [], 0.0
     for run in runs:
         conf, steady = confounds[run.bold]
         atoms, used, _ = atoms_by_acq[run.acquisition]
         volumes = used_volumes(steady, used[: run.n_volumes])
         extra = nuisance[run.acquisition].iloc[: run.n_volumes]
-        run_data.append(RunData(bold=masked_series(run.bold, mask, mask_img),
-                                confounds=conf.loc[volumes], sample_mask=volumes,
+        bold, mean = read_bold(run.bold, mask, mask_img)
+        mean_bold = mean_bold + mean * (run.n_volumes / sum(r.n_volumes for r in runs))
+        run_data.append(RunData(bold=bold, confounds=conf.loc[volumes], sample_mask=volumes,
                                 atoms=atoms[: run.n_volumes], name=run.name,
                                 nuisance=extra if extra.shape[1] else None))
+        checks.append(RunCheck(name=run.name, t_r_s=run.t_r_s, n_volumes=run.n_volumes,
+                               kept=volumes, confounds=conf.loc[volumes],
+                               motion=load_run_motion(run.confounds)))
     fit = fit_participant(run_data, glm=config.glm)
     cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
     if config.null_surrogates:       # the surrogate atoms, fitted exactly like the atoms
         fit.null_effect = fit_participant(
             [replace(data, atoms=atoms_by_acq[run.acquisition][2][: run.n_volumes])
              for data, run in zip(run_data, runs)], glm=config.glm).effect
-    return fit, cv_r, mask_img, mask
+    return fit, cv_r, mask_img, mask, checks, mean_bold
 
 
 def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
@@ -127,25 +133,30 @@ def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
     }
 
 
+def _nuisance_sidecar(config: Config, runs: list[RunFiles], fit) -> dict:
+    return {**nuisance_sidecar(config), **volumes_used(fit.design),
+            "Sources": [str(r.bold.relative_to(config.derivatives)) for r in runs]}
+
+
 def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors,
                       write_nuisance: bool) -> None:
     atoms_by_acq = _atoms_by_acquisition(config, atoms_dir)
     for index, subject in enumerate(dataset.subjects, 1):
         started = time.monotonic()
         runs = dataset.runs[subject]
-        fit, cv_r, mask_img, mask = _fit_subject(config, runs, atoms_by_acq, regressors)
-        write_participant_outputs(config.output_dir, subject, config.space_entities,
-                                  spec.label, fit, cv_r, mask_img, mask,
-                                  _subject_sidecar(config, spec, runs, fit))
-        if write_nuisance and fit.nuisance is not None:
-            write_nuisance_outputs(config.output_dir, subject, config.space_entities,
-                                   fit.nuisance, mask_img, mask, {
-                                       **nuisance_sidecar(config),
-                                       **volumes_used(fit.design),
-                                       "Sources": [str(r.bold.relative_to(config.derivatives))
-                                                   for r in runs]})
+        with collect_warnings() as warned:
+            fit, cv_r, mask_img, mask, checks, mean_bold = _fit_subject(
+                config, runs, atoms_by_acq, regressors)
+            write_participant_outputs(config.output_dir, subject, config.space_entities,
+                                      spec.label, fit, cv_r, mask_img, mask,
+                                      _subject_sidecar(config, spec, runs, fit))
+            if write_nuisance and fit.nuisance is not None:
+                write_nuisance_outputs(config.output_dir, subject, config.space_entities,
+                                       fit.nuisance, mask_img, mask, _nuisance_sidecar(
+                                           config, runs, fit))
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject, fit=fit,
-                                           cv_r=cv_r, mask_img=mask_img, mask=mask))
+                                           cv_r=cv_r, mask_img=mask_img, mask=mask,
+                                           runs=checks, mean_bold=mean_bold, warnings=warned))
         LOGGER.info("[%d/%d] sub-%s (%s): %d runs, %d volumes, %d voxels, median R2 %.3f, "
                     "median CV r %s (%.1f s)", index, len(dataset.subjects), subject,
                     spec.label, len(runs), fit.n_volumes_used, int(mask.sum()),

@@ -66,10 +66,16 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
     from bids_app.responses import write_responses  # nilearn, torch: imported when used
 
     def compute(folder: Path) -> None:
-        LOGGER.info("Loading language model %s on %s", spec.name, device)
-        lm = load_model(spec, device=device)
+        LOGGER.info("Loading language model %s on %s", spec.name,
+                    device if config.device_map is None
+                    else f"{device}, sharded (--device-map {config.device_map})")
+        lm = load_model(spec, device=device, device_map=config.device_map,
+                        offload_folder=config.work_dir / "offload" / spec.label)
         LOGGER.info("Model %s: %d layers, %d artificial neurons", spec.label,
                     len(lm.layer_sizes), lm.n_neurons)
+        if getattr(lm.model, "hf_device_map", None):
+            LOGGER.info("Model %s placed by accelerate: %s", spec.label,
+                        lm.model.hf_device_map)
         write_responses(folder, lm, plan, read_word_timings, hrf_model=config.hrf_model,
                         context_tokens=config.context_tokens,
                         word_pooling=config.word_pooling, mem_gb=config.mem_gb,
