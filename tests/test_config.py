@@ -98,8 +98,8 @@ def test_group_takes_the_participant_settings(tmp_path):
 @pytest.mark.parametrize("option, value, needle", [
     (["--n-atoms", "16"], "12", "--n-atoms"), (["--hrf", "spm"], "'glover'", "--hrf"),
     (["--space", "T"], "'S'", "--space"), (["--model", "third"], "minilm", "--model"),
-    (["--frames", "all"], "'story'", "--frames"),
-    (["--nuisance", "none"], "wordrate", "--nuisance"),
+    (["--frames", "story"], "'all'", "--frames"),
+    (["--nuisance", "wordrate"], "[]", "--nuisance"),
     (["--no-atom-stability"], "True", "--atom-stability")])
 def test_contradicting_group_option_is_an_error(tmp_path, option, value, needle):
     _participant(tmp_path, "--n-atoms", "12", "--hrf", "glover", "--space", "S")
