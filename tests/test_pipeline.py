@@ -68,11 +68,14 @@ def test_derivatives_dataset_is_indexed_by_pybids(planted_run):
     indexed = {Path(f.path) for f in layout.get(extension=[".nii.gz"])}
     on_disk = set(output.rglob("*.nii.gz"))
     assert on_disk and on_disk == indexed
-    # every map has a JSON sidecar recording the model and settings
+    # every map has a JSON sidecar recording the model and settings; the nuisance maps
+    # (no model label) record the frames, confounds and nuisance regressors
     for path in on_disk:
         sidecar = json.loads(Path(str(path).replace(".nii.gz", ".json")).read_text())
-        for key in ("Model", "NumberOfAtoms", "SparsityLambda", "HRF", "ConfoundStrategy",
-                    "Seed"):
+        nuisance = "_desc-wordrate_" in path.name or "_desc-envelope_" in path.name
+        for key in (("Frames", "ConfoundStrategy", "Nuisance", "NuisanceHRF") if nuisance
+                    else ("Model", "NumberOfAtoms", "SparsityLambda", "HRF",
+                          "ConfoundStrategy", "Seed", "Frames", "Nuisance")):
             assert key in sidecar, (path.name, key)
     # participant maps carry standard entities
     tmaps = layout.get(subject="001", suffix="statmap", extension=".nii.gz")
@@ -93,8 +96,8 @@ def test_participant_maps_shapes(planted_run):
     r2_data = np.asarray(r2.dataobj)
     assert np.all((r2_data >= 0) & (r2_data <= 1))
     atoms = pd.read_csv(output / "atoms" / "desc-minilm_atoms.tsv", sep="\t")
-    assert list(atoms.columns[:5]) == ["acquisition", "task", "run", "frame", "time_s"]
-    assert atoms.shape[1] == 5 + 64
+    assert list(atoms.columns[:6]) == ["acquisition", "task", "run", "frame", "time_s", "used"]
+    assert atoms.shape[1] == 6 + 64
     assert (output / "atoms" / "desc-minilm_stability.json").is_file()
     logs = list((output / "logs").glob("config_participant_*.json"))
     assert logs and json.loads(logs[0].read_text())["model"] == ["minilm"]
@@ -115,3 +118,37 @@ def test_rerun_reuses_cache_and_keeps_outputs(planted_run, capsys):
                  "-w", str(work)])
     assert code == 0
     np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), before)
+
+
+def test_story_frames_and_nuisance_maps(planted_run):
+    """Default settings: the atoms TSV marks the story frames (every frame listed, n/a
+    atoms elsewhere), the GLM uses used and steady-state volumes only, and each subject has
+    word-rate and envelope maps from the synthetic WAV files."""
+    from bids_app.responses import frame_times_s, story_frames
+    from bids_app.stimulus import read_word_timings, story_onset_s
+    from bids_app.synthetic import START_TIME_S, T_R_S
+
+    bids_dir, output = planted_run
+    atoms = pd.read_csv(output / "atoms" / "desc-minilm_atoms.tsv", sep="\t")
+    for task, frames in atoms.groupby("task"):
+        words = read_word_timings(bids_dir / "stimuli" / "gentle" / task / "align.csv")
+        onset = story_onset_s(bids_dir / "sub-001" / "func" /
+                              f"sub-001_task-{task}_events.tsv", task)
+        used = story_frames([onset + words.onsets_s],
+                            frame_times_s(len(frames), T_R_S, START_TIME_S))
+        np.testing.assert_array_equal(frames["used"].to_numpy(bool), used)
+        assert 0 < used.sum() < used.size
+        assert frames.loc[~used, "atom01"].isna().all() and frames.loc[used, "atom01"].notna().all()
+    design = pd.read_csv(output / "sub-001" / "func" / "sub-001_desc-minilm_design.tsv", sep="\t")
+    side = json.loads((output / "sub-001" / "func" /
+                       "sub-001_space-MNI152NLin2009cAsym_desc-minilm_stat-t_statmap.json"
+                       ).read_text())
+    assert side["Frames"] == "story" and side["VolumesUsed"] == len(design) == atoms["used"].sum()
+    for record in side["VolumesUsedPerRun"].values():
+        assert record["Ranges"][0][0] >= 3         # after the non-steady-state volumes
+    assert {"task-lighthouse_wordrate", "task-market_envelope"} <= set(design.columns)
+    for name in ("wordrate", "envelope"):
+        for stat in ("effect", "t"):
+            path = (output / "sub-001" / "func" /
+                    f"sub-001_space-MNI152NLin2009cAsym_desc-{name}_stat-{stat}_statmap.nii.gz")
+            assert nib.load(path).ndim == 3, path

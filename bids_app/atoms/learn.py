@@ -5,10 +5,11 @@ minimise ``0.5 * ||X - A D||_F^2 + lambda * ||A||_1`` with ``||d_k||_2 <= 1``, t
 and penalty scale of scikit-learn's ``DictionaryLearning``, solved by
 :class:`bids_app.atoms.learner.DictionaryLearner` (torch; CPU or CUDA; streams X from disk).
 
-The rows of X are AN responses z-scored within each run and scaled to unit L2 norm over all
-TRs (ours; done by the responses stage), so ``lambda`` acts on a correlation scale whatever the
-number of TRs. ANs whose response is constant (silent) are all-zero rows: they are left out
-of the fit and get all-zero codes.
+The rows of X are AN responses at the used frames (``--frames``: by default those that carry a
+story), z-scored within each run and scaled to unit L2 norm over those frames (ours; done by
+the responses stage), so ``lambda`` acts on a correlation scale whatever the number of TRs.
+ANs whose response is constant (silent) are all-zero rows: they are left out of the fit and
+get all-zero codes.
 """
 
 from __future__ import annotations
