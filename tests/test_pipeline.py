@@ -120,15 +120,19 @@ def test_rerun_reuses_cache_and_keeps_outputs(planted_run, capsys):
     np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), before)
 
 
-def test_story_frames_and_nuisance_maps(planted_run):
-    """Default settings: the atoms TSV marks the story frames (every frame listed, n/a
-    atoms elsewhere), the GLM uses used and steady-state volumes only, and each subject has
-    word-rate and envelope maps from the synthetic WAV files."""
+def test_story_frames_and_nuisance_maps(dataset_copy, tmp_path):
+    """--frames story --nuisance wordrate envelope: the atoms TSV marks the story frames
+    (every frame listed, n/a atoms elsewhere), the GLM uses used and steady-state volumes
+    only, and each subject has word-rate and envelope maps from the synthetic WAV files."""
+    from bids_app.cli.run import main
     from bids_app.responses import frame_times_s, story_frames
     from bids_app.stimulus import read_word_timings, story_onset_s
     from bids_app.synthetic import START_TIME_S, T_R_S
 
-    bids_dir, output = planted_run
+    bids_dir, output = dataset_copy, tmp_path / "out"
+    assert main([str(bids_dir), str(output), "participant", "-w", str(tmp_path / "work"),
+                 "--nprocs", "2", "--n-atoms", "8", "--no-atom-stability", "--frames",
+                 "story", "--nuisance", "wordrate", "envelope"]) == 0
     atoms = pd.read_csv(output / "atoms" / "desc-minilm_atoms.tsv", sep="\t")
     for task, frames in atoms.groupby("task"):
         words = read_word_timings(bids_dir / "stimuli" / "gentle" / task / "align.csv")
@@ -138,7 +142,8 @@ def test_story_frames_and_nuisance_maps(planted_run):
                             frame_times_s(len(frames), T_R_S, START_TIME_S))
         np.testing.assert_array_equal(frames["used"].to_numpy(bool), used)
         assert 0 < used.sum() < used.size
-        assert frames.loc[~used, "atom01"].isna().all() and frames.loc[used, "atom01"].notna().all()
+        assert frames.loc[~used, "atom01"].isna().all()
+        assert frames.loc[used, "atom01"].notna().all()
     design = pd.read_csv(output / "sub-001" / "func" / "sub-001_desc-minilm_design.tsv", sep="\t")
     side = json.loads((output / "sub-001" / "func" /
                        "sub-001_space-MNI152NLin2009cAsym_desc-minilm_stat-t_statmap.json"
