@@ -149,7 +149,7 @@ def test_explicit_envelope_needs_the_audio(dataset_copy, tmp_path):
     assert not out.exists()
 
 
-def test_default_nuisance_skips_a_missing_audio_with_a_log_line(dataset_copy, tmp_path,
+def test_implicit_envelope_skips_a_missing_audio_with_a_log_line(dataset_copy, tmp_path,
                                                                  caplog):
     import logging
 
@@ -158,6 +158,9 @@ def test_default_nuisance_skips_a_missing_audio_with_a_log_line(dataset_copy, tm
     (dataset_copy / "stimuli" / "market_audio.wav").write_bytes(b"not a wav")
     config = parse_args([str(dataset_copy), str(tmp_path / "out"), "participant"])
     config.resolve_paths()
+    # the regressors asked for in a Config but not on the command line (the CLI's default
+    # is none: an explicit --nuisance envelope makes a missing audio an error, tested above)
+    config.nuisance = ["wordrate", "envelope"]
     _, plan, _, _ = prepare(config)
     with caplog.at_level(logging.INFO, logger="llmfbn"):
         regressors = nuisance_regressors(config, plan)
