@@ -78,5 +78,5 @@ def toy_reports(tmp_path_factory):
     from tests.report_toys import group_result, subject_result
 
     root = tmp_path_factory.mktemp("toy_reports")
-    return {"subject": write_subject_report(subject_result(root), n_best_atoms=2),
+    return {"subject": write_subject_report(subject_result(root), n_best_atoms=1),
             "group": write_group_report(group_result(root, n_atoms=6, n_coupled=2))}

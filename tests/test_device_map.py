@@ -89,3 +89,20 @@ def test_device_map_option(tmp_path):
     args = [str(tmp_path), str(tmp_path / "out"), "participant"]
     assert parse_args(args).device_map is None
     assert parse_args(args + ["--device-map", "auto"]).device_map == "auto"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_and_host_split_gives_the_whole_models_activations(llama_folder):
+    """Half the blocks on the GPU, the rest in host memory (they run on the GPU when
+    called). float32 on both sides; GPU and CPU kernels differ in summation order, so the
+    tolerance is rtol 1e-4, atol 1e-5."""
+    spec = resolve_model(str(llama_folder))
+    whole = load_model(spec, device="cpu")
+    budget = _budget(whole)["cpu"]
+    split = load_model(spec, device="cuda", dtype="float32", device_map="auto",
+                       max_memory={0: budget, "cpu": 10 * budget})
+    assert {0, "cpu"} <= set(split.model.hf_device_map.values()), split.model.hf_device_map
+    assert split.device.type == "cuda"
+    expected = word_activations(whole, WORDS, context_tokens=16, batch_size=2)
+    got = word_activations(split, WORDS, context_tokens=16, batch_size=2)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bids_app.features.memory import architecture, ladder_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -19,8 +21,13 @@ def readme_row(row) -> str:
             f"{row.weights_gib:.1f} GiB |")
 
 
-def test_ladder_counts_match_published_numbers():
-    table = ladder_table().set_index("model")
+@pytest.fixture(scope="module")
+def ladder():
+    return ladder_table()
+
+
+def test_ladder_counts_match_published_numbers(ladder):
+    table = ladder.set_index("model")
     assert table.loc["BERT-base", "parameters"] == 109_482_240      # BertModel with pooler
     for name, total in PUBLISHED_WITH_HEAD.items():
         head = architecture(name)["vocab_size"] * architecture(name)["hidden_size"]
@@ -31,7 +38,7 @@ def test_ladder_counts_match_published_numbers():
     assert table.loc["Llama-3-8B", "ANs"] == 458_752
 
 
-def test_readme_memory_table_is_computed():
+def test_readme_memory_table_is_computed(ladder):
     text = README.read_text()
-    for row in ladder_table().itertuples():
+    for row in ladder.itertuples():
         assert readme_row(row) in text, readme_row(row)
