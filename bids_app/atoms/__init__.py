@@ -11,13 +11,10 @@ Modules: :mod:`~.learn` (the stage), :mod:`~.learner` (the learner and its algor
 :mod:`~.rows`, :mod:`~.resources`, :mod:`~.scores`, :mod:`~.settings`.
 """
 
-from bids_app.atoms.learn import (
-    Atoms,
-    atom_stability,
-    learn_atoms,
-    responding_rows,
-    response_projections,
-)
+from bids_app.atoms.learn import Atoms, atom_stability, learn_atoms, responding_rows
+
+# isort: split
+from bids_app.atoms.learn import response_projections
 from bids_app.atoms.learner import DictionaryLearner
 from bids_app.atoms.scores import dictionary_objective, match_atoms
 from bids_app.atoms.settings import ALGORITHM_ID
