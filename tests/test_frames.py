@@ -114,6 +114,7 @@ def _cached_atoms(folder: Path, used: np.ndarray, stability: dict | None) -> np.
     atoms = np.random.default_rng(0).standard_normal((3, n_used)).astype(np.float32)
     np.save(folder / "atoms.npy", atoms)
     sp.save_npz(folder / "codes.npz", sp.csr_matrix(np.eye(5, 3, dtype=np.float32)))
+    np.save(folder / "projections.npy", np.zeros((5, 3), np.float32))
     meta = {"Algorithm": "x", "ConvergenceLog": []}
     if stability is not None:
         meta["stability"] = stability
