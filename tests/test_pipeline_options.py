@@ -169,7 +169,8 @@ def test_envelope_map_lights_up_the_planted_auditory_network(tmp_path):
     bids = make_dataset(tmp_path / "bids", n_subjects=3, planted=False, seed=4,
                         envelope_psc=1.0)
     out = tmp_path / "out"
-    assert _participant(bids, out, tmp_path / "work", "--participant-label", "001") == 0
+    assert _participant(bids, out, tmp_path / "work", "--participant-label", "001",
+                        "--nuisance", "wordrate", "envelope") == 0
     func = out / "sub-001" / "func"
     t_img = nib.load(func / "sub-001_space-MNI152NLin2009cAsym_desc-envelope_stat-t_statmap.nii.gz")
     mask_img = nib.load(func / "sub-001_space-MNI152NLin2009cAsym_desc-minilm_mask.nii.gz")
