@@ -130,10 +130,28 @@ def _launch(chromium: str, profile: str):
          "--remote-debugging-pipe", "--no-first-run", "--disable-extensions",
          f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_fds,
-        close_fds=False)   # fds 3 and 4 are inheritable (dup2), every other one is not
+        # fds 3 and 4 are inheritable (dup2), every other one is not; its own process group
+        close_fds=False, start_new_session=True)
     os.close(to_browser_r)
     os.close(from_browser_w)
     return process, _Pipe(process, to_browser_w, from_browser_r)
+
+
+def _stop(process) -> None:
+    """End Chromium and every helper process it started (its own process group)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=10)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
 
 
 def _errors(events: list, page_url: str) -> tuple[list, list]:
@@ -179,7 +197,9 @@ def render(page: Path, screenshots: Path | None = None, width: int = 1280,
     if chromium is None:
         raise FileNotFoundError("Chromium not found: apt-get install -y chromium")
     url = Path(page).absolute().as_uri()
-    with tempfile.TemporaryDirectory(prefix="llmfbn-chromium-") as profile:
+    # Chromium's helper processes can still be writing into the profile as it is removed
+    with tempfile.TemporaryDirectory(prefix="llmfbn-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         process, pipe = _launch(chromium, profile)
         try:
             target = pipe.call("Target.createTarget", url="about:blank")["targetId"]
@@ -205,8 +225,7 @@ def render(page: Path, screenshots: Path | None = None, width: int = 1280,
                 raise RuntimeError(f"page check failed: {checked['exceptionDetails']}")
             seen = json.loads(checked["result"]["value"])
         finally:
-            process.kill()
-            process.wait()
+            _stop(process)
             os.close(pipe.write_fd)
             os.close(pipe.read_fd)
     result.script_errors, result.requests = _errors(pipe.events, url)

@@ -50,12 +50,26 @@ def small_dataset(tmp_path_factory):
     from bids_app.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("small")
-    return make_dataset(root / "bids", n_subjects=3, planted=False, seed=2)
+    bids_dir = make_dataset(root / "bids", n_subjects=3, planted=False, seed=2)
+    before = _fingerprint(bids_dir)
+    yield bids_dir
+    changed = sorted(set(before.items()) ^ set(_fingerprint(bids_dir).items()))
+    assert not changed, (
+        "a test changed the shared small dataset through a hard-linked copy (dataset_copy): "
+        f"{changed[:5]}; unlink a file before writing a new one in its place")
+
+
+def _fingerprint(folder: Path) -> dict:
+    """{relative path: (size, mtime_ns)} of every file under ``folder``."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
 def dataset_copy(small_dataset, tmp_path):
-    """A cheap writable copy (hard links) of the small dataset, to break on purpose."""
+    """A cheap writable copy (hard links) of the small dataset, to break on purpose. Its files
+    share their contents with ``small_dataset``: unlink one before writing in its place (the
+    session checks at its end that the template is unchanged)."""
     target = tmp_path / "bids"
     subprocess.run(["cp", "-al", str(small_dataset), str(target)], check=True)
     return target

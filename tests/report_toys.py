@@ -112,6 +112,7 @@ def group_result(output_dir, n_atoms: int = 8, n_coupled: int = 5,
                  "split_seed": 0, "median_seed_vs_seed": 0.75, "median_half_vs_half": 0.7}
     atoms = AtomOutputs(table=_atoms_table(n_atoms, used, rng),
                         codes=sp.csr_matrix((10, n_atoms)),
+                        projections=np.zeros((10, n_atoms), np.float32),
                         neurons=pd.DataFrame({"row": range(10), "layer": [0] * 5 + [1] * 5}),
                         sidecar={}, stability=stability,
                         source=output_dir / "atoms" / "desc-toy_atoms.tsv")

@@ -155,7 +155,9 @@ def test_implicit_envelope_skips_a_missing_audio_with_a_log_line(dataset_copy, t
 
     from bids_app.workflow import nuisance_regressors, prepare
 
-    (dataset_copy / "stimuli" / "market_audio.wav").write_bytes(b"not a wav")
+    audio = dataset_copy / "stimuli" / "market_audio.wav"
+    audio.unlink()                     # hard-linked: replace, do not edit in place
+    audio.write_bytes(b"not a wav")
     config = parse_args([str(dataset_copy), str(tmp_path / "out"), "participant"])
     config.resolve_paths()
     # the regressors asked for in a Config but not on the command line (the CLI's default

@@ -58,12 +58,11 @@ def _stability_summary(stability: dict | None, stem: str) -> dict:
 def atoms_table(atoms: np.ndarray, frames: pd.DataFrame) -> pd.DataFrame:
     """``frames`` (one row per frame of every acquisition, ``used`` 0/1) with one column per
     atom: ``atoms`` (n_atoms, n_used_frames) on the used rows, NaN (``n/a``) elsewhere."""
-    table = frames.copy()
-    used = table["used"].to_numpy(bool)
-    for name, course in zip(naming.atom_names(atoms.shape[0]), atoms):
-        table[name] = np.nan
-        table.loc[used, name] = course
-    return table
+    used = frames["used"].to_numpy(bool)
+    values = np.full((len(frames), atoms.shape[0]), np.nan)
+    values[used] = atoms.T
+    courses = pd.DataFrame(values, index=frames.index, columns=naming.atom_names(atoms.shape[0]))
+    return pd.concat([frames, courses], axis=1)
 
 
 def write_atom_outputs(output_dir: Path, label: str, cached: Path, sidecar: dict) -> None:
