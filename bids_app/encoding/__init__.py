@@ -37,6 +37,7 @@ from bids_app.encoding.participant import (
     ParticipantFit,
     cross_validated_r,
     fit_participant,
+    minimum_volumes,
 )
 
 __all__ = [
@@ -53,5 +54,6 @@ __all__ = [
     "fit_ols",
     "fit_participant",
     "load_run_confounds",
+    "minimum_volumes",
     "percent_signal_change",
 ]
