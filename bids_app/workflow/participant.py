@@ -1,5 +1,10 @@
-"""Participant level: stimulus-level results per model (cached), then one encoding model
-per subject, its maps and its report."""
+"""Participant level: pre-flight checks, stimulus-level results per model (cached in the
+work directory), then one encoding model per subject, its maps and its report.
+
+Nothing is written to OUTPUT_DIR before the pre-flight checks pass and the atoms of every
+model exist; the outputs are then written inside :func:`bids_app.atomic.deferred_replace`,
+so a run that fails on the way (a damaged file met late, a full disk) leaves no new file
+under a final name."""
 
 from __future__ import annotations
 
@@ -10,37 +15,47 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_app.bids import derivatives as out
+from bids_app.atomic import deferred_replace, remove_stale_temporaries
 from bids_app.bids import naming
+from bids_app.bids.describe import write_dataset_files
 from bids_app.bids.images import intersect_masks, masked_series
 from bids_app.bids.layout import RunFiles
 from bids_app.bids.outputs import write_atom_outputs, write_participant_outputs, write_run_config
-from bids_app.bids.sidecars import model_sidecar
+from bids_app.bids.sidecars import image_sidecar, model_sidecar
+from bids_app.cache import CACHE_DIR
 from bids_app.config import Config
-from bids_app.encoding import RunData, cross_validated_r, fit_participant, load_run_confounds
+from bids_app.encoding import RunData, cross_validated_r, fit_participant
 from bids_app.report import SubjectResult, write_subject_report
-from bids_app.workflow.stimulus import compute_atoms, prepare
+from bids_app.workflow.preflight import preflight_participant
+from bids_app.workflow.stimulus import compute_atoms
 
 LOGGER = logging.getLogger("llmfbn")
 
 
 def run_participant(config: Config) -> None:
-    """Stimulus features and atoms (cached, per model), then one encoding model per subject."""
+    """Pre-flight, stimulus features and atoms (cached, per model), then one encoding model
+    per subject."""
     import torch  # imported when used: the checks at the door answer in well under a second
 
+    checked = preflight_participant(config)
     torch.set_num_threads(config.nprocs)
-    dataset, plan, specs, device = prepare(config)
-    confounds = {r.bold: load_run_confounds(r.bold) for r in dataset.all_runs}
+    dataset, plan, specs = checked.dataset, checked.plan, checked.specs
+    remove_stale_temporaries(config.output_dir)
+    remove_stale_temporaries(config.work_dir / CACHE_DIR)
     LOGGER.info("Participant level: %d subject(s) [%s], %d task/run clock(s) [%s], model(s) %s",
                 len(dataset.subjects), ", ".join(dataset.subjects), len(plan),
                 ", ".join(plan), ", ".join(s.name for s in specs))
-    out.write_dataset_description(config.output_dir, config.bids_dir, config.derivatives,
-                                  dataset.raw_description, dataset.fmriprep_description)
-    write_run_config(config)
-    for spec in specs:
-        atoms_dir = compute_atoms(config, spec, plan, device)
-        write_atom_outputs(config.output_dir, spec.label, atoms_dir, model_sidecar(config, spec))
-        _participant_maps(config, spec, dataset, atoms_dir, confounds)
+    atoms_dirs = {spec.label: compute_atoms(config, spec, plan, checked.device)
+                  for spec in specs}
+    with deferred_replace():
+        write_dataset_files(config.output_dir, config.bids_dir, config.derivatives,
+                            dataset.raw_description, dataset.fmriprep_description)
+        write_run_config(config)
+        for spec in specs:
+            write_atom_outputs(config.output_dir, spec.label, atoms_dirs[spec.label],
+                               model_sidecar(config, spec))
+            _participant_maps(config, spec, dataset, atoms_dirs[spec.label],
+                              checked.confounds)
     LOGGER.info("Participant level done: outputs in %s", config.output_dir)
 
 
@@ -76,8 +91,7 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, confo
 def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
     n_atoms = fit.effect.shape[0]
     return {
-        **model_sidecar(config, spec),
-        "Sources": [str(r.bold.relative_to(config.derivatives)) for r in runs],
+        **model_sidecar(config, spec), **image_sidecar(config, runs),
         "Tasks": sorted({r.task for r in runs}),
         "VolumesUsed": fit.n_volumes_used, "DegreesOfFreedom": int(fit.dof),
         "Atoms": naming.atom_names(n_atoms),
