@@ -16,6 +16,7 @@ final name, only its temporaries, which it removes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -36,8 +37,10 @@ _OWNED = re.compile(r"^\..+\.tmp-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
 #: and ``.<name>.tmp-<random>``.
 _UNOWNED = re.compile(r"^\..+(\.[A-Za-z0-9_]{8}\.tmp(\.\w+)*|\.tmp-[A-Za-z0-9_]{8})$")
 
-#: (temporary, final) pairs waiting for the end of the innermost deferred_replace block.
+#: (temporary, final) pairs waiting for the end of the deferred_replace block, and the
+#: folders created for them (removed again, when empty, if the block fails).
 _DEFERRED: list[list[tuple[Path, Path]]] = []
+_CREATED: list[list[Path]] = []
 
 
 def host_label() -> str:
@@ -76,6 +79,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     Inside :func:`deferred_replace` the move waits for the end of that block.
     """
     path = Path(path)
+    if _CREATED:
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        _CREATED[-1].extend(missing)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=owner_prefix(path.name), suffix=suffix,
@@ -101,28 +107,33 @@ def deferred_replace() -> Iterator[None]:
 
     On success every file written in the block is moved onto its final name (in the order
     written); on any exception (including ``KeyboardInterrupt`` and ``SystemExit``) every
-    temporary is removed and no final name is touched. A nested block belongs to the
-    outermost one.
+    temporary is removed, so are the folders the block created if they are empty, and no
+    final name is touched. A nested block belongs to the outermost one.
     """
     if _DEFERRED:           # nested: the outermost block moves everything at its end
         yield
         return
     pending: list[tuple[Path, Path]] = []
+    created: list[Path] = []
     _DEFERRED.append(pending)
+    _CREATED.append(created)
+    done = False
     try:
         yield
-    except BaseException:
-        for tmp, _ in pending:
-            tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        _DEFERRED.pop()
-    try:
+        _DEFERRED.pop()                         # later writes are not deferred
         for tmp, final in pending:
             os.replace(tmp, final)
+        done = True
     finally:
+        if _DEFERRED and _DEFERRED[-1] is pending:
+            _DEFERRED.pop()
+        _CREATED.pop()
         for tmp, _ in pending:
             tmp.unlink(missing_ok=True)
+        if not done:
+            for folder in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()              # only when empty
 
 
 @contextmanager

@@ -51,6 +51,7 @@ def test_deferred_replace_failure_leaves_no_final_name(tmp_path):
     with pytest.raises(RuntimeError):
         with deferred_replace():
             out.write_text(tmp_path / "new.txt", "new")
+            out.write_text(tmp_path / "sub-001" / "func" / "map.json", "{}")
             out.write_text(tmp_path / "old.txt", "overwritten")
             with deferred_replace():                   # nested: belongs to the outer block
                 out.write_text(tmp_path / "inner.txt", "inner")

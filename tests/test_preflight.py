@@ -55,8 +55,9 @@ def _fake_atoms(tmp_path: Path, n_atoms: int):
 
 
 def _final_files(folder: Path) -> list:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.is_file()) if folder.exists() else []
+    """Everything under ``folder`` (files and folders)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) \
+        if folder.exists() else []
 
 
 def test_damaged_bold_met_late_leaves_no_final_file(dataset_copy, tmp_path, monkeypatch,
@@ -130,3 +131,38 @@ def test_bad_usage_exits_2(argv, tmp_path, capsys):
         main([str(tmp_path), str(tmp_path / "out"), "participant", *argv])
     assert exit_.value.code == EXIT_CODES["usage"] == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+_TERMINATED_RUN = """
+import os, signal, sys
+from pathlib import Path
+import bids_app.workflow
+from bids_app.atomic import deferred_replace
+from bids_app.bids import derivatives as out
+from bids_app.cli.run import main
+
+def run_participant(config):
+    with deferred_replace():
+        out.write_text(Path(config.output_dir) / "dataset_description.json", "{}")
+        os.kill(os.getpid(), signal.SIGTERM)        # a scheduler's time limit
+
+bids_app.workflow.run_participant = run_participant
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_exits_143_and_writes_nothing(tmp_path):
+    """SIGTERM (e.g. SLURM's time limit) ends the run with 143, as documented, and the
+    outputs it had not finished are neither under final names nor left as temporaries."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", _TERMINATED_RUN, str(tmp_path), str(out), "participant"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == EXIT_CODES["terminated"] == 143, result.stderr
+    assert "terminated (SIGTERM)" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
