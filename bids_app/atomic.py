@@ -194,7 +194,7 @@ def remove_stale_temporaries(root: Path) -> list[Path]:
     A temporary is removed when its name records this machine and a process id that no
     longer runs. Temporaries of live processes are left alone; so are those of other
     machines (their processes cannot be seen from here) and those of older llmfbn
-    versions (no owner recorded): a warning lists them.
+    versions (no owner recorded): the log lists them.
 
     Returns
     -------
@@ -215,7 +215,8 @@ def remove_stale_temporaries(root: Path) -> list[Path]:
     if removed:
         LOGGER.info("Removed %d temporary file(s) of killed runs under %s", len(removed), root)
     if unknown:
-        LOGGER.warning("%d temporary file(s) under %s belong to runs on other machines or to "
-                       "older llmfbn versions and were left in place (e.g. %s); remove them "
-                       "by hand once those runs are over", len(unknown), root, unknown[0])
+        # info, not a warning: parallel jobs on other nodes of a cluster write there now
+        LOGGER.info("%d temporary file(s) under %s belong to runs on other machines or to "
+                    "older llmfbn versions and were left in place (e.g. %s); remove them by "
+                    "hand once those runs are over", len(unknown), root, unknown[0])
     return removed

@@ -83,7 +83,10 @@ class Case:
     message: str
     code: int = EXIT["input"]
     level: str = "participant"
-    needs: tuple = field(default_factory=tuple)   # "unprivileged", "no-cuda", "outputs"
+    needs: tuple = field(default_factory=tuple)   # "unprivileged", "no-cuda"
+    #: in the quick suite (``pytest -m "not slow"``): one case per item of issue #12 and per
+    #: kind of check; the others run with the whole suite (CI)
+    quick: bool = False
 
 
 # ------------------------------------------------------------------------- helpers
@@ -290,12 +293,12 @@ CASES = [
     # --- folders and the command line
     Case("bids-missing", "BIDS_DIR does not exist",
          _set("positional", lambda c: [c.tmp / "nope", c.out, "participant"]),
-         "the BIDS dataset folder does not exist"),
+         "the BIDS dataset folder does not exist", quick=True),
     Case("output-is-input", "OUTPUT_DIR is BIDS_DIR",
          _set("out", lambda c: c.bids), "the output folder is the input BIDS folder"),
     Case("output-inside-raw", "OUTPUT_DIR inside the raw dataset, not under derivatives/",
          _set("out", lambda c: c.bids / "results"),
-         "the output folder lies inside the raw BIDS dataset"),
+         "the output folder lies inside the raw BIDS dataset", quick=True),
     Case("input-inside-output", "BIDS_DIR inside OUTPUT_DIR",
          _set("out", lambda c: c.bids.parent), "the BIDS folder lies inside the output folder"),
     Case("work-inside-raw", "--work-dir inside the raw dataset",
@@ -306,13 +309,14 @@ CASES = [
     Case("work-is-file", "--work-dir is a file",
          _set("work", _a_file), "the work directory path exists and is not a folder"),
     Case("output-read-only", "OUTPUT_DIR is read-only", _read_only("out"),
-         "the output folder cannot be written", needs=("unprivileged",)),
+         "the output folder cannot be written", needs=("unprivileged",), quick=True),
     Case("work-read-only", "--work-dir is read-only", _read_only("work"),
          "the work directory cannot be written", needs=("unprivileged",)),
     Case("no-space-left", "too little free disk for the estimated outputs", _no_disk,
          "not enough free disk space for this run"),
     Case("n-atoms-zero", "--n-atoms 0", lambda c: ["--n-atoms", "0"],
-         "argument --n-atoms: expected a positive whole number, found '0'", EXIT["usage"]),
+         "argument --n-atoms: expected a positive whole number, found '0'", EXIT["usage"],
+         quick=True),
     Case("space-malformed", "--space MNI:res", lambda c: ["--space", "MNI:res"],
          "argument --space: --space 'MNI:res': expected SPACE or SPACE:res-N", EXIT["usage"]),
     Case("label-malformed", "--participant-label a_b", lambda c: _labels("a_b"),
@@ -332,7 +336,7 @@ CASES = [
          lambda c: (c.replace(c.bids / "dataset_description.json", "{"), _labels("001"))[1],
          "cannot read"),
     Case("unknown-subject", "--participant-label of a subject not in the dataset",
-         lambda c: _labels("042"), "unknown participant label(s): sub-042"),
+         lambda c: _labels("042"), "unknown participant label(s): sub-042", quick=True),
     Case("unknown-task", "--task of a task not in the dataset",
          lambda c: [*_labels("001"), "--task", "nosuch"], "unknown task(s): nosuch"),
     Case("events-missing", "a run without events.tsv",
@@ -394,7 +398,7 @@ CASES = [
          "Cannot load the confounds of"),
     Case("confounds-short", "confounds 30 rows shorter than the BOLD series",
          _confounds_rows(-30),
-         "the confounds of task-market of sub-001 do not match its BOLD series"),
+         "the confounds of task-market of sub-001 do not match its BOLD series", quick=True),
     Case("confounds-long", "confounds 5 rows longer than the BOLD series", _confounds_rows(5),
          "the confounds of task-market of sub-001 do not match its BOLD series"),
     Case("tr-missing", "RepetitionTime in no sidecar (fMRIPrep, raw, root)", _drop_tr,
@@ -404,17 +408,17 @@ CASES = [
                                 lambda d: d.update(RepetitionTime=2.0)), _labels("001"))[1],
          "inconsistent RepetitionTime for"),
     Case("tr-header", "NIfTI header step (pixdim[4], s) differs from RepetitionTime",
-         _header_tr, "disagrees with its RepetitionTime"),
+         _header_tr, "disagrees with its RepetitionTime", quick=True),
     Case("tr-across-subjects", "two subjects' runs of a task have different TRs",
          _other_tr_sub2, "the runs of task-lighthouse disagree on RepetitionTime"),
     Case("bold-truncated", "preprocessed BOLD .nii.gz cut short",
          _truncate(lambda c: c.fmriprep("001", "market", "desc-preproc_bold.nii.gz")),
-         "the file is damaged, incomplete or not an image"),
+         "the file is damaged, incomplete or not an image", quick=True),
     Case("bold-corrupt", "preprocessed BOLD .nii.gz with damaged bytes", _flip_bytes,
          "the file is damaged, incomplete or not an image"),
     Case("bold-3d", "preprocessed BOLD is a 3-D image", _bold_3d, "is not a 4-D BOLD series"),
     Case("mask-grid", "brain mask on another grid than the BOLD series",
-         _mask(lambda d: d[:-2]), "are on different grids"),
+         _mask(lambda d: d[:-2]), "are on different grids", quick=True),
     Case("mask-4d", "brain mask with two volumes",
          _mask(lambda d: np.stack([d, d], axis=3)), "is not 3-D"),
     Case("mask-truncated", "brain mask .nii.gz cut short",
@@ -438,10 +442,10 @@ CASES = [
          "--n-atoms 500 is too many for the volumes of sub-001"),
     Case("mem-too-small", "--mem-gb below the dictionary learner's minimum",
          lambda c: [*_labels("001"), "--mem-gb", "0.001"],
-         "--mem-gb 0.001 is too small for minilm"),
+         "--mem-gb 0.001 is too small for minilm", quick=True),
     # --- group level
     Case("group-first", "group level before any participant run", lambda c: [],
-         "no participant-level run in this output folder", level="group"),
+         "no participant-level run in this output folder", level="group", quick=True),
     Case("group-contradicts", "group --n-atoms other than the participant level's",
          _outputs(then=lambda c: ["--n-atoms", "32"]),
          "--n-atoms contradicts the setting the participant level ran with", level="group"),
@@ -468,7 +472,7 @@ CASES = [
          level="group"),
     Case("atlas-outside", "atlas in another field of view (shifted 60 mm on each axis: 15 % "
          "inside the brain mask)", _outputs(then=_atlas(60.0)),
-         "lies mostly outside the analysed brain mask", level="group"),
+         "lies mostly outside the analysed brain mask", level="group", quick=True),
 ]
 
 
@@ -480,8 +484,9 @@ def render_table(cases=CASES) -> str:
         "Generated from `tests/bad_inputs.py` (`python -m tests.bad_inputs > "
         "docs/bad-inputs.md`); `tests/test_bad_inputs.py` runs every case and checks the "
         "exit code, that the message contains the text below, that no traceback is "
-        "printed and that no file is written or changed. Exit codes: 1 bad input data or "
-        "environment, 2 bad usage (see the README).",
+        "printed and that no file is written or changed (`pytest -m \"not slow\"` runs the "
+        "cases marked *quick*, the whole suite and CI all of them). Exit codes: 1 bad input "
+        "data or environment, 2 bad usage (see the README).",
         "",
         f"{len(cases)} cases.",
         "",
@@ -490,7 +495,8 @@ def render_table(cases=CASES) -> str:
     ]
     for number, case in enumerate(cases, 1):
         message = case.message.replace("|", "\\|")
-        lines.append(f"| {number} | `{case.id}` | {case.level} | {case.what} | {case.code} "
+        name = f"`{case.id}`" + (" *quick*" if case.quick else "")
+        lines.append(f"| {number} | {name} | {case.level} | {case.what} | {case.code} "
                      f"| {message} |")
     return "\n".join(lines) + "\n"
 

@@ -103,6 +103,7 @@ def test_temporaries_of_killed_runs_are_removed(tmp_path):
 
 def test_other_hosts_and_old_temporaries_are_left(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("llmfbn"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="llmfbn")
     other = tmp_path / ".map.nii.gz.tmp-otherhost-1-abcdefgh.nii.gz"
     old = tmp_path / ".map.nii.gz.k2j3h4g5.tmp.nii.gz"
     for path in (other, old):

@@ -49,7 +49,8 @@ def _run(argv: list, case, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=() if c.quick
+                                               else pytest.mark.slow) for c in CASES])
 def test_bad_input(case, dataset_copy, tmp_path, monkeypatch, capsys):
     if "no-cuda" in case.needs:
         import torch

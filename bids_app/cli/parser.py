@@ -133,7 +133,8 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
                      help="functional brain networks: 'seitzman' (offline, nilearn), "
                      "'yeo7'/'yeo17' "
                      "(Schaefer 2018 via TemplateFlow), or a 3-D label NIfTI with a .tsv "
-                     "(index, name) / a 4-D NIfTI of network maps")
+                     "(index, name) / a 4-D NIfTI of network maps, in the data's space: at "
+                     "least 50%% of its network volume must lie inside the brain mask")
     grp.add_argument("--fdr-q", type=_positive_float, default=cfg.DEFAULT_FDR_Q, metavar="Q",
                      help="false discovery rate of each group atom map")
     grp.add_argument("--min-iou", type=_positive_float, default=cfg.DEFAULT_MIN_IOU,

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 
 from bids_app.cli.parser import EXIT_CODES, parse_args
 from bids_app.config import Config
@@ -32,11 +33,12 @@ def setup_logging(verbose: int) -> None:
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level)
     LOGGER.propagate = False
-    # warnings (e.g. an atlas resampled onto the data's grid) go to the same log
-    logging.captureWarnings(True)
-    warned = logging.getLogger("py.warnings")
-    warned.handlers[:] = [handler]
-    warned.propagate = False
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. an atlas resampled onto the data's grid) go to the run's log."""
+    LOGGER.warning("warning: %s", message)
 
 
 def run(config: Config) -> int:
