@@ -13,11 +13,19 @@ analysis brain mask:
 
 Every mask is a row of :attr:`FBNAtlas.masks`, of shape (n_networks, n_voxels), whose columns
 follow ``np.flatnonzero(brain_mask)`` (C order), the order nilearn's maskers use.
+
+An atlas on another grid is resampled (nearest neighbour) with a warning, as is one whose file
+name declares another space (``tpl-``/``space-`` entity) than the data's. Its *coverage*, the
+share of its network volume that lands inside the analysis brain mask (for Seitzman's ROIs:
+the share of ROI centres inside it), must reach :data:`MIN_ATLAS_COVERAGE`
+(:func:`check_coverage`, run by the group level before it writes): an atlas in another space
+or field of view lands mostly outside the brain and would give every atom an IoU of 0.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -29,10 +37,14 @@ import pandas as pd
 
 from bids_app.errors import LlmfbnError
 
-__all__ = ["FBNAtlas", "load_fbn_atlas", "seitzman_network_names", "BUILTIN_ATLASES"]
+__all__ = ["FBNAtlas", "check_coverage", "load_fbn_atlas", "seitzman_network_names",
+           "BUILTIN_ATLASES", "MIN_ATLAS_COVERAGE"]
 
 #: Atlas names understood by :func:`load_fbn_atlas` besides a path.
 BUILTIN_ATLASES = ("seitzman", "yeo7", "yeo17")
+
+#: Smallest share of an atlas's network volume inside the analysis brain mask (ours).
+MIN_ATLAS_COVERAGE = 0.5
 
 # The 13 assigned Seitzman networks, largest (most ROIs) first; "unassigned" is dropped.
 _SEITZMAN_NETWORKS = (
@@ -57,12 +69,16 @@ class FBNAtlas:
         ``np.flatnonzero(mask)`` order) belongs to network ``i``.
     source : str
         Where the atlas came from (file paths, citation), for sidecars and the report.
+    coverage : float
+        Share (0-1) of the atlas's network volume inside the brain mask (Seitzman: share
+        of the ROI centres).
     """
 
     name: str
     network_names: tuple[str, ...]
     masks: np.ndarray
     source: str
+    coverage: float = 1.0
 
     @property
     def n_networks(self) -> int:
@@ -92,7 +108,8 @@ def seitzman_network_names() -> tuple[str, ...]:
     return _SEITZMAN_NETWORKS
 
 
-def load_fbn_atlas(spec: str | os.PathLike, brain_mask_img) -> FBNAtlas:
+def load_fbn_atlas(spec: str | os.PathLike, brain_mask_img,
+                   space: str | None = None) -> FBNAtlas:
     """Load FBN templates as boolean masks over the voxels of a brain mask.
 
     Parameters
@@ -106,28 +123,72 @@ def load_fbn_atlas(spec: str | os.PathLike, brain_mask_img) -> FBNAtlas:
         column if present, else ``net01``, ``net02``, ...).
     brain_mask_img : nibabel image or path
         3-D brain mask defining the analysis grid; voxels with a value > 0 are in the brain.
+    space : str or None
+        The data's space (e.g. ``"MNI152NLin2009cAsym"``); an atlas whose file name declares
+        another one is used with a warning.
 
     Returns
     -------
     FBNAtlas
-        Masks of shape (n_networks, n_voxels). Image atlases are resampled to the mask's
-        grid with nearest-neighbour interpolation. Networks with no voxel inside the mask
-        are dropped with a warning.
+        Masks of shape (n_networks, n_voxels). Image atlases on another grid are resampled
+        to the mask's grid with nearest-neighbour interpolation (with a warning). Networks
+        with no voxel inside the mask are dropped with a warning.
 
     Raises
     ------
     LlmfbnError
         Unknown name or missing file, a 3-D atlas without its TSV, TSV labels absent from
-        the image, Yeo atlases whose TemplateFlow files are not available, or an atlas
-        with no network inside the brain mask.
+        the image, Yeo atlases whose TemplateFlow files are not available, an atlas
+        with no network inside the brain mask (see also :func:`check_coverage`).
     """
     mask_img, mask = _load_mask(brain_mask_img)
     key = str(spec).strip()
     if key.lower() == "seitzman":
         return _seitzman_atlas(mask_img, mask)
     if key.lower() in ("yeo7", "yeo17"):
+        _check_space("MNI152NLin2009cAsym", space, key.lower())
         return _yeo_atlas(int(key[3:]), mask_img, mask)
-    return _user_atlas(Path(key).expanduser(), mask_img, mask)
+    path = Path(key).expanduser()
+    declared = re.search(r"(?:^|_)(?:tpl|space)-([A-Za-z0-9]+)", path.name)
+    if declared:
+        _check_space(declared.group(1), space, str(path))
+    return _user_atlas(path, mask_img, mask)
+
+
+def check_coverage(atlas: FBNAtlas, min_coverage: float = MIN_ATLAS_COVERAGE) -> None:
+    """Raise unless ``atlas.coverage`` reaches ``min_coverage`` (the group level's check).
+
+    Raises
+    ------
+    LlmfbnError
+        The atlas lies mostly outside the analysed brain mask (another space or field of
+        view).
+    """
+    if atlas.coverage < min_coverage:
+        raise LlmfbnError(
+            f"FBN atlas {atlas.name!r} lies mostly outside the analysed brain mask",
+            expected=f"at least {min_coverage:.0%} of the atlas's networks inside the brain "
+            "mask", found=f"{atlas.coverage:.1%} inside",
+            todo="give an atlas in the data's space and field of view (check --space and the "
+            "atlas's affine, e.g. by overlaying it on a subject's mask)")
+
+
+def _check_space(atlas_space: str, data_space: str | None, name: str) -> None:
+    if data_space and atlas_space != data_space:
+        _warn(f"FBN atlas {name!r} is in space {atlas_space}, the data in {data_space}: it "
+              "is resampled onto the data's grid as if the spaces were the same; give an "
+              f"atlas in {data_space} for exact network borders")
+
+
+def _voxel_mm3(affine: np.ndarray) -> float:
+    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3])))
+
+
+def _coverage(n_native: int, native_affine, n_inside: int, mask_img) -> float:
+    """Share of an image atlas's network volume (``n_native`` voxels on its own grid) that
+    the ``n_inside`` brain-mask voxels it covers on the analysis grid represent."""
+    native_mm3 = n_native * _voxel_mm3(native_affine)
+    return min(1.0, n_inside * _voxel_mm3(mask_img.affine) / native_mm3) if native_mm3 else 0.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -162,7 +223,7 @@ def _load_mask(brain_mask_img) -> tuple[nib.Nifti1Image, np.ndarray]:
     return img, mask
 
 
-def _finish(name, network_names, masks, source) -> FBNAtlas:
+def _finish(name, network_names, masks, source, coverage: float) -> FBNAtlas:
     """Drop empty networks (warning) and build the atlas."""
     masks = np.asarray(masks, dtype=bool)
     sizes = masks.sum(axis=1)
@@ -180,7 +241,8 @@ def _finish(name, network_names, masks, source) -> FBNAtlas:
     names = tuple(n for n, k in zip(network_names, keep) if k)
     masks = np.ascontiguousarray(masks[keep])
     masks.setflags(write=False)
-    return FBNAtlas(name=name, network_names=names, masks=masks, source=source)
+    return FBNAtlas(name=name, network_names=names, masks=masks, source=source,
+                    coverage=float(coverage))
 
 
 def _mask_world_coords(mask_img, mask) -> np.ndarray:
@@ -230,7 +292,18 @@ def _seitzman_atlas(mask_img, mask) -> FBNAtlas:
     net_index = {n: i for i, n in enumerate(names)}
     masks = np.zeros((len(names), coords_mm.shape[0]), dtype=bool)
     masks[np.array([net_index[n] for n in net_won], dtype=np.intp), vox_won] = True
-    return _finish("seitzman", names, masks, _SEITZMAN_SOURCE)
+    return _finish("seitzman", names, masks, _SEITZMAN_SOURCE,
+                   _centres_inside(centres_mm, mask_img, mask))
+
+
+def _centres_inside(centres_mm: np.ndarray, mask_img, mask) -> float:
+    """Share of the points ``centres_mm`` (n, 3) whose nearest voxel is in the mask."""
+    ijk = np.rint(nib.affines.apply_affine(np.linalg.inv(mask_img.affine),
+                                           centres_mm)).astype(int)
+    ok = np.all((ijk >= 0) & (ijk < np.array(mask.shape)), axis=1)
+    inside = np.zeros(len(ijk), dtype=bool)
+    inside[ok] = mask[tuple(ijk[ok].T)]
+    return float(inside.mean()) if len(inside) else 0.0
 
 
 _YEO_TODO = (
@@ -329,12 +402,20 @@ def _read_label_tsv(tsv_path: Path, need_index: bool) -> pd.DataFrame:
     return table
 
 
-def _on_grid(img, mask_img) -> np.ndarray:
-    """Image data on the mask's grid (nearest neighbour), unchanged when grids match."""
+def _on_grid(img, mask_img, name: str) -> np.ndarray:
+    """Image data on the mask's grid (nearest neighbour, with a warning), unchanged when the
+    grids match."""
     same = (img.shape[:3] == mask_img.shape[:3]
             and np.allclose(img.affine, mask_img.affine, atol=1e-4))
     if not same:
         from nilearn.image import resample_to_img
+
+        _warn(f"FBN atlas {name!r} is on another grid than the data (shape {img.shape[:3]} "
+              f"vs {mask_img.shape[:3]}, voxel {_voxel_mm3(img.affine):.3g} vs "
+              f"{_voxel_mm3(mask_img.affine):.3g} mm3, first voxel at "
+              f"{np.round(img.affine[:3, 3], 1).tolist()} vs "
+              f"{np.round(mask_img.affine[:3, 3], 1).tolist()} mm): resampled with nearest "
+              "neighbour")
         img = resample_to_img(img, mask_img, interpolation="nearest",
                               force_resample=True, copy_header=True)
     return np.asanyarray(img.dataobj)
@@ -366,7 +447,8 @@ def _label_atlas(name, label_img, table, mask_img, mask, source, tsv_path) -> FB
     if unnamed:
         _warn(f"FBN atlas {name!r}: labels {unnamed[:20]} have no row in {tsv_path} and "
               "are ignored")
-    grid_labels = _on_grid(label_img, mask_img).astype(np.int64)[mask]  # (n_voxels,)
+    n_native = int(np.isin(labels, table["index"].to_numpy()).sum())
+    grid_labels = _on_grid(label_img, mask_img, name).astype(np.int64)[mask]  # (n_voxels,)
     network_names = tuple(dict.fromkeys(table["name"].astype(str)))  # first-appearance order
     # Labels of one network are merged: label value -> network row, via a lookup table.
     lut = np.full(int(max(present.max(), table["index"].max())) + 2, -1, dtype=np.intp)
@@ -377,7 +459,8 @@ def _label_atlas(name, label_img, table, mask_img, mask, source, tsv_path) -> FB
     masks = np.zeros((len(network_names), grid_labels.size), dtype=bool)
     inside = np.flatnonzero(voxel_net >= 0)
     masks[voxel_net[inside], inside] = True
-    return _finish(name, network_names, masks, source)
+    return _finish(name, network_names, masks, source,
+                   _coverage(n_native, label_img.affine, inside.size, mask_img))
 
 
 def _user_atlas(path: Path, mask_img, mask) -> FBNAtlas:
@@ -425,6 +508,9 @@ def _user_atlas(path: Path, mask_img, mask) -> FBNAtlas:
                               found=f"names {list(names)}", todo="make the names unique")
     else:
         names = tuple(f"net{i + 1:02d}" for i in range(n_volumes))
-    maps = _on_grid(img, mask_img)  # (x, y, z, n_networks)
+    native = np.nan_to_num(np.asanyarray(img.dataobj)) > 0
+    maps = _on_grid(img, mask_img, name)  # (x, y, z, n_networks)
     masks = np.stack([np.nan_to_num(maps[..., i][mask]) > 0 for i in range(n_volumes)])
-    return _finish(name, names, masks, f"user atlas {path}")
+    coverage = _coverage(int(native.any(axis=3).sum()), img.affine,
+                         int(masks.any(axis=0).sum()), mask_img)
+    return _finish(name, names, masks, f"user atlas {path}", coverage)

@@ -20,6 +20,10 @@ from bids_app.atomic import atomic_folder
 
 LOGGER = logging.getLogger("llmfbn")
 
+#: The cache's folder in the work directory, and the marker of a complete result.
+CACHE_DIR = "llmfbn"
+COMPLETE = ".complete"
+
 
 def cache_key(payload: dict) -> str:
     """A short stable hash of a JSON-serialisable description of the inputs."""
@@ -46,22 +50,27 @@ def _locked(lock_path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def is_cached(work_dir: Path, kind: str, key: str) -> bool:
+    """Whether the result ``kind/key`` is complete in ``work_dir``."""
+    return (Path(work_dir) / CACHE_DIR / kind / key / COMPLETE).exists()
+
+
 def cached_folder(work_dir: Path, kind: str, key: str, compute: Callable[[Path], None],
                   description: str) -> Path:
     """Return the folder holding the result ``kind/key``, computing it once if needed.
 
     ``compute(tmp_folder)`` writes the result files into ``tmp_folder``.
     """
-    root = Path(work_dir) / "llmfbn" / kind
+    root = Path(work_dir) / CACHE_DIR / kind
     final = root / key
-    if (final / ".complete").exists():
+    if (final / COMPLETE).exists():
         LOGGER.info("%s: reusing cached result %s", description, final)
         return final
     with _locked(root / f"{key}.lock"):
-        if (final / ".complete").exists():
+        if (final / COMPLETE).exists():
             LOGGER.info("%s: computed by another job, reusing %s", description, final)
             return final
         with atomic_folder(final) as tmp:     # an incomplete leftover at final is replaced
             compute(tmp)
-            (tmp / ".complete").write_text("")
+            (tmp / COMPLETE).write_text("")
     return final

@@ -8,7 +8,7 @@ Laid out like the Narratives dataset (OpenNeuro ds002345) with fMRIPrep derivati
       stimuli/<task>_audio.wav          (8 kHz mono: noise bursts at the words)
       stimuli/gentle/<task>/{align.csv, align.json, transcript.txt}
       sub-001/func/sub-001_task-<task>_{bold.nii.gz, bold.json, events.tsv}
-      derivatives/fmriprep/dataset_description.json
+      derivatives/fmriprep/{dataset_description.json, README, .bidsignore}
       derivatives/fmriprep/sub-001/func/
         sub-001_task-<task>_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.{nii.gz,json}
         sub-001_task-<task>_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.{nii.gz,json}
@@ -303,6 +303,11 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
         "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.0",
                          "Description": "simulated by llmfbn.synthetic (not a real fMRIPrep run)"}],
     })
+    (fmriprep / "README").write_text(
+        "Simulated fMRIPrep outputs of the llmfbn synthetic dataset (bids_app.synthetic).\n"
+        "Not a real fMRIPrep run: the BOLD series are simulated on a 4 mm grid.\n")
+    # the BIDS schema has no rule for fMRIPrep's confounds yet (BEP012)
+    (fmriprep / ".bidsignore").write_text("*_desc-confounds_timeseries.*\n")
     baseline = 600.0 + 300.0 * _smooth(rng.random(mask.shape), 12.0)[mask]
     for s in range(1, n_subjects + 1):
         sub = f"{s:03d}"
@@ -419,6 +424,15 @@ def _write_raw_metadata(bids_dir: Path, n_subjects: int, tasks, planted: bool) -
                      "Instructions": "Listen to the story."})
 
 
+def _save_series(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """A 4-D series with its units (mm, s) and its volume step (RepetitionTime) in the
+    header, as the BIDS validator checks."""
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = T_R_S
+    nib.save(img, path)
+
+
 def _write_run(bids_dir, fmriprep, sub, task, n, signal, weights, mask_img, mask, baseline,
                noise_psc, rng) -> None:
     n_vox = int(mask.sum())
@@ -446,9 +460,11 @@ def _write_run(bids_dir, fmriprep, sub, task, n, signal, weights, mask_img, mask
     raw = np.clip(data[::2, ::2, ::2], 0, 32767).astype(np.int16)
     raw_affine = mask_img.affine.copy()
     raw_affine[:3, :3] *= 2
-    nib.save(nib.Nifti1Image(raw, raw_affine), raw_func / f"{base}_bold.nii.gz")
+    _save_series(raw, raw_affine, raw_func / f"{base}_bold.nii.gz")
+    # RepetitionTime only here and in task-<task>_bold.json at the root (BIDS inheritance)
     _write_json(raw_func / f"{base}_bold.json", {"RepetitionTime": T_R_S, "TaskName": task})
     story_s = float(n * T_R_S - STORY_ONSETS_S[task] - 15.0)
+    # stim_file is relative to stimuli/ and names a file that exists there
     pd.DataFrame({"onset": [STORY_ONSETS_S[task]], "duration": [round(story_s, 2)],
                   "trial_type": [task], "stim_file": [audio_name(task)]}
                  ).to_csv(raw_func / f"{base}_events.tsv", sep="\t", index=False)
@@ -456,16 +472,19 @@ def _write_run(bids_dir, fmriprep, sub, task, n, signal, weights, mask_img, mask
     func = fmriprep / f"sub-{sub}" / "func"
     func.mkdir(parents=True, exist_ok=True)
     space = "space-MNI152NLin2009cAsym_res-2"
-    img = nib.Nifti1Image(data, mask_img.affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header["pixdim"][4] = T_R_S
-    nib.save(img, func / f"{base}_{space}_desc-preproc_bold.nii.gz")
+    _save_series(data, mask_img.affine, func / f"{base}_{space}_desc-preproc_bold.nii.gz")
+    resolution = {"Resolution": {"2": f"fMRIPrep's res-2 name kept; the synthetic grid has "
+                                      f"{VOXEL_MM:g} mm voxels"}}
     _write_json(func / f"{base}_{space}_desc-preproc_bold.json", {
         "RepetitionTime": T_R_S, "StartTime": START_TIME_S, "SkullStripped": False,
-        "TaskName": task, "VoxelSizeMm": VOXEL_MM,
+        "TaskName": task, "VoxelSizeMm": VOXEL_MM, **resolution,
         "Sources": [f"bids:raw:sub-{sub}/func/{base}_bold.nii.gz"]})
-    nib.save(mask_img, func / f"{base}_{space}_desc-brain_mask.nii.gz")
-    _write_json(func / f"{base}_{space}_desc-brain_mask.json", {"Type": "Brain", "RawSources": []})
+    mask_out = nib.Nifti1Image(np.asarray(mask_img.dataobj), mask_img.affine)
+    mask_out.header.set_xyzt_units("mm")
+    nib.save(mask_out, func / f"{base}_{space}_desc-brain_mask.nii.gz")
+    _write_json(func / f"{base}_{space}_desc-brain_mask.json", {
+        "Type": "Brain", **resolution, "Description": "Brain mask of the synthetic series",
+        "Sources": [f"bids:raw:sub-{sub}/func/{base}_bold.nii.gz"]})
 
     conf = pd.DataFrame({"global_signal": data[mask].mean(0),
                          "csf": physio[:, 0], "white_matter": physio[:, 5]})

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.atlases import FBNAtlas, load_fbn_atlas, seitzman_network_names
+from bids_app.atlases import (
+    MIN_ATLAS_COVERAGE,
+    FBNAtlas,
+    check_coverage,
+    load_fbn_atlas,
+    seitzman_network_names,
+)
 from bids_app.errors import LlmfbnError
 
 AFFINE_3MM = np.array([[3.0, 0, 0, -30], [0, 3.0, 0, -30], [0, 0, 3.0, -30], [0, 0, 0, 1]])
@@ -185,7 +193,8 @@ def test_user_3d_atlas_resampled_nearest(tmp_path):
     labels[20:36, 8:32, 8:32] = 2
     path = _write_label_atlas(tmp_path, labels, [(1, "left"), (2, "right")], affine=fine_affine)
     mask_img = _box_mask()
-    atlas = load_fbn_atlas(path, mask_img)
+    with pytest.warns(UserWarning, match="on another grid than the data"):
+        atlas = load_fbn_atlas(path, mask_img)
     reference = np.asarray(resample_to_img(nib.Nifti1Image(labels, fine_affine), mask_img,
                                            interpolation="nearest").dataobj)
     mask = np.asarray(mask_img.dataobj) > 0
@@ -320,3 +329,39 @@ def test_yeo_missing_templateflow_files(tmp_path, monkeypatch):
         message = str(info.value)
         assert "TemplateFlow" in message and "TEMPLATEFLOW_HOME" in message
         assert "--fbn-atlas seitzman" in message and "PATH" in message
+
+
+# --------------------------------------------------------------------------- coverage
+def test_coverage_of_an_atlas_in_the_data_space(tmp_path, seitzman_4mm):
+    """An atlas on the data's grid inside the brain covers it fully: no warning."""
+    labels = _label_volume()
+    path = _write_label_atlas(tmp_path, labels, [(i, f"n{i}") for i in range(1, 6)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        atlas = load_fbn_atlas(path, _box_mask())
+    assert atlas.coverage == pytest.approx(0.8)     # x slabs 0-1 and 18-19 lie outside
+    check_coverage(atlas)
+    assert seitzman_4mm.coverage > 0.95
+    check_coverage(seitzman_4mm)
+
+
+def test_atlas_in_another_field_of_view_is_refused(tmp_path):
+    """Shifted by 24 mm on each axis, most of the atlas lies outside the mask: the coverage
+    falls below MIN_ATLAS_COVERAGE and the group level stops (before: resampled silently)."""
+    shifted = AFFINE_3MM.copy()
+    shifted[:3, 3] += 24.0
+    path = _write_label_atlas(tmp_path, _label_volume(), [(i, f"n{i}") for i in range(1, 6)],
+                              affine=shifted)
+    with pytest.warns(UserWarning, match="resampled with nearest neighbour"):
+        atlas = load_fbn_atlas(path, _box_mask())
+    assert atlas.coverage < MIN_ATLAS_COVERAGE
+    with pytest.raises(LlmfbnError, match="lies mostly outside the analysed brain mask"):
+        check_coverage(atlas)
+
+
+def test_atlas_declaring_another_space_warns(tmp_path):
+    path = _write_label_atlas(tmp_path, _label_volume(), [(i, f"n{i}") for i in range(1, 6)],
+                              name="tpl-MNI152NLin6Asym_atlas-x_dseg")
+    with pytest.warns(UserWarning, match="is in space MNI152NLin6Asym, the data in "
+                                         "MNI152NLin2009cAsym"):
+        load_fbn_atlas(path, _box_mask(), space="MNI152NLin2009cAsym")

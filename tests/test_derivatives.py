@@ -12,7 +12,8 @@ import pytest
 
 from bids_app.atomic import atomic_path
 from bids_app.bids import derivatives as out
-from bids_app.bids.naming import bids_name
+from bids_app.bids.describe import write_dataset_files
+from bids_app.bids.naming import BIDSIGNORE, bids_name
 
 
 def test_bids_name_orders_entities():
@@ -51,11 +52,22 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 
 
 def test_dataset_description(tmp_path):
-    path = out.write_dataset_description(tmp_path / "out", tmp_path / "bids",
-                                         tmp_path / "bids/derivatives/fmriprep",
-                                         {"Name": "Narratives", "DatasetDOI": "10.1/x"}, {})
+    path = write_dataset_files(tmp_path / "out", tmp_path / "bids",
+                               tmp_path / "bids/derivatives/fmriprep",
+                               {"Name": "Narratives", "DatasetDOI": "10.1/x"}, {})
     desc = json.loads(path.read_text())
     assert desc["DatasetType"] == "derivative"
     assert desc["GeneratedBy"][0]["Name"] == "llmfbn"
     assert desc["SourceDatasets"][0]["DOI"] == "10.1/x"
+    assert desc["DatasetLinks"]["fmriprep"].endswith("/bids/derivatives/fmriprep")
     assert (tmp_path / "out" / ".bidsignore").is_file()
+    assert (tmp_path / "out" / "README.md").is_file()
+
+
+def test_bidsignore_keeps_user_lines_and_drops_old_patterns(tmp_path):
+    """Patterns of older versions ("atoms/": not matched by the validator) are replaced."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".bidsignore").write_text("atoms/\nmine/*.txt\n")
+    write_dataset_files(tmp_path / "out", tmp_path / "bids", tmp_path / "f", {}, {})
+    lines = (tmp_path / "out" / ".bidsignore").read_text().split()
+    assert lines == ["mine/*.txt", *BIDSIGNORE]

@@ -231,3 +231,31 @@ def test_word_rate_map_is_large_where_planted_and_null_elsewhere():
     assert np.abs(t[40:]).mean() < 1.2 and np.quantile(np.abs(t[40:]), 0.99) < 3.5
     # the atoms do not take the planted signal: it belongs to the nuisance regressor
     assert np.abs(fit.t[:, :40]).max() < 5
+
+
+# ------------------------------------------------------------------------- the workflow
+def test_implicit_envelope_skips_an_unreadable_audio_with_a_log_line(dataset_copy, tmp_path,
+                                                                     caplog):
+    """The envelope asked for in a Config but not on the command line (the CLI's default is
+    no nuisance regressor): a story whose WAV cannot be read loses its envelope with a log
+    line, the other story keeps it. An explicit ``--nuisance envelope`` makes this an error
+    (the ``envelope-audio-missing`` case of tests/bad_inputs.py)."""
+    from bids_app.cli.parser import parse_args
+    from bids_app.workflow import nuisance_regressors, preflight_participant
+
+    audio = dataset_copy / "stimuli" / "market_audio.wav"
+    audio.unlink()                     # hard-linked: replace, do not edit in place
+    audio.write_bytes(b"not a wav")
+    config = parse_args([str(dataset_copy), str(tmp_path / "out"), "participant"])
+    config.resolve_paths()
+    config.nuisance = ["wordrate", "envelope"]
+    plan = preflight_participant(config).plan
+    with caplog.at_level(logging.INFO, logger="llmfbn"):
+        regressors = nuisance_regressors(config, plan)
+    assert list(regressors["task-lighthouse"].columns) == ["wordrate", "envelope"]
+    assert list(regressors["task-market"].columns) == ["wordrate"]
+    assert "market_audio.wav" in caplog.text and "envelope regressor is skipped" in caplog.text
+    none = parse_args([str(dataset_copy), str(tmp_path / "out"), "participant", "--nuisance",
+                       "none"])
+    assert all(t.shape[1] == 0 for t in nuisance_regressors(none, plan).values())
+    assert not (tmp_path / "out").exists()

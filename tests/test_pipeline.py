@@ -4,6 +4,7 @@ outputs form a BIDS-Derivatives dataset that pybids indexes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -71,7 +72,7 @@ def test_planted_subgroups_recover_the_functional_truth(planted_run):
 
 
 def test_derivatives_dataset_is_indexed_by_pybids(planted_run):
-    from bids import BIDSLayout
+    from bids_app.bids.describe import derivatives_layout
 
     _, output = planted_run
     description = json.loads((output / "dataset_description.json").read_text())
@@ -79,7 +80,7 @@ def test_derivatives_dataset_is_indexed_by_pybids(planted_run):
     assert description["GeneratedBy"][0]["Name"] == "llmfbn"
     assert description["GeneratedBy"][0]["Version"]
     assert description["SourceDatasets"]
-    layout = BIDSLayout(output, validate=False)
+    layout = derivatives_layout(output)
     indexed = {Path(f.path) for f in layout.get(extension=[".nii.gz"])}
     on_disk = set(output.rglob("*.nii.gz"))
     assert on_disk and on_disk == indexed
@@ -92,11 +93,12 @@ def test_derivatives_dataset_is_indexed_by_pybids(planted_run):
                     else ("Model", "NumberOfAtoms", "SparsityLambda", "HRF",
                           "ConfoundStrategy", "Seed", "Frames", "Nuisance")):
             assert key in sidecar, (path.name, key)
-    # participant maps carry standard entities
+    # participant maps carry standard entities, and stat with the shipped configuration
     tmaps = layout.get(subject="001", suffix="statmap", extension=".nii.gz")
     assert {f.entities.get("space") for f in tmaps} == {"MNI152NLin2009cAsym"}
-    assert {f.entities.get("stat") if "stat" in f.entities else f.filename.split("_stat-")[1]
-            .split("_")[0] for f in tmaps} == {"effect", "t", "rsquare", "cvr"}
+    assert {f.entities["stat"] for f in tmaps} == {"effect", "t", "rsquare", "cvr"}
+    masks = layout.get(subject="001", suffix="mask", extension=".nii.gz")
+    assert {f.entities["task"] for f in masks} == {"lighthouse", "market"}
     assert not list(output.rglob(".*.tmp*")), "temporary files left behind"
 
 
@@ -121,7 +123,9 @@ def test_participant_maps_shapes(planted_run):
 
 
 def test_rerun_reuses_cache_and_keeps_outputs(planted_run, capsys):
-    """A second participant run reuses the cached atoms and rewrites identical maps."""
+    """A second participant run reuses the cached atoms, rewrites identical maps, removes
+    the temporaries of killed runs (owner gone) and keeps those of live ones."""
+    from bids_app.atomic import host_label
     from bids_app.cli.run import main
 
     bids_dir, output = planted_run
@@ -129,10 +133,20 @@ def test_rerun_reuses_cache_and_keeps_outputs(planted_run, capsys):
         "sub-002_space-MNI152NLin2009cAsym_desc-minilm_stat-t_statmap.nii.gz"
     before = np.asarray(nib.load(path).dataobj).copy()
     work = output.parent.parent.parent / "work"
+    dead = 2 ** 22 + 12345                      # above the kernel's default pid_max
+    stale = [path.with_name(f".{path.name}.tmp-{host_label()}-{dead}-abcdefgh.nii.gz"),
+             work / "llmfbn" / "responses" / f".0123abcd.tmp-{host_label()}-{dead}-zz"]
+    stale[0].write_bytes(b"half a map")
+    stale[1].mkdir(parents=True)
+    (stale[1] / "x.npy").write_bytes(b"half an array")
+    live = output / f".notes.txt.tmp-{host_label()}-{os.getpid()}-abcdefgh"
+    live.write_text("a live run's file")
     code = main([str(bids_dir), str(output), "participant", "--participant-label", "002",
                  "-w", str(work)])
     assert code == 0
     np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), before)
+    assert not any(p.exists() for p in stale) and live.exists()
+    live.unlink()
 
 
 def test_story_frames_and_nuisance_maps(dataset_copy, tmp_path):

@@ -46,6 +46,24 @@ def torch_threads(n_threads):
         torch.set_num_threads(previous)
 
 
+def _row_bytes(n_trs: int, n_atoms: int, itemsize: int) -> int:
+    """Working bytes of one row of X in a chunk (float32 + float64 copies, codes)."""
+    return n_trs * (4 + 8 + itemsize) + 16 * n_atoms * 8
+
+
+def _codes_bytes(n_rows: int, n_trs: int, n_atoms: int) -> int:
+    """Bytes of the codes (warm-start store + final) and of the initialisation sample."""
+    n_sample = init_sample_size(n_rows, n_atoms)      # initialisation / warm-up rows
+    return n_rows * n_atoms * 4 * 2 + n_sample * (2 * n_trs + n_atoms) * 4
+
+
+def minimum_memory_gib(n_rows: int, n_trs: int, n_atoms: int, itemsize: int = 4) -> float:
+    """The smallest ``mem_gb`` (GiB) with which :func:`plan_memory` can fit ``n_rows`` rows
+    of ``n_trs`` TRs (``itemsize`` bytes each) with ``n_atoms`` atoms."""
+    need = _codes_bytes(n_rows, n_trs, n_atoms) + 256 * _row_bytes(n_trs, n_atoms, itemsize)
+    return need / 0.8 / 2 ** 30
+
+
 def plan_memory(X, n_rows: int, rows, n_atoms: int, mem_gb, device: torch.device):
     """(resident, chunk_rows): whether a float32 copy of X is kept, and the chunk size.
 
@@ -59,10 +77,8 @@ def plan_memory(X, n_rows: int, rows, n_atoms: int, mem_gb, device: torch.device
     device : torch.device, where the fit runs.
     """
     n_trs, k = X.shape[1], n_atoms
-    per_row_work = n_trs * (4 + 8 + X.dtype.itemsize) + 16 * k * 8
-    codes_bytes = n_rows * k * 4 * 2            # warm-start store + final codes
-    n_sample = init_sample_size(n_rows, k)      # initialisation / warm-up rows
-    codes_bytes += n_sample * (2 * n_trs + k) * 4
+    per_row_work = _row_bytes(n_trs, k, X.dtype.itemsize)
+    codes_bytes = _codes_bytes(n_rows, n_trs, k)
     view_ok = (rows is None and mmap_of(X) is None and X.dtype == np.float32
                and X.flags.c_contiguous and device.type == "cpu")
     copy_bytes = 0 if view_ok else n_rows * n_trs * 4
@@ -73,7 +89,7 @@ def plan_memory(X, n_rows: int, rows, n_atoms: int, mem_gb, device: torch.device
     left = 0.8 * budget - codes_bytes - (copy_bytes if resident else 0)
     chunk = int(left // per_row_work)
     if chunk < min(256, n_rows):
-        need = (codes_bytes + 256 * per_row_work) / 0.8 / 2 ** 30
+        need = minimum_memory_gib(n_rows, n_trs, k, X.dtype.itemsize)
         raise LlmfbnError(f"mem_gb={mem_gb} is too small for {n_rows} neurons x "
                           f"{n_trs} TRs with {k} atoms", expected=f"at least {need:.3g} GiB",
                           todo="raise --mem-gb")

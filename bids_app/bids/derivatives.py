@@ -1,29 +1,25 @@
-"""Writing the BIDS-Derivatives dataset.
+"""Writers of the BIDS-Derivatives files: text, JSON, TSV and NIfTI.
 
 Every file is written atomically (:mod:`bids_app.atomic`), so a killed run never leaves a
 half-written file under a final name. Names come from :mod:`bids_app.bids.naming`: standard
-BIDS entities only; the rest goes into JSON sidecars.
+BIDS entities only; the rest goes into JSON sidecars. The files that describe the dataset
+as a whole are written by :mod:`bids_app.bids.describe`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bids_app import __version__
 from bids_app.atomic import atomic_path
-from bids_app.bids.naming import ATOMS_DIR, GROUP_DIR, LOGS_DIR, bids_name
+from bids_app.bids.naming import bids_name
 
-__all__ = ["BIDSIGNORE", "atomic_path", "bids_name", "write_dataset_description",
-           "write_json", "write_nifti", "write_text", "write_tsv"]
-
-BIDSIGNORE = [f"{LOGS_DIR}/", f"{ATOMS_DIR}/", f"{GROUP_DIR}/", "*.html", "figures/",
-              "*_design.tsv"]
+__all__ = ["atomic_path", "bids_name", "set_units", "write_json", "write_nifti", "write_text",
+           "write_tsv"]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -42,9 +38,20 @@ def write_tsv(path: Path, table: pd.DataFrame) -> Path:
     return Path(path)
 
 
+def set_units(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """Set the header's spatial unit to mm and, on 4-D images, the 4th axis' unit to s.
+
+    llmfbn's 4-D maps stack one volume per atom; their 4th axis keeps nibabel's step of 1,
+    and the unit is set only because BIDS tools expect xyzt units on every image.
+    """
+    img.header.set_xyzt_units("mm", "sec" if len(img.shape) == 4 else "unknown")
+    return img
+
+
 def write_nifti(path: Path, img: nib.Nifti1Image) -> Path:
+    """``img`` with :func:`set_units`, atomically at ``path``."""
     with atomic_path(path) as tmp:
-        nib.save(img, tmp)
+        nib.save(set_units(img), tmp)
     return Path(path)
 
 
@@ -61,45 +68,3 @@ def _plain(value):
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def write_dataset_description(output_dir: Path, bids_dir: Path, fmriprep_dir: Path,
-                              raw_description: dict, fmriprep_description: dict) -> Path:
-    """``dataset_description.json`` of the derivatives (DatasetType, GeneratedBy,
-    SourceDatasets)."""
-    generated = {"Name": "llmfbn", "Version": __version__,
-                 "Description": "Artificial-neuron sub-groups of language models coupled to "
-                                "functional brain networks (arXiv 2410.19542)"}
-    container = os.environ.get("LLMFBN_CONTAINER")
-    if container:
-        generated["Container"] = {"Type": container.split(":", 1)[0],
-                                  "Tag": container.split(":", 1)[-1]}
-    sources = []
-    for folder, desc in ((bids_dir, raw_description), (fmriprep_dir, fmriprep_description)):
-        entry = {"URL": Path(folder).absolute().as_uri()}
-        if desc.get("DatasetDOI"):
-            entry["DOI"] = desc["DatasetDOI"]
-        if desc.get("Name"):
-            entry["Name"] = desc["Name"]
-        sources.append(entry)
-    description = {
-        "Name": "llmfbn derivatives"
-                + (f" of {raw_description['Name']}" if raw_description.get("Name") else ""),
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [generated],
-        "SourceDatasets": sources,
-    }
-    path = Path(output_dir) / "dataset_description.json"
-    if path.exists():
-        # parallel participant jobs write the same description; keep the file stable
-        try:
-            if json.loads(path.read_text()).get("GeneratedBy") == [generated]:
-                return path
-        except ValueError:
-            pass
-    write_json(path, description)
-    ignore = Path(output_dir) / ".bidsignore"
-    if not ignore.exists():
-        write_text(ignore, "\n".join(BIDSIGNORE) + "\n")
-    return path

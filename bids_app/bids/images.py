@@ -1,7 +1,9 @@
-"""Image helpers shared by the levels: masks, masking and unmasking on one voxel grid."""
+"""Image helpers shared by the levels: reading images with clear errors, masks, masking and
+unmasking on one voxel grid."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +13,46 @@ from bids_app.errors import LlmfbnError
 
 #: Affines closer than this (mm) are the same grid.
 AFFINE_ATOL_MM = 1e-3
+
+#: What reading a damaged image raises: truncated gzip (EOFError), bad gzip bytes
+#: (zlib.error, gzip.BadGzipFile is an OSError), a short or unreadable file (OSError,
+#: ValueError), a file that is no image (ImageFileError).
+READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError)
+_REREAD = "replace the file with an intact copy (re-copy or re-download it, or re-run " \
+          "the tool that made it, e.g. fMRIPrep)"
+
+
+def unreadable(path: Path, err: BaseException) -> LlmfbnError:
+    """The error for an image or table that cannot be read: names the file and the cause."""
+    return LlmfbnError(f"cannot read {path}: the file is damaged, incomplete or not an image",
+                       found=f"{type(err).__name__}: {err}", todo=_REREAD)
+
+
+def load_image(path: Path):
+    """``nibabel.load(path)`` (header only), with :func:`unreadable` errors."""
+    try:
+        return nib.load(str(path))
+    except READ_ERRORS as err:
+        raise unreadable(path, err) from err
+
+
+def image_data(path: Path, dtype=np.float32) -> np.ndarray:
+    """The voxel values of the image at ``path``, with :func:`unreadable` errors."""
+    img = load_image(path)
+    try:
+        return np.asarray(img.dataobj, dtype=dtype)
+    except READ_ERRORS as err:
+        raise unreadable(path, err) from err
+
+
+def bold_volumes(path: Path) -> int:
+    """Number of volumes of a 4-D BOLD series (from its header)."""
+    shape = load_image(path).shape
+    if len(shape) != 4 or shape[3] < 1:
+        raise LlmfbnError(f"{Path(path).name} is not a 4-D BOLD series",
+                          expected="a 4-D image (x, y, z, volumes)", found=f"shape {shape}",
+                          todo="point --derivatives at fMRIPrep's preprocessed BOLD series")
+    return int(shape[3])
 
 
 def same_grid(img, shape: tuple, affine: np.ndarray) -> bool:
@@ -27,15 +69,15 @@ def intersect_masks(paths: list[Path], names: list[str], problem: str,
     grids raise :class:`LlmfbnError` with ``problem`` and ``todo``; ``names`` label the masks
     in the message.
     """
-    ref = nib.load(paths[0])
-    mask = np.asarray(ref.dataobj) > 0
+    ref = load_image(paths[0])
+    mask = image_data(paths[0]) > 0
     for path, name in zip(paths[1:], names[1:]):
-        img = nib.load(path)
+        img = load_image(path)
         if img.shape != ref.shape or not np.allclose(img.affine, ref.affine,
                                                      atol=AFFINE_ATOL_MM):
             raise LlmfbnError(problem, found=f"{names[0]} {ref.shape} vs {name} {img.shape}",
                               todo=todo)
-        mask &= np.asarray(img.dataobj) > 0
+        mask &= image_data(path) > 0
     return nib.Nifti1Image(mask.astype(np.uint8), ref.affine), mask
 
 
@@ -48,19 +90,22 @@ def read_bold(path: Path, mask: np.ndarray, mask_img) -> tuple[np.ndarray, np.nd
     """A 4-D BOLD image read once: its (n_volumes, n_voxels) float32 values inside ``mask``
     and its (x, y, z) float32 temporal mean over the whole field of view (for the report's
     mask check)."""
-    img = nib.load(path)
+    img = load_image(path)
     if not same_grid(img, mask.shape, mask_img.affine):
         raise LlmfbnError(f"{Path(path).name} and its brain mask are on different grids",
                           found=f"{img.shape[:3]} vs {mask.shape}",
                           todo="re-run fMRIPrep or check --space")
-    data = np.asarray(img.dataobj, dtype=np.float32)
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except READ_ERRORS as err:
+        raise unreadable(path, err) from err
     return np.ascontiguousarray(data[mask].T), data.mean(axis=3, dtype=np.float64).astype(
         np.float32)
 
 
 def masked_maps(path: Path, mask: np.ndarray) -> np.ndarray:
     """(n_maps, n_voxels) float32 values of a 4-D stack of maps inside ``mask``."""
-    return np.asarray(nib.load(path).dataobj, dtype=np.float32)[mask].T
+    return image_data(path)[mask].T
 
 
 def unmask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import nibabel as nib
 import pandas as pd
 
+from bids_app.bids.images import bold_volumes
 from bids_app.config import Config
 from bids_app.errors import LlmfbnError
 from bids_app.stimulus import read_wav, story_onset_s, story_stim_file
@@ -53,6 +53,7 @@ class RunFiles:
     start_time_s: float
     n_volumes: int
     stories: tuple[StoryPlacement, ...] = ()
+    raw_bold: Path | None = None
 
     @property
     def acquisition(self) -> str:
@@ -196,7 +197,7 @@ def _subject_runs(config: Config, raw, deriv, subject: str, timings: dict,
         raw_bolds = raw.get(subject=subject, task=task, suffix="bold",
                             extension=[".nii", ".nii.gz"])
         for raw_bold in raw_bolds:
-            run = _run_files(config, raw, deriv, raw_bold.get_entities(), space_query)
+            run = _run_files(config, raw, deriv, raw_bold, space_query)
             stories = (stories_from_table(stimuli, run, config.bids_dir)
                        if stimuli is not None
                        else (StoryPlacement(timings[task], story_onset_s(run.events, task),
@@ -356,7 +357,35 @@ def stories_from_table(stimuli: pd.DataFrame, run: RunFiles,
     return tuple(sorted(placements, key=lambda p: p.onset_s))
 
 
-def _run_files(config: Config, raw, deriv, ents: dict, space_query: dict) -> RunFiles:
+#: RepetitionTime values closer than this (relative) are the same.
+TR_RTOL = 1e-3
+
+
+def repetition_time(bold: Path, deriv_meta: dict, raw_meta: dict, raw_bold: Path) -> float:
+    """RepetitionTime (s) of a run: fMRIPrep's sidecar, else the raw series' metadata with
+    BIDS inheritance (its own sidecar, then ``task-<task>_bold.json`` at the dataset root,
+    as pybids resolves it); both must agree when both give it."""
+    values = {where: float(meta["RepetitionTime"]) for where, meta in
+              ((f"the sidecar of {bold.name}", deriv_meta),
+               (f"the raw metadata of {raw_bold.name} (with inheritance)", raw_meta))
+              if "RepetitionTime" in meta}
+    if not values:
+        raise LlmfbnError(
+            f"no RepetitionTime for {bold.name}",
+            expected="RepetitionTime (s) in the fMRIPrep BOLD sidecar, the raw BOLD sidecar "
+            "or task-<task>_bold.json at the root of the raw dataset",
+            found="no such field in any of them", todo="add it to one of these sidecars")
+    first = next(iter(values.values()))
+    if any(abs(v - first) > TR_RTOL * first for v in values.values()) or first <= 0:
+        raise LlmfbnError(f"inconsistent RepetitionTime for {bold.name}",
+                          expected="one positive RepetitionTime (s)",
+                          found="; ".join(f"{v:g} s in {w}" for w, v in values.items()),
+                          todo="correct the wrong sidecar")
+    return first
+
+
+def _run_files(config: Config, raw, deriv, raw_bold, space_query: dict) -> RunFiles:
+    ents = raw_bold.get_entities()
     subject, task = ents["subject"], ents["task"]
     query = {k: ents[k] for k in ("subject", "session", "task", "run") if k in ents}
     label = "sub-" + subject + "".join(
@@ -385,26 +414,13 @@ def _run_files(config: Config, raw, deriv, ents: dict, space_query: dict) -> Run
             expected=f"{config.bids_dir / ('sub-' + subject) / 'func' / (label + '_events.tsv')}"
             f" or task-{task}_events.tsv at the dataset root",
             found="no such file", todo="add the events file with the story's onset")
-    metadata = deriv.get_metadata(str(bold))
-    if "RepetitionTime" not in metadata:
-        raw_path = str(bold).replace(str(config.derivatives), str(config.bids_dir))
-        metadata = {**raw.get_metadata(raw_path), **metadata}
-    if "RepetitionTime" not in metadata:
-        raise LlmfbnError(f"no RepetitionTime for {bold.name}",
-                          expected="RepetitionTime in the BOLD JSON sidecar",
-                          found="no such field", todo="add it to the sidecar")
-    try:
-        header = nib.load(bold).header
-    except Exception as err:  # noqa: BLE001 - any nibabel failure is a bad input file
-        raise LlmfbnError(f"cannot read {bold}", found=str(err),
-                          todo="re-run fMRIPrep") from err
-    shape = header.get_data_shape()
-    if len(shape) != 4:
-        raise LlmfbnError(f"{bold.name} is not a 4-D BOLD series", found=f"shape {shape}")
+    deriv_meta = deriv.get_metadata(str(bold))
+    raw_meta = raw.get_metadata(raw_bold.path)
     return RunFiles(
         subject=subject, task=task, run=int(ents["run"]) if ents.get("run") is not None else None,
         session=ents.get("session"),
         bold=bold, mask=mask, confounds=confounds, events=Path(events[0].path),
-        t_r_s=float(metadata["RepetitionTime"]),
-        start_time_s=float(metadata.get("StartTime", 0.0)), n_volumes=int(shape[3]),
+        t_r_s=repetition_time(bold, deriv_meta, raw_meta, Path(raw_bold.path)),
+        start_time_s=float(deriv_meta.get("StartTime", raw_meta.get("StartTime", 0.0))),
+        n_volumes=bold_volumes(bold), raw_bold=Path(raw_bold.path),
     )

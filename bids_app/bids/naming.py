@@ -3,6 +3,13 @@
 Files use standard BIDS entities only (``ENTITY_ORDER``); what cannot be named with an entity
 goes into the JSON sidecar. Atoms are named ``atom01`` ... ``atomK`` everywhere (tables,
 sidecars, design matrices, reports), zero-padded to the width of K and at least two digits.
+
+Names the BIDS schema has a rule for (the subject masks: ``func/`` files with a ``task``
+entity) follow it; statistical maps follow the BIDS-Stats-Models convention
+(``stat-<statistic>_statmap``), which the schema does not cover yet, so they, the
+stimulus-level ``atoms/`` and the ``group/`` folder are listed in ``.bidsignore``
+(:data:`BIDSIGNORE`). ``stat`` is not an entity pybids knows: the pybids configuration
+shipped with llmfbn (:data:`PYBIDS_CONFIG_FILE`) adds it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,21 @@ NO_NETWORK = "none"
 #: The stimulus nuisance regressors of the participant GLM, in design order: their column
 #: names (``<run>_<name>``), the values of ``--nuisance`` and the ``desc`` of their maps.
 NUISANCE_REGRESSORS = ("wordrate", "envelope")
+#: Statistics of the subject maps (``stat`` entity) and of the group maps.
+SUBJECT_STATS = ("effect", "t", "rsquare", "cvr")
+GROUP_STATS = ("t", "tfdr")
+
+#: ``.bidsignore`` of OUTPUT_DIR: what the BIDS schema has no rule for (patterns the
+#: official validator matches: no trailing slash on folders).
+BIDSIGNORE = (LOGS_DIR, ATOMS_DIR, GROUP_DIR, "*.html", "*_statmap.nii.gz", "*_statmap.json",
+              "*_design.tsv")
+
+#: The derivatives' README (what each file is, how to query it with pybids).
+README_FILE = "README.md"
+#: The pybids configuration that adds the ``stat`` entity: shipped in the package
+#: (``bids_app/data``) and copied into OUTPUT_DIR/code/.
+PYBIDS_CONFIG_FILE = "llmfbn_pybids_config.json"
+CODE_DIR = "code"
 
 
 def bids_name(suffix: str, extension: str, **entities) -> str:
@@ -107,9 +129,15 @@ def subject_nuisance_map(output_dir: Path, subject: str, space_entities: dict,
         "statmap", ".nii.gz", sub=subject, **space_entities, desc=regressor, stat=stat)
 
 
-def subject_mask(output_dir: Path, subject: str, space_entities: dict, label: str) -> Path:
+def subject_mask(output_dir: Path, subject: str, space_entities: dict, label: str,
+                 task: str) -> Path:
+    """``sub-<s>/func/sub-<s>_task-<task>_space-<space>_desc-<label>_mask.nii.gz``.
+
+    The subject's analysed voxels are one mask for all its runs; the BIDS schema requires
+    the ``task`` entity of a ``func/`` mask, so it is written once per task analysed.
+    """
     return subject_folder(output_dir, subject) / bids_name(
-        "mask", ".nii.gz", **subject_entities(subject, space_entities, label))
+        "mask", ".nii.gz", **subject_entities(subject, space_entities, label), task=task)
 
 
 def subject_design(output_dir: Path, subject: str, label: str) -> Path:
@@ -121,5 +149,23 @@ def subject_report(output_dir: Path, subject: str) -> Path:
     return Path(output_dir) / f"sub-{subject}.html"
 
 
+def models_metrics(output_dir: Path) -> Path:
+    """``OUTPUT_DIR/group/desc-models_metrics.tsv``: several models' metrics side by side."""
+    return group_file(output_dir, "models", "metrics", ".tsv")
+
+
 def run_config(output_dir: Path, level: str, run_id: str) -> Path:
     return Path(output_dir) / LOGS_DIR / f"config_{level}_{run_id}.json"
+
+
+def citation_file(output_dir: Path) -> Path:
+    return Path(output_dir) / LOGS_DIR / "CITATION.md"
+
+
+def readme_file(output_dir: Path) -> Path:
+    return Path(output_dir) / README_FILE
+
+
+def pybids_config_copy(output_dir: Path) -> Path:
+    """``OUTPUT_DIR/code/llmfbn_pybids_config.json``."""
+    return Path(output_dir) / CODE_DIR / PYBIDS_CONFIG_FILE

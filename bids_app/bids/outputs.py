@@ -115,7 +115,11 @@ def write_atom_outputs(output_dir: Path, label: str, cached: Path, sidecar: dict
 
 def write_participant_outputs(output_dir: Path, subject: str, space_entities: dict,
                               label: str, fit, cv_r, mask_img, mask, sidecar: dict) -> None:
-    """A subject's effect, t, R² (and CV r) maps, mask and design matrix, with sidecars."""
+    """A subject's effect, t, R² (and CV r) maps, masks and design matrix, with sidecars.
+
+    ``sidecar["Tasks"]`` lists the tasks analysed: the mask is written once per task (the
+    BIDS schema requires the ``task`` entity of a ``func/`` mask).
+    """
     maps = {"effect": fit.effect, "t": fit.t, "rsquare": fit.r2}
     if cv_r is not None:
         maps["cvr"] = cv_r
@@ -125,11 +129,15 @@ def write_participant_outputs(output_dir: Path, subject: str, space_entities: di
         write_map(naming.subject_map(output_dir, subject, space_entities, label, stat),
                   values, mask, mask_img.affine,
                   {**sidecar, "Description": SUBJECT_MAPS[stat], "Statistic": stat})
-    mask_path = naming.subject_mask(output_dir, subject, space_entities, label)
-    out.write_nifti(mask_path, mask_img)
-    out.write_json(naming.sidecar_path(mask_path),
-                   {**sidecar, "Description": "Voxels analysed: intersection of the runs' "
-                                              "fMRIPrep brain masks"})
+    tasks = sidecar["Tasks"]
+    for task in tasks:
+        mask_path = naming.subject_mask(output_dir, subject, space_entities, label, task)
+        out.write_nifti(mask_path, mask_img)
+        out.write_json(naming.sidecar_path(mask_path), {
+            **sidecar, "Type": "Brain",
+            "Description": "Voxels analysed: intersection of the fMRIPrep brain masks of all "
+                           "the subject's runs (tasks " + ", ".join(tasks) + "); the same "
+                           "mask is written once per task"})
     out.write_tsv(naming.subject_design(output_dir, subject, label), fit.design)
 
 

@@ -85,14 +85,29 @@ def read_atom_outputs(output_dir: Path, label: str) -> AtomOutputs:
         stability=json.loads(stability.read_text()) if stability.is_file() else None)
 
 
+def _read_sidecar(path: Path) -> dict:
+    sidecar = naming.sidecar_path(path)
+    try:
+        return json.loads(sidecar.read_text())
+    except (OSError, ValueError) as err:
+        raise LlmfbnError(f"cannot read the sidecar {sidecar}", found=str(err),
+                          todo=_TODO + " (it rewrites the sidecar)") from err
+
+
 def _subject_paths(output_dir: Path, subjects: list[str], space_entities: dict, label: str,
                    any_found: bool, stats: tuple) -> dict:
+    """{subject: {each of ``stats``, "mask": path, "sidecar": the t map's sidecar}}."""
     paths = {}
     for subject in subjects:
         paths[subject] = {s: naming.subject_map(output_dir, subject, space_entities, label, s)
                           for s in stats}
-        paths[subject]["mask"] = naming.subject_mask(output_dir, subject, space_entities, label)
         missing = [p for p in paths[subject].values() if not p.is_file()]
+        if not missing:
+            paths[subject]["sidecar"] = side = _read_sidecar(paths[subject]["t"])
+            tasks = side.get("Tasks") or [None]
+            paths[subject]["mask"] = mask = naming.subject_mask(
+                output_dir, subject, space_entities, label, tasks[0])
+            missing = [] if mask.is_file() else [mask]
         if missing:
             raise LlmfbnError(f"participant-level maps of sub-{subject} are missing",
                               expected=str(missing[0]), found="no such file",
@@ -121,8 +136,7 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
     for subject in subjects:
         effects.append(masked_maps(paths[subject]["effect"], mask))
         tmaps.append(masked_maps(paths[subject]["t"], mask))
-        side = json.loads(naming.sidecar_path(paths[subject]["t"]).read_text())
-        dofs.append(side["DegreesOfFreedom"])
+        dofs.append(paths[subject]["sidecar"]["DegreesOfFreedom"])
     null = (np.stack([masked_maps(paths[s]["nulleffect"], mask) for s in subjects])
             if null_surrogates else None)
     return GroupInputs(subjects=list(subjects), effects=np.stack(effects),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from bids_app.responses import FRAME_RULES, NUISANCE_TEXT, nuisance_hrf
@@ -63,3 +65,29 @@ def volumes_used(design) -> dict:
                         "Ranges": [[int(volumes[a]), int(volumes[b])]
                                    for a, b in zip(starts, ends)]}
     return {"VolumesUsed": int(len(design)), "VolumesUsedPerRun": per_run}
+def bids_uri(dataset: str, root: Path, path: Path) -> str:
+    """``bids:<dataset>:<path relative to root>``: a BIDS URI into a dataset named in the
+    derivatives' ``DatasetLinks`` (:data:`bids_app.bids.describe.DATASET_LINKS`)."""
+    return f"bids:{dataset}:{Path(path).relative_to(root).as_posix()}"
+
+
+def image_sidecar(config, runs) -> dict:
+    """What a subject's image says about its inputs: ``Sources`` (the preprocessed BOLD
+    series and brain masks), ``SpatialReference`` (the grid of the first run's brain mask)
+    and, with a ``res`` entity, ``Resolution``."""
+    def uri(path):
+        return bids_uri("fmriprep", config.derivatives, path)
+
+    fields = {"Sources": [uri(r.bold) for r in runs] + [uri(r.mask) for r in runs],
+              "SpatialReference": uri(runs[0].mask)}
+    fields.update(resolution_sidecar(config))
+    return fields
+
+
+def resolution_sidecar(config) -> dict:
+    """``{"Resolution": ...}`` when the outputs carry the ``res`` entity (BIDS requires it
+    then), else ``{}``."""
+    if not config.res:
+        return {}
+    return {"Resolution": {config.res: f"the grid of fMRIPrep's res-{config.res} BOLD "
+                                       "series, on which the maps are computed"}}

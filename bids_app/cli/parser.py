@@ -49,6 +49,22 @@ def _positive(kind: type, what: str):
     return parse
 
 
+#: The command's exit codes (``--help``, README): what each means.
+EXIT_CODES = {"ok": 0, "input": 1, "usage": 2, "internal": 3, "interrupted": 130,
+              "terminated": 143}
+EXIT_CODES_TEXT = """\
+exit codes:
+  0    success
+  1    bad input data or environment (missing or damaged files, unusable folders, settings
+       that do not fit the data): a message says what was expected, what was found and
+       what to do; nothing is written under a final name
+  2    bad usage: the command line itself (unknown option, missing argument, malformed
+       value such as --n-atoms 0)
+  3    internal error (a bug in llmfbn; the traceback is printed)
+  130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM, e.g. a scheduler's time limit)
+"""
+
 _positive_int = _positive(int, "a positive whole number")
 
 
@@ -158,7 +174,8 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
                      help="functional brain networks: 'seitzman' (offline, nilearn), "
                      "'yeo7'/'yeo17' "
                      "(Schaefer 2018 via TemplateFlow), or a 3-D label NIfTI with a .tsv "
-                     "(index, name) / a 4-D NIfTI of network maps")
+                     "(index, name) / a 4-D NIfTI of network maps, in the data's space: at "
+                     "least 50%% of its network volume must lie inside the brain mask")
     grp.add_argument("--fdr-q", type=_positive_float, default=cfg.DEFAULT_FDR_Q, metavar="Q",
                      help="false discovery rate of each group atom map")
     grp.add_argument("--min-iou", type=_positive_float, default=cfg.DEFAULT_MIN_IOU,
@@ -195,6 +212,17 @@ def _resource_options(parser: argparse.ArgumentParser) -> None:
     perf.add_argument("--version", action="version", version=f"llmfbn {__version__}")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Defaults in the option help (not when there is none); the description and exit codes
+    as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmfbn",
@@ -204,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(Sun et al. 2024, arXiv 2410.19542). Run 'participant' first (stimulus "
             "features, atoms, per-subject encoding maps), then 'group'."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
+        epilog=EXIT_CODES_TEXT,
     )
     parser.add_argument("bids_dir", type=Path, help="root of the raw BIDS dataset")
     parser.add_argument("output_dir", type=Path,

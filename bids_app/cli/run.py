@@ -1,15 +1,27 @@
-"""Entry point of the ``llmfbn`` command: parse, check at the door, run a level."""
+"""Entry point of the ``llmfbn`` command: parse, run a level, turn failures into exit codes.
+
+Exit codes (:data:`EXIT_CODES`, also in ``--help`` and the README): 0 success; 1 bad input
+data or environment (a clear message, no traceback, nothing written under a final name);
+2 bad usage (the command line: unknown option, malformed value; argparse's convention);
+3 internal error (a bug: the traceback is printed); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM, e.g. a scheduler's time limit). The checks before anything is written
+are the levels' pre-flight (:mod:`bids_app.workflow.preflight`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
-from pathlib import Path
+import traceback
+import warnings
 
-from bids_app.cli.parser import parse_args
+from bids_app.cli.parser import EXIT_CODES, parse_args
 from bids_app.config import Config
 from bids_app.errors import LlmfbnError
+
+__all__ = ["EXIT_CODES", "main", "run", "setup_logging"]
 
 LOGGER = logging.getLogger("llmfbn")
 
@@ -21,56 +33,18 @@ def setup_logging(verbose: int) -> None:
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level)
     LOGGER.propagate = False
+    warnings.showwarning = _log_warning
 
 
-def _inside(path: Path, parent: Path) -> bool:
-    try:
-        path.resolve().relative_to(parent.resolve())
-    except ValueError:
-        return False
-    return True
-
-
-def check_paths(config: Config) -> None:
-    """Checks at the door, before anything is read or written."""
-    bids_dir = config.bids_dir
-    if not bids_dir.is_dir():
-        raise LlmfbnError(
-            "the BIDS dataset folder does not exist",
-            expected="BIDS_DIR to be the root folder of a BIDS dataset (with "
-            "dataset_description.json and sub-*/ folders)",
-            found=f"no folder at {bids_dir}",
-            todo="check the first argument (inside a container, check the -v/-B bind mount)",
-        )
-    if config.output_dir.resolve() == bids_dir.resolve():
-        raise LlmfbnError(
-            "the output folder is the input BIDS folder; llmfbn never writes into the raw data",
-            found=f"OUTPUT_DIR = BIDS_DIR = {bids_dir}",
-            todo=f"use a separate folder, e.g. {bids_dir / 'derivatives' / 'llmfbn'}",
-        )
-    if _inside(bids_dir, config.output_dir):
-        raise LlmfbnError(
-            "the BIDS folder lies inside the output folder",
-            found=f"BIDS_DIR {bids_dir} inside OUTPUT_DIR {config.output_dir}",
-            todo="choose an output folder outside the input dataset or under its derivatives/",
-        )
-    in_raw = not _inside(config.work_dir, bids_dir / "derivatives")
-    if _inside(config.work_dir, bids_dir) and in_raw:
-        raise LlmfbnError(
-            "the work directory is inside the input BIDS folder",
-            found=f"--work-dir {config.work_dir}",
-            todo="pass --work-dir outside the dataset (e.g. a scratch folder)",
-        )
-    if config.output_dir.exists() and not config.output_dir.is_dir():
-        raise LlmfbnError("the output path exists and is not a folder",
-                          found=str(config.output_dir), todo="choose a folder path")
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. an atlas resampled onto the data's grid) go to the run's log."""
+    LOGGER.warning("warning: %s", message)
 
 
 def run(config: Config) -> int:
     from bids_app import workflow
 
     config.resolve_paths()
-    check_paths(config)
     if config.analysis_level == "participant":
         workflow.run_participant(config)
     else:
@@ -78,19 +52,54 @@ def run(config: Config) -> int:
     return 0
 
 
+def _terminated(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def _os_error_text(err: OSError) -> str:
+    where = f" {err.filename}" if err.filename else ""
+    return (f"cannot access{where}: {err.strerror or err}. What to do: check that the "
+            "folder exists, is writable and has free space (inside a container, check the "
+            "bind mounts)")
+
+
 def main(argv=None) -> int:
     config = parse_args(argv)
     setup_logging(config.verbose)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:      # not the main thread: leave signals alone
+        previous = None
+    try:
         return run(config)
     except LlmfbnError as err:
         print(f"llmfbn: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_CODES["input"]
+    except OSError as err:
+        print(f"llmfbn: error: {_os_error_text(err)}", file=sys.stderr)
+        return EXIT_CODES["input"]
+    except MemoryError:
+        print("llmfbn: error: out of memory. What to do: lower --mem-gb or run on a machine "
+              "with more memory", file=sys.stderr)
+        return EXIT_CODES["input"]
     except KeyboardInterrupt:
         print("llmfbn: interrupted; completed outputs are intact, unfinished ones were not "
               "written", file=sys.stderr)
-        return 130
+        return EXIT_CODES["interrupted"]
+    except SystemExit as exit_:
+        if exit_.code == 128 + signal.SIGTERM:
+            print("llmfbn: terminated (SIGTERM); unfinished outputs were not written",
+                  file=sys.stderr)
+        raise
+    except Exception:  # noqa: BLE001 - anything else is a bug: show where it happened
+        traceback.print_exc()
+        print("llmfbn: internal error (a bug in llmfbn): please report it with the "
+              "traceback above", file=sys.stderr)
+        return EXIT_CODES["internal"]
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from bids_app.encoding.participant import (
     ParticipantFit,
     cross_validated_r,
     fit_participant,
+    minimum_volumes,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "fit_participant",
     "load_run_confounds",
     "load_run_motion",
+    "minimum_volumes",
     "percent_signal_change",
     "used_volumes",
 ]

@@ -24,7 +24,7 @@ from bids_app.encoding.ols import OLSSolver, percent_signal_change, voxel_blocks
 from bids_app.errors import LlmfbnError
 
 __all__ = ["GLM_MODES", "MIN_EXTRA_VOLUMES", "ParticipantFit", "cross_validated_r",
-           "fit_participant"]
+           "fit_participant", "minimum_volumes"]
 
 #: GLM modes of :func:`fit_participant`.
 GLM_MODES = ("separate", "joint")
@@ -100,6 +100,20 @@ def _common_n_voxels(runs: Sequence[RunData]) -> int:
                           found=", ".join(f"{r.name}: {np.shape(r.bold)[1]}" for r in runs),
                           todo="mask every run with one participant-level mask")
     return n_voxels.pop()
+
+
+def minimum_volumes(n_atoms: int, n_confounds: Sequence[int]) -> int:
+    """Kept volumes the participant model needs: one per regressor (the atoms, each run's
+    confounds and intercept) plus :data:`MIN_EXTRA_VOLUMES`.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Number of atoms (columns shared by all runs).
+    n_confounds : sequence of int
+        Number of confound columns of each run.
+    """
+    return n_atoms + sum(n + 1 for n in n_confounds) + MIN_EXTRA_VOLUMES
 
 
 def _check_enough_volumes(design: pd.DataFrame, n_runs: int) -> None:

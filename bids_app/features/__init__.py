@@ -56,7 +56,7 @@ from bids_app.features.architecture import FFN_PATHS, find_ffn_layers
 from bids_app.features.extraction import POOLINGS, token_activations, word_activations
 from bids_app.features.gguf import gguf_cache_folder
 from bids_app.features.loading import LanguageModel, load_model, neuron_table
-from bids_app.features.models import BUNDLED_MODELS, ModelSpec, resolve_model
+from bids_app.features.models import BUNDLED_MODELS, ModelSpec, expected_neurons, resolve_model
 from bids_app.features.windows import plan_windows
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "load_model",
     "neuron_table",
     "plan_windows",
+    "expected_neurons",
     "resolve_model",
     "token_activations",
     "word_activations",

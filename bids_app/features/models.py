@@ -8,6 +8,7 @@ change (it keys every cache downstream).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -306,3 +307,27 @@ def hf_snapshot(spec: ModelSpec) -> str | None:
             f"the Hugging Face snapshot of {repo_id!r} recorded by resolve_model is gone",
             expected=f"commit {commit} in the local Hugging Face cache",
             found=f"{type(exc).__name__}", todo="run resolve_model again") from exc
+
+
+def expected_neurons(spec: ModelSpec) -> int | None:
+    """The model's number of ANs from its ``config.json``, without loading it.
+
+    Layers (``num_hidden_layers`` / ``n_layer``) times the feed-forward width
+    (``intermediate_size``, GPT-2's ``n_inner`` or 4 x ``n_embd``); None when the
+    configuration does not say (GGUF files, other architectures): the count is then known
+    once the model is loaded.
+    """
+    if spec.gguf_file:
+        return None
+    folder = hf_snapshot(spec) if spec.identity.startswith("hf:") else spec.path
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, TypeError, ValueError):
+        return None
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    width = config.get("intermediate_size") or config.get("n_inner")
+    if width is None and config.get("n_embd"):
+        width = 4 * config["n_embd"]
+    if isinstance(layers, int) and isinstance(width, int) and layers > 0 and width > 0:
+        return layers * width
+    return None

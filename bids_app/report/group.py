@@ -98,7 +98,7 @@ def write_group_report(result) -> Path:
     ]
     path = naming.group_file(config.output_dir, spec.label, "report", ".html")
     out.write_text(path, page("llmfbn group", parts))
-    out.write_text(config.output_dir / naming.LOGS_DIR / "CITATION.md",
+    out.write_text(naming.citation_file(config.output_dir),
                    citation_text(config, spec, atlas.name))
     LOGGER.info("Group report: %s", path)
     return path

@@ -6,20 +6,17 @@ group (coupling with networks) -> report. Stimulus-level results are computed on
 set and model and cached in the work directory; participant jobs running in parallel share
 them.
 
-- :mod:`.stimulus`: checks before the first write, cached responses and atoms per model,
-  the stimulus nuisance regressors;
+- :mod:`.preflight`: every input checked before the first write, for both levels;
+- :mod:`.stimulus`: cached responses and atoms per model (work directory), the stimulus
+  nuisance regressors;
 - :mod:`.participant`: ``llmfbn ... participant``;
 - :mod:`.group`: ``llmfbn ... group``.
 """
 
 from bids_app.workflow.group import run_group
 from bids_app.workflow.participant import run_participant
-from bids_app.workflow.stimulus import (
-    compute_atoms,
-    compute_responses,
-    nuisance_regressors,
-    prepare,
-)
+from bids_app.workflow.preflight import preflight_group, preflight_participant
+from bids_app.workflow.stimulus import compute_atoms, compute_responses, nuisance_regressors
 
-__all__ = ["compute_atoms", "compute_responses", "nuisance_regressors", "prepare", "run_group",
-           "run_participant"]
+__all__ = ["compute_atoms", "compute_responses", "nuisance_regressors", "preflight_group",
+           "preflight_participant", "run_group", "run_participant"]

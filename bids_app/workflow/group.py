@@ -1,6 +1,8 @@
 """Group level: per model, group maps per atom, coupling to networks, AN sub-groups and
 organisation metrics; with several models, their metrics side by side. Settings come from
-the participant level (``logs/config_participant_*.json``)."""
+the participant level (``logs/config_participant_*.json``). Everything is read and checked
+(pre-flight) before the first write; the outputs appear together at the end
+(:func:`bids_app.atomic.deferred_replace`)."""
 
 from __future__ import annotations
 
@@ -9,50 +11,43 @@ import logging
 import numpy as np
 import pandas as pd
 
-from bids_app.atlases import load_fbn_atlas
+from bids_app.atomic import deferred_replace, remove_stale_temporaries
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
 from bids_app.bids.outputs import write_group_outputs, write_members_sidecar, write_run_config
-from bids_app.bids.readers import read_atom_outputs, read_group_inputs
-from bids_app.bids.sidecars import model_sidecar
-from bids_app.config import Config, carry_participant_settings, read_participant_settings
-from bids_app.features import resolve_model
+from bids_app.bids.sidecars import model_sidecar, resolution_sidecar
+from bids_app.config import Config
 from bids_app.report import GroupResult, print_coupled_atoms, print_models_table, write_group_report
+from bids_app.workflow.preflight import preflight_group
 
 LOGGER = logging.getLogger("llmfbn")
 
 
 def run_group(config: Config) -> None:
     """Every model's group analysis; everything is read and checked before the first write."""
-    carry_participant_settings(config, read_participant_settings(config.output_dir))
-    specs = [resolve_model(name) for name in config.model]
-    inputs, atoms = {}, {}
-    for spec in specs:                                  # check all before writing
-        atoms[spec.label] = read_atom_outputs(config.output_dir, spec.label)
-        inputs[spec.label] = read_group_inputs(config.output_dir, config.space_entities,
-                                               spec.label, config.participant_label,
-                                               config.null_surrogates)
-    atlases = {label: load_fbn_atlas(config.fbn_atlas, inp.mask_img)
-               for label, inp in inputs.items()}
-    write_run_config(config)
+    checked = preflight_group(config)
+    remove_stale_temporaries(config.output_dir)
     rows = []
-    for spec in specs:
-        metrics = _group_model(config, spec, inputs[spec.label], atoms[spec.label],
-                               atlases[spec.label])
-        rows.append({"model": spec.name, "label": spec.label,
-                     **{f"{section}_{k}": v
-                        for section in ("diversity", "consistency", "an_side")
-                        for k, v in metrics[section].items()
-                        if not isinstance(v, (list, dict))}})
-    if len(specs) > 1:
-        table = pd.DataFrame(rows)
-        out.write_tsv(config.output_dir / naming.GROUP_DIR / "desc-models_metrics.tsv", table)
-        print_models_table(table)
+    with deferred_replace():
+        write_run_config(config)
+        for spec in checked.specs:
+            label = spec.label
+            metrics = _group_model(config, spec, checked.inputs[label], checked.atoms[label],
+                                   checked.atlases[label])
+            rows.append({"model": spec.name, "label": label,
+                         **{f"{section}_{k}": v
+                            for section in ("diversity", "consistency", "an_side")
+                            for k, v in metrics[section].items()
+                            if not isinstance(v, (list, dict))}})
+        if len(checked.specs) > 1:
+            table = pd.DataFrame(rows)
+            out.write_tsv(naming.models_metrics(config.output_dir), table)
+            print_models_table(table)
     LOGGER.info("Group level done: %s", config.output_dir / naming.GROUP_DIR)
 
 
 def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: int) -> dict:
-    return {**model_sidecar(config, spec), "Subjects": subjects,
+    return {**model_sidecar(config, spec), **resolution_sidecar(config), "Subjects": subjects,
             "FBNAtlas": atlas.name, "FBNAtlasSource": atlas.source,
             "Networks": list(atlas.network_names), "FDRq": config.fdr_q,
             "MinIoU": config.min_iou, "CouplingNull": _NULL_TEXT if config.null_surrogates

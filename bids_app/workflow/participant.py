@@ -1,5 +1,10 @@
-"""Participant level: stimulus-level results per model (cached), then one encoding model
-per subject, its maps and its report."""
+"""Participant level: pre-flight checks, stimulus-level results per model (cached in the
+work directory), then one encoding model per subject, its maps and its report.
+
+Nothing is written to OUTPUT_DIR before the pre-flight checks pass and the atoms of every
+model exist; the outputs are then written inside :func:`bids_app.atomic.deferred_replace`,
+so a run that fails on the way (a damaged file met late, a full disk) leaves no new file
+under a final name."""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_app.bids import derivatives as out
+from bids_app.atomic import deferred_replace, remove_stale_temporaries
 from bids_app.bids import naming
+from bids_app.bids.describe import write_dataset_files
 from bids_app.bids.images import intersect_masks, read_bold
 from bids_app.bids.layout import RunFiles
 from bids_app.bids.outputs import (
@@ -21,43 +27,50 @@ from bids_app.bids.outputs import (
     write_participant_outputs,
     write_run_config,
 )
-from bids_app.bids.sidecars import model_sidecar, nuisance_sidecar, volumes_used
+from bids_app.bids.sidecars import image_sidecar, model_sidecar, nuisance_sidecar, volumes_used
+from bids_app.cache import CACHE_DIR
 from bids_app.config import Config
 from bids_app.encoding import (
     RunData,
     cross_validated_r,
     fit_participant,
-    load_run_confounds,
     load_run_motion,
     used_volumes,
 )
 from bids_app.group.null import phase_randomised
 from bids_app.report import RunCheck, SubjectResult, collect_warnings, write_subject_report
-from bids_app.workflow.stimulus import compute_atoms, nuisance_regressors, prepare
+from bids_app.workflow.preflight import preflight_participant
+from bids_app.workflow.stimulus import compute_atoms, nuisance_regressors
 
 LOGGER = logging.getLogger("llmfbn")
 
 
 def run_participant(config: Config) -> None:
-    """Stimulus features and atoms (cached, per model), then one encoding model per subject."""
+    """Pre-flight, stimulus features and atoms (cached, per model), then one encoding model
+    per subject."""
     import torch  # imported when used: the checks at the door answer in well under a second
 
+    checked = preflight_participant(config)
     torch.set_num_threads(config.nprocs)
-    dataset, plan, specs, device = prepare(config)
-    confounds = {r.bold: load_run_confounds(r.bold) for r in dataset.all_runs}
-    nuisance = nuisance_regressors(config, plan)
+    dataset, plan, specs = checked.dataset, checked.plan, checked.specs
+    nuisance = nuisance_regressors(config, plan)      # reads the audio before any long step
+    remove_stale_temporaries(config.output_dir)
+    remove_stale_temporaries(config.work_dir / CACHE_DIR)
     LOGGER.info("Participant level: %d subject(s) [%s], %d task/run clock(s) [%s], model(s) %s",
                 len(dataset.subjects), ", ".join(dataset.subjects), len(plan),
                 ", ".join(plan), ", ".join(s.name for s in specs))
-    out.write_dataset_description(config.output_dir, config.bids_dir, config.derivatives,
-                                  dataset.raw_description, dataset.fmriprep_description)
-    write_run_config(config)
-    for index, spec in enumerate(specs):
-        atoms_dir = compute_atoms(config, spec, plan, device)
-        write_atom_outputs(config.output_dir, spec.label, atoms_dir, model_sidecar(config, spec))
-        # the nuisance maps do not depend on the model: written with the first one
-        _participant_maps(config, spec, dataset, atoms_dir, (confounds, nuisance),
-                          write_nuisance=index == 0)
+    atoms_dirs = {spec.label: compute_atoms(config, spec, plan, checked.device)
+                  for spec in specs}
+    with deferred_replace():
+        write_dataset_files(config.output_dir, config.bids_dir, config.derivatives,
+                            dataset.raw_description, dataset.fmriprep_description)
+        write_run_config(config)
+        for index, spec in enumerate(specs):
+            write_atom_outputs(config.output_dir, spec.label, atoms_dirs[spec.label],
+                               model_sidecar(config, spec))
+            # the nuisance maps do not depend on the model: written with the first one
+            _participant_maps(config, spec, dataset, atoms_dirs[spec.label],
+                              (checked.confounds, nuisance), write_nuisance=index == 0)
     LOGGER.info("Participant level done: outputs in %s", config.output_dir)
 
 
@@ -123,8 +136,7 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regre
 def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
     n_atoms = fit.effect.shape[0]
     return {
-        **model_sidecar(config, spec),
-        "Sources": [str(r.bold.relative_to(config.derivatives)) for r in runs],
+        **model_sidecar(config, spec), **image_sidecar(config, runs),
         "Tasks": sorted({r.task for r in runs}),
         **volumes_used(fit.design),
         "DegreesOfFreedom": int(fit.dof),
@@ -134,8 +146,8 @@ def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
 
 
 def _nuisance_sidecar(config: Config, runs: list[RunFiles], fit) -> dict:
-    return {**nuisance_sidecar(config), **volumes_used(fit.design),
-            "Sources": [str(r.bold.relative_to(config.derivatives)) for r in runs]}
+    return {**nuisance_sidecar(config), **image_sidecar(config, runs),
+            "Tasks": sorted({r.task for r in runs}), **volumes_used(fit.design)}
 
 
 def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors,

@@ -1,6 +1,6 @@
-"""Stimulus level: everything checked before the first write, then per model the cached
-AN responses and atoms (computed once, shared by parallel participant jobs), and the
-stimulus nuisance regressors of each acquisition."""
+"""Stimulus level: per model the cached AN responses and atoms (computed once, shared by
+parallel participant jobs, written only to the work directory), and the stimulus nuisance
+regressors of each acquisition."""
 
 from __future__ import annotations
 
@@ -12,35 +12,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from bids_app.bids.acquisitions import Acquisition, plan_acquisitions
-from bids_app.bids.layout import discover
-from bids_app.cache import cache_key, cached_folder, file_digest
+from bids_app.bids.acquisitions import Acquisition
+from bids_app.cache import cache_key, cached_folder, file_digest, is_cached
 from bids_app.config import Config
-from bids_app.devices import resolve_device
-from bids_app.errors import LlmfbnError
-from bids_app.features import load_model, resolve_model
+from bids_app.features import load_model
 from bids_app.stimulus import audio_envelope, read_word_timings, usable_audio
 
 LOGGER = logging.getLogger("llmfbn")
 #: Identifies the responses stage's algorithm in cache keys: change it with the algorithm.
 RESPONSES_STAGE_ID = "responses-v3"
-
-
-def prepare(config: Config):
-    """Inputs, timings, model names and device, all checked before anything is written.
-
-    Returns ``(dataset, plan, specs, device)``.
-    """
-    dataset = discover(config)
-    plan = plan_acquisitions(dataset)
-    specs = [resolve_model(name) for name in config.model]
-    labels = [spec.label for spec in specs]
-    if len(set(labels)) != len(labels):
-        raise LlmfbnError("two --model entries have the same file label",
-                          found=", ".join(f"{s.name} -> {s.label}" for s in specs),
-                          todo="pass each model once")
-    device = resolve_device(config.device)
-    return dataset, plan, specs, device
 
 
 def _responses_payload(config: Config, spec, plan: dict[str, Acquisition]) -> dict:
@@ -58,6 +38,12 @@ def _responses_payload(config: Config, spec, plan: dict[str, Acquisition]) -> di
                               for p in a.stories]}
             for key, a in plan.items()},
     }
+
+
+def responses_cached(config: Config, spec, plan: dict[str, Acquisition]) -> bool:
+    """Whether the work directory already holds this model's responses for ``plan``."""
+    return is_cached(config.work_dir, "responses",
+                     cache_key(_responses_payload(config, spec, plan)))
 
 
 def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
