@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from bids_app.caches import use_writable_caches
 from bids_app.cli.parser import parse_args
 from bids_app.config import Config
 from bids_app.errors import LlmfbnError
@@ -81,6 +82,8 @@ def run(config: Config) -> int:
 def main(argv=None) -> int:
     config = parse_args(argv)
     setup_logging(config.verbose)
+    # before matplotlib, transformers or templateflow is imported: they read these at import
+    use_writable_caches()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return run(config)
