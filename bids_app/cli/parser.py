@@ -132,7 +132,9 @@ def _resource_options(parser: argparse.ArgumentParser) -> None:
                       help="cache of stimulus-level results, shared by participant jobs "
                       "(default: ./work)")
     perf.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                      help="where the language model and dictionary learning run")
+                      help="where the language model and dictionary learning run; 'auto' "
+                      "(CUDA when torch sees a GPU) logs its choice and why, and warns when a "
+                      "CUDA build of torch finds no usable GPU")
     perf.add_argument("--mem-gb", type=_positive_float, default=8.0, metavar="GB",
                       help="memory budget for the large stimulus-level arrays")
     perf.add_argument("--nprocs", "--n-cpus", type=_positive_int,
