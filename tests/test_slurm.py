@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -229,7 +230,7 @@ def test_submit_on_a_real_slurm_equals_a_serial_run(slurm_cluster, small_dataset
                                 *CHEAP], env=env, capture_output=True, text=True, timeout=120,
                                cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
-    array, group = (line.rstrip(";") for line in _job_ids(submitted.stdout))
+    array, group = _job_ids(submitted.stdout)
     slurm_cluster.wait([array, group], timeout_s=1800)
     logs = {p.name: p.read_text() for p in sorted((work / "slurm").glob("*.log"))}
     report = "\n".join(f"--- {name}\n{text[-3000:]}" for name, text in logs.items())
@@ -259,5 +260,4 @@ def test_submit_on_a_real_slurm_equals_a_serial_run(slurm_cluster, small_dataset
 
 def _job_ids(stdout: str) -> list[str]:
     """The two job ids submit.sh prints: 'participant array job A (...), group job G ...'."""
-    words = stdout.replace(",", " ").split()
-    return [words[words.index("job") + 1], words[len(words) - words[::-1].index("job")]]
+    return re.findall(r"\bjob (\d+)", stdout)
