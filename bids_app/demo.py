@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from bids_app.caches import use_writable_caches
 from bids_app.cli.run import main as llmfbn_main
 from bids_app.cli.run import setup_logging
 
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subjects", type=int, default=6, help="number of subjects (>= 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generator")
     parser.add_argument("--nprocs", type=int, default=None, help="CPU threads")
+    parser.add_argument("--check", action="store_true",
+                        help="exit with status 3 unless the coupled networks are exactly the "
+                        "planted ones (none for --null): a smoke test of an installation")
     return parser
 
 
@@ -51,9 +55,23 @@ def print_recovery(truth: dict, output: Path) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def planted_and_coupled(bids_dir: Path, output_dir: Path, label: str = "minilm"):
+    """The networks planted in a synthetic dataset and those its group level coupled atoms
+    to, both sorted lists (``planted`` is empty for the null dataset)."""
+    import pandas as pd
+
+    from bids_app.bids.naming import NO_NETWORK, group_file
+
+    truth = json.loads((Path(bids_dir) / "sourcedata" / "llmfbn_truth.json").read_text())
+    planted = sorted(n["network"] for n in truth["networks"])
+    assignments = pd.read_csv(group_file(output_dir, label, "assignments", ".tsv"), sep="\t")
+    return planted, sorted(set(assignments["network"]) - {NO_NETWORK})
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(0)
+    use_writable_caches()  # the dataset generator loads the model (transformers) first
     started = time.monotonic()
     outdir = args.outdir.absolute()
     bids_dir = outdir / "bids"
@@ -85,20 +103,19 @@ def main(argv=None) -> int:
     code = llmfbn_main([str(bids_dir), str(output), "group", *common])
     if code:
         return code
-    truth = json.loads(truth_file.read_text())
-    planted = sorted(n["network"] for n in truth["networks"])
-    import pandas as pd
+    from bids_app.bids.naming import group_file
 
-    from bids_app.bids.naming import NO_NETWORK, group_file
-
-    assignments = pd.read_csv(group_file(output, "minilm", "assignments", ".tsv"), sep="\t")
-    coupled = sorted(set(assignments["network"]) - {NO_NETWORK})
+    planted, coupled = planted_and_coupled(bids_dir, output)
     print("Planted networks: " + (", ".join(planted) if planted else "none (null dataset)"))
     print("Coupled networks: " + (", ".join(coupled) if coupled else "none"))
     if planted:
-        print_recovery(truth, output)
+        print_recovery(json.loads(truth_file.read_text()), output)
     print(f"Group report: {group_file(output, 'minilm', 'report', '.html')}")
     print(f"Demo finished in {time.monotonic() - started:.0f} s")
+    if args.check and coupled != planted:
+        print("llmfbn-demo: check failed: the coupled networks are not the planted ones",
+              file=sys.stderr)
+        return 3
     return 0
 
 

@@ -1,13 +1,15 @@
 """Static checks of the container recipes (Dockerfile, singularity.def, .dockerignore).
 
 No container engine is needed: the recipes are parsed as text, ``hadolint`` lints the
-Dockerfile when its binary is available, and the commands that docs/containers.md shows are
-parsed with the package's own argument parser. The real build is ``.ci/container-build.sh``
-(podman; run by hand, see docs/containers.md).
+Dockerfile when its binary is available, the commands that docs/containers.md shows are
+parsed with the package's own argument parser, and every shell block of that page must say how
+it is checked. The real build and run is ``.ci/container-build.sh`` (podman; `.ci/run` runs it,
+see docs/containers.md).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -24,7 +26,16 @@ DOCKERFILE = REPO / "Dockerfile"
 SINGULARITY_DEF = REPO / "singularity.def"
 DOCKERIGNORE = REPO / ".dockerignore"
 BUILD_SCRIPT = REPO / ".ci" / "container-build.sh"
+CI_RUN = REPO / ".ci" / "run"
 DOCS = REPO / "docs" / "containers.md"
+
+
+def _doc_blocks_module():
+    """.ci/doc_blocks.py, the one parser of the page's ``<!-- ci: ... -->`` comments."""
+    spec = importlib.util.spec_from_file_location("doc_blocks", REPO / ".ci" / "doc_blocks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,11 +185,13 @@ def test_helper_joins_continuations_and_skips_comments():
     ]
 
 
-def test_base_is_a_cuda_image_by_default_and_overridable(instructions):
+def test_base_is_plain_and_overridable(instructions):
+    """CUDA comes with torch's wheel, not with the base: no nvidia/cuda base whose CUDA would
+    go unused (and disagree with the wheel's)."""
     first = instructions[0]
     assert first[0] == "ARG" and first[1].startswith("BASE="), "ARG BASE must come before FROM"
     base = _args_defaults(instructions)["BASE"]
-    assert re.fullmatch(r"nvidia/cuda:[0-9.]+-cudnn-runtime-ubuntu2[24]\.04", base), base
+    assert re.fullmatch(r"(ubuntu|debian):[\w.-]+", base), base
     froms = [args for keyword, args in instructions if keyword == "FROM"]
     assert froms, "no FROM"
     # Every stage starts from the overridable base (CI replaces it with a local Debian image).
@@ -189,9 +202,34 @@ def test_base_is_a_cuda_image_by_default_and_overridable(instructions):
 def test_build_arguments_for_torch_and_wheelhouse(instructions):
     defaults = _args_defaults(instructions)
     assert re.fullmatch(r"torch==\d+\.\d+\.\d+", defaults["TORCH_SPEC"])
+    assert re.fullmatch(r"\d+\.\d+", defaults["TORCH_CUDA"])
     assert defaults["WHEELHOUSE"] == ""
-    runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
-    assert "--find-links" in runs and '"${TORCH_SPEC}"' in runs
+    torch_run = next(args for keyword, args in instructions
+                     if keyword == "RUN" and "TORCH_SPEC" in args)
+    # the wheelhouse's wheel itself, never "whatever pip prefers" among several sources
+    assert 'pip install --no-cache-dir "${wheel}"' in torch_run
+    assert 'pip install --no-cache-dir "${TORCH_SPEC}"' in torch_run
+    # the build stops when the installed torch is not the declared build
+    assert "torch.version.cuda" in torch_run and '"${TORCH_CUDA}"' in torch_run
+    assert "sys.exit(" in torch_run
+    labels = " ".join(args for keyword, args in instructions if keyword == "LABEL")
+    assert 'llmfbn.torch.cuda="${TORCH_CUDA}"' in labels
+
+
+def test_torch_cuda_build_and_documented_driver_agree(instructions):
+    """The CUDA version the image's torch is built for, the driver the docs and the
+    Singularity help ask for, and the resolver's warning all name the same requirement."""
+    from bids_app.devices import MIN_DRIVER_FOR_CUDA, driver_requirement
+
+    cuda = _args_defaults(instructions)["TORCH_CUDA"]
+    driver = MIN_DRIVER_FOR_CUDA[cuda.split(".")[0]]
+    docs = DOCS.read_text()
+    assert f"**CUDA {cuda}** build" in docs
+    assert f"**NVIDIA driver ≥ {driver}**" in docs
+    assert f"CUDA {cuda} build: the host needs an NVIDIA driver >= {driver}" in " ".join(
+        SINGULARITY_DEF.read_text().split())
+    assert f">= {driver}" in driver_requirement(cuda)
+    assert not re.search(r"nvidia/cuda:", docs), "the docs still name a CUDA base image"
 
 
 def test_final_stage_installs_python_venv_and_the_project(instructions):
@@ -229,14 +267,16 @@ def test_entrypoint_is_the_console_script(instructions):
     assert "llmfbn" in scripts
 
 
-def test_offline_defaults_and_writable_caches(instructions):
+def test_offline_defaults_and_no_shared_cache_folders(instructions):
     env = _env_values(instructions)
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["TRANSFORMERS_OFFLINE"] == "1"
-    # Singularity and `docker run --user` run as an arbitrary user: caches must not sit in a
-    # root-owned home.
-    for name in ("HOME", "HF_HOME", "TEMPLATEFLOW_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
-        assert env[name].startswith("/tmp"), (name, env[name])
+    # A fixed cache folder (e.g. /tmp/.cache) belongs to whoever creates it first; on a /tmp
+    # shared by several users the next one cannot write it. llmfbn picks a folder per user
+    # (bids_app/caches.py) unless the user sets these.
+    for name in ("HOME", "HF_HOME", "TEMPLATEFLOW_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME",
+                 "NILEARN_DATA"):
+        assert name not in env, (name, env[name])
 
 
 def test_oci_labels_and_no_secrets(instructions):
@@ -301,9 +341,12 @@ def test_singularity_definition_wraps_the_docker_image():
     assert header["Bootstrap"] in ("docker-daemon", "docker", "docker-archive")
     assert header["From"].split(":")[0].rsplit("/", 1)[-1] == "llmfbn"
     assert re.search(r'^\s*exec llmfbn "\$@"\s*$', sections["runscript"], re.MULTILINE)
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TEMPLATEFLOW_HOME"):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         assert re.search(rf"export {name}=", sections["environment"]), name
-    assert "--nv" in sections["help"]
+    for name in ("HOME", "HF_HOME", "TEMPLATEFLOW_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
+        assert not re.search(rf"export {name}=", sections["environment"]), name
+    for needle in ("--nv", "--cleanenv", "mkdir -p", ":ro"):
+        assert needle in sections["help"], needle
     assert "org.opencontainers.image.title" in sections["labels"]
     # The commented alternative for machines without a local Docker engine.
     assert re.search(r"^#\s*Bootstrap: docker\s*$", SINGULARITY_DEF.read_text(), re.MULTILINE)
@@ -315,7 +358,7 @@ def test_singularity_environment_is_valid_shell():
         pytest.skip("bash not available")
     _, sections = _singularity_sections(SINGULARITY_DEF.read_text())
     script = sections["environment"] + '\nprintf "%s|%s|%s" "$HF_HUB_OFFLINE" "$HF_HOME" "$PATH"\n'
-    env = {"PATH": "/usr/bin:/bin", "HF_HOME": "/hf"}
+    env = {"PATH": "/usr/bin:/bin", "HF_HOME": "/hf", "HF_HUB_OFFLINE": ""}
     result = subprocess.run([bash, "-euc", script], capture_output=True, text=True, env=env,
                             timeout=30)
     assert result.returncode == 0, result.stderr
@@ -329,28 +372,91 @@ def test_singularity_environment_is_valid_shell():
 # build script and documentation
 
 
-def test_build_script_cleans_up_and_stays_out_of_the_repo():
+def test_build_script_cleans_up_and_leaves_the_host_alone():
     text = BUILD_SCRIPT.read_text()
     assert text.startswith("#!/usr/bin/env bash")
     assert re.search(r"^trap cleanup EXIT$", text, re.MULTILINE)
     cleanup = text[text.index("cleanup() {"): text.index("trap cleanup EXIT")]
-    assert "podman system reset -f" in cleanup
+    assert "podman system reset -f" in cleanup and "umount /run /var/lib" in cleanup
     assert "CONTAINERS_STORAGE_CONF" in text and "CONTAINERS_CONF" in text
     assert "mktemp -d" in text
     assert "git -C" in text and "ls-files" in text
-    assert "BASE=" in text and "WHEELHOUSE=wheelhouse" in text
+    # podman's blob-info cache goes to /var/lib/containers whatever the storage settings: the
+    # script runs podman in a private mount namespace with /var/lib on an overlay, and fails
+    # when the host's container state changed
+    assert "unshare --mount --propagation private" in text
+    assert "for dir in /var/lib /run" in text and "lowerdir=${dir}" in text
+    assert '"${before}" != "${after}"' in text
+    assert "BASE=" in text and "WHEELHOUSE=wheelhouse" in text and "TORCH_CUDA=cpu" in text
+    # the wheelhouse gets the CPU build by name: pip fails rather than fetch a CUDA build
+    assert '"${TORCH_SPEC}+cpu"' in text
+    assert "https://download.pytorch.org/whl/cpu" in text
     bash = shutil.which("bash")
     if bash:
         result = subprocess.run([bash, "-n", str(BUILD_SCRIPT)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+    if shutil.which("shellcheck"):
+        result = subprocess.run(["shellcheck", str(BUILD_SCRIPT), str(CI_RUN)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
 
 
-def test_docs_cover_gpu_binds_and_offline_caches():
+def test_ci_runs_the_container_build_and_a_real_slurm():
+    text = CI_RUN.read_text()
+    assert "bash .ci/container-build.sh" in text
+    assert "slurmctld" in text and "slurmd" in text and "munge" in text
+    assert "LLMFBN_REQUIRE_SLURM=1" in text
+    # this machine's pip configuration holds the CPU wheel; a stock host uses PyTorch's index
+    assert "TORCH_PIP_ARGS=" in text
+
+
+def test_docs_cover_gpu_binds_users_and_offline_caches():
     text = DOCS.read_text()
-    for needle in ("--gpus all", "--nv", "HF_HOME", "TEMPLATEFLOW_HOME", "--model /models/",
-                   "singularity build", "singularity run", "docker run", "-v ",
-                   ".ci/container-build.sh"):
+    for needle in ("--gpus all", "--nv", "--cleanenv", "-B ", "HF_HOME", "TEMPLATEFLOW_HOME",
+                   "--model /models/", "apptainer build", "apptainer run", "docker run", "-v ",
+                   "mkdir -p", "--userns=keep-id", "rootless", "/tmp/llmfbn-<uid>",
+                   "slurm/submit.sh", ".ci/container-build.sh", "HF_HUB_OFFLINE"):
         assert needle in text, needle
+    assert "14 networks" not in text and "13 networks" in text
+
+
+def test_every_shell_block_of_the_docs_says_how_it_is_checked():
+    doc_blocks = _doc_blocks_module()
+    script = BUILD_SCRIPT.read_text()
+    found = doc_blocks.blocks(DOCS.read_text())
+    shell = [b for b in found if b["lang"] in ("bash", "sh", "console", "")]
+    assert len(shell) >= 15, len(shell)
+    for block in shell:
+        mark = block["mark"]
+        where = f"docs/containers.md:{block['line']}"
+        assert mark, f"{where}: no <!-- ci: ... --> comment above the block"
+        if mark.startswith("run "):
+            name = mark.split()[1]
+            assert re.search(rf"run_doc_block {re.escape(name)}\b", script), \
+                f"{where}: block {name!r} is not run by .ci/container-build.sh"
+            assert doc_blocks.run_block(DOCS.read_text(), name) == block["code"]
+        elif mark.startswith("checked by "):
+            target = mark.split()[2]
+            path, _, test = target.partition("::")
+            assert (REPO / path).is_file(), f"{where}: {path} does not exist"
+            if test:
+                assert re.search(rf"^def {re.escape(test)}\(", (REPO / path).read_text(),
+                                 re.MULTILINE), f"{where}: no test {test} in {path}"
+        else:
+            assert re.fullmatch(r"not runnable here( as written)?: .{20,}", mark), \
+                f"{where}: the comment must be 'run NAME', 'checked by WHERE' or " \
+                f"'not runnable here: WHY', found {mark!r}"
+
+
+def test_doc_block_parser_can_fail():
+    doc_blocks = _doc_blocks_module()
+    text = "<!-- ci: run a -->\n```bash\necho a\n```\n\ntext\n```bash\necho b\n```\n"
+    first, second = doc_blocks.blocks(text)
+    assert first["mark"] == "run a" and first["code"] == "echo a"
+    assert second["mark"] is None, "a comment belongs to the block right after it only"
+    assert doc_blocks.run_block(text, "a") == "echo a"
+    with pytest.raises(SystemExit):
+        doc_blocks.run_block(text, "b")
 
 
 def _documented_commands(text: str) -> list[tuple[list[str], list[str]]]:

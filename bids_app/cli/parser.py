@@ -194,7 +194,9 @@ def _resource_options(parser: argparse.ArgumentParser) -> None:
                       help="cache of stimulus-level results, shared by participant jobs "
                       "(default: ./work)")
     perf.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                      help="where the language model and dictionary learning run")
+                      help="where the language model and dictionary learning run; 'auto' "
+                      "(CUDA when torch sees a GPU) logs its choice and why, and warns when a "
+                      "CUDA build of torch finds no usable GPU")
     perf.add_argument("--device-map", choices=["auto"], default=None,
                       help="shard the language model over every visible GPU, then host "
                       "memory, then disk (accelerate), for models larger than one device "

@@ -17,6 +17,7 @@ import sys
 import traceback
 import warnings
 
+from bids_app.caches import use_writable_caches
 from bids_app.cli.parser import EXIT_CODES, parse_args
 from bids_app.config import Config
 from bids_app.errors import LlmfbnError
@@ -66,6 +67,8 @@ def _os_error_text(err: OSError) -> str:
 def main(argv=None) -> int:
     config = parse_args(argv)
     setup_logging(config.verbose)
+    # before matplotlib, transformers or templateflow is imported: they read these at import
+    use_writable_caches()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         previous = signal.signal(signal.SIGTERM, _terminated)

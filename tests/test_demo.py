@@ -1,0 +1,53 @@
+"""llmfbn-demo's --check: the exit status says whether the planted networks were coupled.
+
+The pipeline itself is replaced by a stand-in that writes the group's assignments table (the
+real pipeline on the demo dataset is tests/test_pipeline.py's and the container CI's job).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from bids_app import demo
+from bids_app.bids.naming import NO_NETWORK, group_file
+
+
+@pytest.fixture
+def fake_demo(tmp_path, monkeypatch):
+    """An OUTDIR with a synthetic dataset's truth file; returns a function that runs the
+    demo with a pipeline stand-in coupling atoms to ``networks``."""
+    truth = tmp_path / "bids" / "sourcedata" / "llmfbn_truth.json"
+    truth.parent.mkdir(parents=True)
+    truth.write_text(json.dumps({"networks": [{"network": "Auditory"},
+                                              {"network": "DefaultMode"}]}))
+
+    def run(networks, *options):
+        def pipeline(argv):
+            output = tmp_path / "bids" / "derivatives" / "llmfbn"
+            if argv[2] == "group":
+                table = group_file(output, "minilm", "assignments", ".tsv")
+                table.parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame({"atom": [f"atom{i:02d}" for i in range(len(networks))],
+                              "network": networks}).to_csv(table, sep="\t", index=False)
+            return 0
+
+        monkeypatch.setattr(demo, "llmfbn_main", pipeline)
+        return demo.main([str(tmp_path), *options])
+
+    return run
+
+
+def test_check_passes_when_exactly_the_planted_networks_are_coupled(fake_demo, capsys):
+    assert fake_demo(["DefaultMode", NO_NETWORK, "Auditory", "Auditory"], "--check") == 0
+    assert "Coupled networks: Auditory, DefaultMode" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("networks", [[NO_NETWORK], ["Auditory"],
+                                      ["Auditory", "DefaultMode", "Visual"]])
+def test_check_fails_otherwise(fake_demo, capsys, networks):
+    assert fake_demo(networks, "--check") == 3
+    assert "check failed" in capsys.readouterr().err
+    assert fake_demo(networks) == 0, "without --check the demo only reports"
