@@ -86,11 +86,14 @@ def fresh_copy_of(tmp_path):
 
 @pytest.fixture(scope="session")
 def toy_reports(tmp_path_factory):
-    """The subject and group reports of small results (tests/report_toys.py), written once:
-    ``{"subject": path, "group": path}``."""
+    """The subject, group and models reports of small results (tests/report_toys.py),
+    written once: ``{"subject": path, "group": path, "models": path}``."""
     from bids_app.report import write_group_report, write_subject_report
-    from tests.report_toys import group_result, subject_result
+    from bids_app.report.models import write_models_report
+    from tests.report_toys import group_result, model_summaries, subject_result
 
     root = tmp_path_factory.mktemp("toy_reports")
     return {"subject": write_subject_report(subject_result(root), n_best_atoms=1),
-            "group": write_group_report(group_result(root, n_atoms=6, n_coupled=2))}
+            "group": write_group_report(group_result(root, n_atoms=6, n_coupled=2)),
+            "models": write_models_report(model_summaries(root), root, "toyatlas",
+                                          ["01", "02", "03"])}

@@ -7,6 +7,7 @@ import html
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bids_app.report import coupled as coupled_module
@@ -81,6 +82,10 @@ def test_metrics_table_says_why_a_value_is_missing(tmp_path):
     assert missing["value"] is None and missing["meaning"].startswith("missing: ")
     assert table[table["metric"] == "atoms per network"].iloc[0]["value"] == "Auditory 2"
     assert "per atom" not in set(table["metric"])
+    intervals = table.set_index("metric")["95% CI"]
+    assert intervals["an diversity"] == "1.9 – 3.1" and intervals["an overlap"] == "0 – 0.2"
+    assert pd.isna(intervals["an specialisation"]) and pd.isna(intervals["n subgroups"])
+    assert not {"ci95", "reason"} & set(table["metric"])
 
 
 @pytest.mark.parametrize("used", [True, False])

@@ -9,7 +9,12 @@ from pathlib import Path
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
 from bids_app.report.coupled import coupled_atom_section, coupled_overview
-from bids_app.report.dictionary import convergence_figure, coupling_figure, stability_figure
+from bids_app.report.dictionary import (
+    convergence_figure,
+    coupling_figure,
+    coupling_test_name,
+    stability_figure,
+)
 from bids_app.report.html import methods, note, page, section, summary_list, table
 from bids_app.report.methods import citation_text
 from bids_app.report.tables import metrics_table
@@ -31,6 +36,15 @@ def _summary(result, coupled) -> str:
         "Coupled atoms": f"{len(coupled)} of {result.n_atoms} assigned to a network "
                          "(criteria in Methods)",
     })
+
+
+def _models_link(result) -> list[str]:
+    """A link to the comparison of the run's models, when it analysed several."""
+    if result.models_report is None:
+        return []
+    name = html.escape(Path(result.models_report).name)
+    return [f"<p class='note'>This group run analysed several models: see them "
+            f"<a href='{name}'>side by side</a>.</p>"]
 
 
 def _coupled_section(result, coupled) -> str:
@@ -85,13 +99,18 @@ def write_group_report(result) -> Path:
     parts = [
         f"<h1>llmfbn group report: model {html.escape(spec.name)}</h1>",
         _summary(result, coupled),
+        *_models_link(result),
         section("Organisation metrics", table(metrics_table(result.metrics))),
         _coupled_section(result, coupled),
         section("Coupling matrix",
                 note("Best IoU of each atom's thresholded group map (either sign) with each "
-                     "network; red boxes: the network each atom is assigned to."),
+                     "network; dots: pairs whose coupling test passes ("
+                     f"{coupling_test_name(result.coupling)}, Bonferroni over atoms × "
+                     f"networks × signs, p < 0.05) with IoU ≥ {config.min_iou:g}; red boxes: "
+                     "the network each atom is assigned to (the passing pair of highest "
+                     "IoU)."),
                 coupling_figure(result.coupling, result.n_atoms, atlas.network_names,
-                                atlas.name, coupled)),
+                                atlas.name, coupled, min_iou=config.min_iou)),
         _dictionary_section(result, coupled),
         _files_section(result),
         *methods(citation_text(config, spec, atlas.name)),
