@@ -24,8 +24,9 @@ TASKS = ("lighthouse", "market")
 
 def fake_atoms_folder(folder: Path, frames: pd.DataFrame, n_atoms: int,
                       n_neurons: int = 60, seed: int = 0) -> Path:
-    """A cached atoms folder (atoms.npy, codes.npz, meta.json, frames.tsv, neurons.tsv) of
-    random atoms on the clock of ``frames`` (as :func:`bids_app.responses.frames_table`)."""
+    """A cached atoms folder (atoms.npy, codes.npz, projections.npy, meta.json, frames.tsv,
+    neurons.tsv) of random atoms on the clock of ``frames`` (as
+    :func:`bids_app.responses.frames_table`; every frame used unless it has ``used``)."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,11 @@ def fake_atoms_folder(folder: Path, frames: pd.DataFrame, n_atoms: int,
     codes = sp.random(n_neurons, n_atoms, density=0.3, format="csr", random_state=seed,
                       dtype=np.float32)
     sp.save_npz(folder / "codes.npz", codes)
+    np.save(folder / "projections.npy",
+            rng.standard_normal((n_neurons, n_atoms)).astype(np.float32))
     (folder / "meta.json").write_text(json.dumps({"Algorithm": "fake", "Objective": 0.0}))
+    if "used" not in frames.columns:                 # every frame used (--frames all)
+        frames = frames.assign(used=1)
     frames.to_csv(folder / "frames.tsv", sep="\t", index=False)
     pd.DataFrame({"layer": np.arange(n_neurons) % 3, "unit": np.arange(n_neurons) // 3}
                  ).to_csv(folder / "neurons.tsv", sep="\t", index=False)

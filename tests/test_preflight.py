@@ -103,7 +103,7 @@ def test_write_error_is_a_clear_message(dataset_copy, tmp_path, monkeypatch, cap
         raise OSError(28, "No space left on device", str(dst))
     monkeypatch.setattr(bids_app.atomic.os, "replace", full)
     monkeypatch.setattr("bids_app.workflow.participant.compute_atoms", _fake_atoms(tmp_path, 3))
-    monkeypatch.setattr("bids_app.workflow.participant._participant_maps", lambda *a: None)
+    monkeypatch.setattr("bids_app.workflow.participant._participant_maps", lambda *a, **k: None)
     out = tmp_path / "out"
     code = main([str(dataset_copy), str(out), "participant", "-w", str(tmp_path / "work"),
                  "--participant-label", "001", "--n-atoms", "3"])
