@@ -180,7 +180,8 @@ def test_envelope_map_lights_up_the_planted_auditory_network(tmp_path):
                         "--nuisance", "wordrate", "envelope") == 0
     func = out / "sub-001" / "func"
     t_img = nib.load(func / "sub-001_space-MNI152NLin2009cAsym_desc-envelope_stat-t_statmap.nii.gz")
-    mask_img = nib.load(func / "sub-001_space-MNI152NLin2009cAsym_desc-minilm_mask.nii.gz")
+    mask_img = nib.load(next(func.glob("sub-001_task-*_space-MNI152NLin2009cAsym_desc-minilm_"
+                                       "mask.nii.gz")))
     mask = np.asarray(mask_img.dataobj) > 0
     atlas = load_fbn_atlas("seitzman", mask_img)
     auditory = atlas.masks[list(atlas.network_names).index("Auditory")] > 0
