@@ -14,12 +14,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _run_pipeline(bids_dir: Path, work: Path) -> Path:
+def _run_pipeline(bids_dir: Path, work: Path, *extra: str) -> Path:
     from bids_app.cli.run import main
 
     output = bids_dir / "derivatives" / "llmfbn"
     for level in ("participant", "group"):
-        code = main([str(bids_dir), str(output), level, "-w", str(work), "--nprocs", "2"])
+        code = main([str(bids_dir), str(output), level, "-w", str(work), "--nprocs", "2",
+                     *(extra if level == "participant" else ())])
         assert code == 0, f"{level} level failed"
     return output
 
@@ -41,7 +42,8 @@ def null_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("null")
     bids_dir = make_dataset(root / "bids", planted=False, seed=1)
-    return bids_dir, _run_pipeline(bids_dir, root / "work")
+    # the atoms' stability refits (the planted run has them) change no coupling
+    return bids_dir, _run_pipeline(bids_dir, root / "work", "--no-atom-stability")
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +88,14 @@ def fresh_copy_of(tmp_path):
 
 @pytest.fixture(scope="session")
 def toy_reports(tmp_path_factory):
-    """The subject and group reports of small results (tests/report_toys.py), written once:
-    ``{"subject": path, "group": path}``."""
+    """The subject, group and models reports of small results (tests/report_toys.py),
+    written once: ``{"subject": path, "group": path, "models": path}``."""
     from bids_app.report import write_group_report, write_subject_report
-    from tests.report_toys import group_result, subject_result
+    from bids_app.report.models import write_models_report
+    from tests.report_toys import group_result, model_summaries, subject_result
 
     root = tmp_path_factory.mktemp("toy_reports")
     return {"subject": write_subject_report(subject_result(root), n_best_atoms=1),
-            "group": write_group_report(group_result(root, n_atoms=6, n_coupled=2))}
+            "group": write_group_report(group_result(root, n_atoms=6, n_coupled=2)),
+            "models": write_models_report(model_summaries(root), root, "toyatlas",
+                                          ["01", "02", "03"])}

@@ -107,17 +107,19 @@ def group_result(output_dir, n_atoms: int = 8, n_coupled: int = 5,
               "n_atom_voxels": 0} for k in range(n_coupled, n_atoms)]
     assignments = pd.DataFrame(rows)
     coupling = assignments[assignments["network"] != "none"][["atom", "network", "iou"]]
+    coupling = coupling.assign(p_overlap=1e-6)       # every coupled pair significant
     stability = {"seed_vs_seed": list(np.linspace(0.5, 0.99, n_atoms)),
                  "half_vs_half": list(np.linspace(0.4, 0.95, n_atoms)), "seeds": [0, 1],
                  "split_seed": 0, "median_seed_vs_seed": 0.75, "median_half_vs_half": 0.7}
     atoms = AtomOutputs(table=_atoms_table(n_atoms, used, rng),
                         codes=sp.csr_matrix((10, n_atoms)),
                         projections=np.zeros((10, n_atoms), np.float32),
-                        neurons=pd.DataFrame({"row": range(10), "layer": [0] * 5 + [1] * 5}),
+                        neurons=pd.DataFrame({"row": range(10), "layer": [0] * 5 + [1] * 5,
+                                             "unit": list(range(5)) * 2}),
                         sidecar={}, stability=stability,
                         source=output_dir / "atoms" / "desc-toy_atoms.tsv")
     groups = pd.DataFrame({"atom": range(1, n_atoms + 1), "n_neurons": 3,
-                           "layer0": 1, "layer1": 2})
+                           "layer00": 1, "layer01": 2})
     config = Config(bids_dir=output_dir, output_dir=output_dir, analysis_level="group")
     subjects = [f"{i:02d}" for i in range(1, 7)]
     return GroupResult(
@@ -130,4 +132,38 @@ def group_result(output_dir, n_atoms: int = 8, n_coupled: int = 5,
         metrics={"diversity": {"n_coupled_atoms": n_coupled, "normalised_entropy": 0.9,
                                "atoms_per_network": {"Auditory": 2, "Visual": 0}},
                  "consistency": {"n_subjects": 6, "per_atom": [], "mean_consistency": None},
+                 "an_side": {"an_diversity": 2.5, "an_specialisation": 0.8, "an_overlap": 0.1,
+                             "n_subgroups": 2,
+                             "ci95": {"an_diversity": [1.9, 3.1], "an_specialisation": None,
+                                      "an_overlap": [0.0, 0.2]}},
                  "definitions": {"n_coupled_atoms": "Number of atoms assigned to some FBN."}})
+
+
+def model_summaries(output_dir, n_layers=(6, 12)) -> list:
+    """Two toy models (6 and 12 layers) for the models report; the second lacks one
+    metric (None) and its AN sub-groups sit in its last layers."""
+    from bids_app.report.models import ModelSummary
+
+    summaries = []
+    for i, layers in enumerate(n_layers):
+        sizes = np.full(layers, 100 * (i + 1))
+        counts = np.zeros(layers)
+        counts[-2:] = [10, 30] if i else [0, 0]
+        counts[:2] = [0, 0] if i else [40, 20]
+        networks = pd.DataFrame({"network": ["Auditory", "Default"][: i + 1],
+                                 "n_atoms": [2, 1][: i + 1],
+                                 "n_neurons": [int(counts.sum()), 5][: i + 1]})
+        metrics = {"diversity": {"n_coupled_atoms": 3 + i, "normalised_entropy": 0.5 + 0.1 * i},
+                   "consistency": {"mean_consistency": 0.6 + 0.1 * i,
+                                   "ci95": {"mean_consistency": [0.5, 0.8]}},
+                   "an_side": {"an_diversity": None if i else 1.5,
+                               "an_specialisation": 0.7, "an_overlap": 0.05,
+                               "ci95": {"an_specialisation": [0.6, 0.8], "an_diversity": None,
+                                        "an_overlap": [0.0, 0.1]}}}
+        coupled = pd.DataFrame({"atom": [1, 2, 3][: 2 + i],
+                                "network": ["Auditory", "Auditory", "Default"][: 2 + i]})
+        summaries.append(ModelSummary(
+            name=f"toy{i + 1}", label=f"toy{i + 1}", metrics=metrics, coupled=coupled,
+            networks=networks, member_counts=counts, layer_sizes=sizes,
+            report=output_dir / "group" / f"desc-toy{i + 1}_report.html"))
+    return summaries

@@ -21,8 +21,9 @@ def fake_demo(tmp_path, monkeypatch):
     demo with a pipeline stand-in coupling atoms to ``networks``."""
     truth = tmp_path / "bids" / "sourcedata" / "llmfbn_truth.json"
     truth.parent.mkdir(parents=True)
-    truth.write_text(json.dumps({"networks": [{"network": "Auditory"},
-                                              {"network": "DefaultMode"}]}))
+    truth.write_text(json.dumps({"networks": [
+        {"network": "Auditory", "neurons": [0, 1], "functional_truth": [0, 1]},
+        {"network": "DefaultMode", "neurons": [2], "functional_truth": [2, 3]}]}))
 
     def run(networks, *options):
         def pipeline(argv):
@@ -32,6 +33,12 @@ def fake_demo(tmp_path, monkeypatch):
                 table.parent.mkdir(parents=True, exist_ok=True)
                 pd.DataFrame({"atom": [f"atom{i:02d}" for i in range(len(networks))],
                               "network": networks}).to_csv(table, sep="\t", index=False)
+                coupled = sorted(set(networks) - {NO_NETWORK})
+                pd.DataFrame({"network": coupled, "neuron": range(len(coupled))}).to_csv(
+                    group_file(output, "minilm", "members", ".tsv"), sep="\t", index=False)
+                pd.DataFrame({"neuron": range(4), **{n: [0.9, 0.8, 0.1, 0.2]
+                                                      for n in coupled}}).to_csv(
+                    group_file(output, "minilm", "scores", ".tsv"), sep="\t", index=False)
             return 0
 
         monkeypatch.setattr(demo, "llmfbn_main", pipeline)
@@ -42,7 +49,9 @@ def fake_demo(tmp_path, monkeypatch):
 
 def test_check_passes_when_exactly_the_planted_networks_are_coupled(fake_demo, capsys):
     assert fake_demo(["DefaultMode", NO_NETWORK, "Auditory", "Auditory"], "--check") == 0
-    assert "Coupled networks: Auditory, DefaultMode" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Coupled networks: Auditory, DefaultMode" in printed
+    assert "AN sub-groups vs the planted functional truth" in printed
 
 
 @pytest.mark.parametrize("networks", [[NO_NETWORK], ["Auditory"],

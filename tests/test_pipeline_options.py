@@ -83,6 +83,13 @@ def test_two_models_side_by_side(dataset_copy, tmp_path, capsys):
     neurons = pd.read_csv(out / "atoms" / "desc-tinyllama_neurons.tsv", sep="\t")
     assert len(neurons) == 2 * 48
     assert "Models side by side" in capsys.readouterr().out
+    assert "mean_consistency_ci_low" in " ".join(table.columns)
+    comparison = (out / "group" / "desc-models_report.html").read_text()
+    for label in ("minilm", "tinyllama"):
+        assert f"href='desc-{label}_report.html'" in comparison
+        assert "href='desc-models_report.html'" in (
+            out / "group" / f"desc-{label}_report.html").read_text()
+    assert comparison.count("<img") == 3 and "networks coupled" in comparison
 
 
 def test_parallel_participant_jobs_share_the_cache(dataset_copy, tmp_path):
@@ -173,7 +180,8 @@ def test_envelope_map_lights_up_the_planted_auditory_network(tmp_path):
                         "--nuisance", "wordrate", "envelope") == 0
     func = out / "sub-001" / "func"
     t_img = nib.load(func / "sub-001_space-MNI152NLin2009cAsym_desc-envelope_stat-t_statmap.nii.gz")
-    mask_img = nib.load(func / "sub-001_space-MNI152NLin2009cAsym_desc-minilm_mask.nii.gz")
+    mask_img = nib.load(next(func.glob("sub-001_task-*_space-MNI152NLin2009cAsym_desc-minilm_"
+                                       "mask.nii.gz")))
     mask = np.asarray(mask_img.dataobj) > 0
     atlas = load_fbn_atlas("seitzman", mask_img)
     auditory = atlas.masks[list(atlas.network_names).index("Auditory")] > 0

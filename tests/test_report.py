@@ -38,7 +38,7 @@ def _result(tmp_path, label, courses, n_atoms=3):
     assignments = pd.DataFrame({"atom": [1, 2, 3], "network": ["none", "Net", "none"],
                                 "sign": [None, "+", None], "iou": [np.nan, 0.4, np.nan],
                                 "n_atom_voxels": [0, 10, 0]})
-    coupling = pd.DataFrame({"atom": [2], "network": ["Net"], "iou": [0.4]})
+    coupling = pd.DataFrame({"atom": [2], "network": ["Net"], "iou": [0.4], "p_overlap": [1e-6]})
     groups = pd.DataFrame({"atom": [1, 2, 3], "n_neurons": [0, 2, 0], "layer0": [0, 1, 0],
                            "layer1": [0, 1, 0]})
     config = Config(bids_dir=tmp_path, output_dir=tmp_path, analysis_level="group")

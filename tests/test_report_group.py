@@ -7,6 +7,7 @@ import html
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bids_app.report import coupled as coupled_module
@@ -81,6 +82,10 @@ def test_metrics_table_says_why_a_value_is_missing(tmp_path):
     assert missing["value"] is None and missing["meaning"].startswith("missing: ")
     assert table[table["metric"] == "atoms per network"].iloc[0]["value"] == "Auditory 2"
     assert "per atom" not in set(table["metric"])
+    intervals = table.set_index("metric")["95% CI"]
+    assert intervals["an diversity"] == "1.9 – 3.1" and intervals["an overlap"] == "0 – 0.2"
+    assert pd.isna(intervals["an specialisation"]) and pd.isna(intervals["n subgroups"])
+    assert not {"ci95", "reason"} & set(table["metric"])
 
 
 @pytest.mark.parametrize("used", [True, False])
@@ -106,3 +111,16 @@ def test_time_course_in_seconds_with_run_boundaries(tmp_path, monkeypatch, used)
     assert seen["boundaries"] == [pytest.approx(120 * 1.5)]
     assert seen["x"].max() == pytest.approx(120 * 1.5 + 99 * 1.5)
     assert seen["shaded"] == (2 if used else 0)
+
+
+def test_sections_rendered_by_worker_processes_equal_one_process(tmp_path):
+    """--nprocs 2 renders the coupled atoms' sections in two forked processes: same HTML,
+    same order (figures are deterministic PNGs)."""
+    from bids_app.report.group import atom_sections
+
+    result = group_result(tmp_path, n_atoms=5, n_coupled=3)
+    coupled = result.assignments[result.assignments["network"] != "none"]
+    serial = atom_sections(result, coupled, n_procs=1)
+    parallel = atom_sections(result, coupled, n_procs=2)
+    assert len(serial) == 3 and parallel == serial
+    assert [s.count("<img") for s in serial] == [3, 3, 3]

@@ -20,6 +20,7 @@ from bids_app.group.coupling import (
     SIGNS,
     add_null,
     assign_atoms,
+    coupling_p_fwe,
     coupling_table,
     subject_assignments,
 )
@@ -30,5 +31,5 @@ from bids_app.group.subgroups import MEMBERSHIP_THRESHOLD, SubGroups, network_ef
 
 __all__ = ["DEFAULT_N_SURROGATES", "MEMBERSHIP_THRESHOLD", "NO_NETWORK", "N_BOOTSTRAP", "SIGNS",
            "SubGroups", "add_null", "an_metrics", "assign_atoms", "bootstrap_an_metrics",
-           "coupling_table", "fdr_mask", "network_effects", "null_table", "one_sample_t",
-           "organisation_metrics", "phase_randomised", "subject_assignments"]
+           "coupling_p_fwe", "coupling_table", "fdr_mask", "network_effects", "null_table",
+           "one_sample_t", "organisation_metrics", "phase_randomised", "subject_assignments"]

@@ -112,6 +112,16 @@ def add_null(coupling: pd.DataFrame, r: np.ndarray, p: np.ndarray) -> pd.DataFra
     return coupling.assign(network_effect=statistic, p_null=p_null)
 
 
+def coupling_p_fwe(coupling: pd.DataFrame, n_atoms: int) -> np.ndarray:
+    """(n_rows,) Bonferroni-corrected p of each row of the coupling table:
+    ``min(1, p * n_atoms * n_networks * 2)``, ``p`` the surrogate null's ``p_null`` when the
+    table has it, else the hypergeometric ``p_overlap``."""
+    n_networks = max(int(coupling["network"].nunique()), 1)
+    n_tests = int(n_atoms) * n_networks * len(SIGNS)
+    p_column = "p_null" if "p_null" in coupling.columns else "p_overlap"
+    return np.minimum(1.0, coupling[p_column].to_numpy(float) * n_tests)
+
+
 def assign_atoms(coupling: pd.DataFrame, n_atoms: int, min_iou: float = 0.1,
                  alpha: float = 0.05) -> pd.DataFrame:
     """Assign each atom to its best-coupled FBN.
@@ -146,12 +156,8 @@ def assign_atoms(coupling: pd.DataFrame, n_atoms: int, min_iou: float = 0.1,
     missing = [c for c in COUPLING_COLUMNS if c not in coupling.columns]
     if missing:
         raise ValueError(f"coupling lacks columns {missing}")
-    n_networks = max(int(coupling["network"].nunique()), 1)
-    n_tests = n_atoms * n_networks * len(SIGNS)
-    p_column = "p_null" if "p_null" in coupling.columns else "p_overlap"
-    table = coupling.assign(
-        p_fwe=np.minimum(1.0, coupling[p_column].to_numpy(float) * n_tests),
-        _order=np.arange(len(coupling)))
+    table = coupling.assign(p_fwe=coupling_p_fwe(coupling, n_atoms),
+                            _order=np.arange(len(coupling)))
     passing = table[(table["iou"] >= min_iou) & (table["p_fwe"] < alpha)]
     best = (passing.sort_values(["atom", "iou", "p_fwe", "_order"],
                                 ascending=[True, False, True, True])

@@ -22,14 +22,26 @@ _DEFINITIONS = {
                             "the group's; a subject without an assignment counts as a "
                             "mismatch.",
     "mean_consistency": "Mean of consistency_per_atom over coupled atoms (None when no "
-                        "atom is coupled or no subject is given).",
+                        "atom is coupled or no subject is given); its 95 % interval "
+                        "resamples the subjects (200 bootstrap draws).",
     "note": "These metrics are defined by llmfbn (ours): the formulas of Sun et al. "
             "(arXiv 2410.19542) are not public.",
 }
 
 
+def _bootstrap_mean(match: np.ndarray, n_boot: int, seed: int) -> list[float] | None:
+    """95 % percentile interval of ``match.mean()`` over subjects (columns) resampled with
+    replacement ``n_boot`` times; None without resamples."""
+    if n_boot < 1 or match.size == 0:
+        return None
+    rng = np.random.default_rng([int(seed), 0xC0A5])
+    n_subjects = match.shape[1]
+    draws = [match[:, rng.integers(0, n_subjects, n_subjects)].mean() for _ in range(n_boot)]
+    return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+
+
 def organisation_metrics(assignments: pd.DataFrame, subject_assign: pd.DataFrame | None,
-                         network_names) -> dict:
+                         network_names, n_boot: int = 200, seed: int = 0) -> dict:
     """Diversity and consistency of the atoms' coupling to FBNs **(ours)**.
 
     Parameters
@@ -42,6 +54,9 @@ def organisation_metrics(assignments: pd.DataFrame, subject_assign: pd.DataFrame
         optionally ``sign``); None or empty skips consistency.
     network_names : sequence of str
         All FBNs of the atlas (the denominator of coverage and entropy).
+    n_boot, seed : int
+        Subjects resampled ``n_boot`` times (generator seeded with ``seed``) for the 95 %
+        interval of ``mean_consistency`` (``consistency["ci95"]``); 0 skips it.
 
     Returns
     -------
@@ -83,13 +98,20 @@ def organisation_metrics(assignments: pd.DataFrame, subject_assign: pd.DataFrame
         for key in keys:
             same &= (merged[f"{key}_subject"].astype(str).to_numpy()
                      == merged[f"{key}_group"].astype(str).to_numpy())
-        # One vote per subject and atom, then divide by all subjects (absent = mismatch).
-        matches = (merged.assign(same=same).groupby(["atom", "subject"])["same"].any()
-                   .groupby("atom").sum())
-        for atom, network in zip(coupled["atom"].astype(int), coupled["network"].astype(str)):
+        # (n_coupled, n_subjects) 1 where the subject's assignment equals the group's (one
+        # vote per subject and atom; a subject without an assignment counts as a mismatch)
+        match = np.zeros((len(coupled), n_subjects))
+        row_of = {int(a): i for i, a in enumerate(coupled["atom"].astype(int))}
+        col_of = {s: j for j, s in enumerate(subjects)}
+        for atom, subject in merged.loc[same, ["atom", "subject"]].itertuples(index=False):
+            match[row_of[int(atom)], col_of[subject]] = 1.0
+        for row, (atom, network) in enumerate(zip(coupled["atom"].astype(int),
+                                                  coupled["network"].astype(str))):
             per_atom.append({"atom": int(atom), "network": network,
-                             "consistency": float(matches.get(atom, 0) / n_subjects)})
+                             "consistency": float(match[row].mean())})
     mean = (float(np.mean([a["consistency"] for a in per_atom])) if per_atom else None)
-    consistency = {"n_subjects": n_subjects, "per_atom": per_atom, "mean_consistency": mean}
+    consistency = {"n_subjects": n_subjects, "per_atom": per_atom, "mean_consistency": mean,
+                   "ci95": {"mean_consistency": (_bootstrap_mean(match, n_boot, seed)
+                                                 if per_atom else None)}}
     return {"diversity": diversity, "consistency": consistency,
             "definitions": dict(_DEFINITIONS)}

@@ -13,8 +13,8 @@ import pandas as pd
 
 from bids_app.bids.naming import atom_name
 from bids_app.report.brains import stat_map_figure
-from bids_app.report.dictionary import layer_figure
 from bids_app.report.html import details, note, table
+from bids_app.report.layers import layer_counts_of, layer_figure, layer_sizes
 from bids_app.report.tables import PEAK_MIN_DISTANCE_MM, cluster_table
 from bids_app.report.traces import atom_timecourse_figure
 
@@ -98,8 +98,12 @@ def stability_part(result, row) -> list[str]:
 
 
 def layers_part(result, row) -> list[str]:
+    """The atom's AN sub-group (the ANs whose score for the atom passes the membership
+    threshold) as a share of each layer's ANs, on relative depth."""
     name = atom_name(int(row.atom) - 1, result.n_atoms)
-    return [layer_figure(result.atom_groups, int(row.atom), name)]
+    sizes = layer_sizes(result.atoms.neurons)
+    counts = layer_counts_of(result.atom_groups, "atom", int(row.atom), sizes.size)
+    return [layer_figure(counts, sizes, f"{name} sub-group")]
 
 
 #: The parts of a coupled atom's section, in order.

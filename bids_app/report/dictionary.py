@@ -1,5 +1,5 @@
 """Figures of the atoms as a whole: their coupling to networks, their stability, the
-dictionary's convergence, and an atom's AN sub-group by layer."""
+dictionary's convergence."""
 
 from __future__ import annotations
 
@@ -10,10 +10,31 @@ from bids_app.bids.naming import atom_names
 from bids_app.report.figures import png, pyplot
 
 
+def significant_pairs(coupling: pd.DataFrame, n_atoms: int, alpha: float = 0.05,
+                      min_iou: float = 0.0) -> set:
+    """{(atom, network)} whose coupling test passes (either sign): Bonferroni-corrected p
+    (:func:`bids_app.group.coupling_p_fwe`: the surrogate null when fitted, else the
+    hypergeometric test) below ``alpha`` and IoU at least ``min_iou``."""
+    from bids_app.group.coupling import coupling_p_fwe
+
+    if coupling.empty:
+        return set()
+    passing = coupling[(coupling_p_fwe(coupling, n_atoms) < alpha)
+                       & (coupling["iou"].to_numpy(float) >= min_iou)]
+    return {(int(a), str(n)) for a, n in zip(passing["atom"], passing["network"])}
+
+
+def coupling_test_name(coupling: pd.DataFrame) -> str:
+    """The test behind :func:`significant_pairs`, in words."""
+    return ("surrogate null (phase-randomised atoms)" if "p_null" in coupling.columns
+            else "hypergeometric voxel-count test")
+
+
 def coupling_figure(coupling: pd.DataFrame, n_atoms: int, networks, atlas_name: str,
-                    assigned: pd.DataFrame | None = None) -> str:
-    """Network x atom matrix of the best IoU (``coupling``: atom, network, iou); the pairs
-    of ``assigned`` (atom, network) are boxed."""
+                    assigned: pd.DataFrame | None = None, min_iou: float = 0.0) -> str:
+    """Network x atom matrix of the best IoU (``coupling``: atom, network, iou); pairs whose
+    coupling test passes (:func:`significant_pairs`) are dotted, the pairs of ``assigned``
+    (atom, network) boxed."""
     from matplotlib.patches import Rectangle
 
     plt = pyplot()
@@ -25,6 +46,11 @@ def coupling_figure(coupling: pd.DataFrame, n_atoms: int, networks, atlas_name: 
                                     1.2 + 0.22 * len(networks)))
     image = ax.imshow(best.to_numpy().T, aspect="auto", cmap="viridis", vmin=0,
                       interpolation="nearest")
+    marks = [(a - 1, networks.index(n)) for a, n in significant_pairs(
+        coupling, n_atoms, min_iou=min_iou) if n in networks]
+    if marks:
+        x, y = np.asarray(marks).T
+        ax.scatter(x, y, s=9, color="white", edgecolors="black", linewidths=0.4, zorder=3)
     ax.set_yticks(range(len(networks)), networks, fontsize=8)
     ax.set_xticks(range(n_atoms), names, rotation=90, fontsize=7)
     ax.set_xlabel("atom", fontsize=9)
@@ -37,7 +63,9 @@ def coupling_figure(coupling: pd.DataFrame, n_atoms: int, networks, atlas_name: 
     bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
     bar.set_label("IoU, thresholded atom map vs network", fontsize=8)
     return png(fig, f"Coupling (IoU) of {names[0]} to {names[-1]} with {len(networks)} "
-                    f"networks of {atlas_name}; assigned pairs boxed in red")
+                    f"networks of {atlas_name}; dots: {len(marks)} pairs significant "
+                    f"({coupling_test_name(coupling)}, Bonferroni p < 0.05, IoU ≥ {min_iou:g}); "
+                    "assigned pairs boxed in red")
 
 
 def stability_figure(stability: dict, coupled_atoms) -> str:
@@ -77,14 +105,3 @@ def convergence_figure(history: list) -> str:
     ax.set_ylabel("objective")
     ax.set_title("Dictionary learning convergence (batch epochs)", fontsize=9)
     return png(fig, "Dictionary learning objective per batch epoch")
-
-
-def layer_figure(atom_groups: pd.DataFrame, atom: int, title: str) -> str:
-    """ANs of the sub-group of ``atom`` (1-based) per layer (``layerN`` columns)."""
-    plt = pyplot()
-    layer_cols = [c for c in atom_groups.columns if c.startswith("layer")]
-    counts = atom_groups.loc[atom_groups["atom"] == atom, layer_cols].to_numpy().ravel()
-    fig, ax = plt.subplots(figsize=(3.5, 2.2))
-    ax.bar(range(len(layer_cols)), counts)
-    ax.set_title("AN sub-group by layer", fontsize=8)
-    return png(fig, f"{title}: AN sub-group by layer")

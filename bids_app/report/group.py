@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import html
 import logging
+import multiprocessing as mp
 from pathlib import Path
 
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
 from bids_app.report.coupled import coupled_atom_section, coupled_overview
-from bids_app.report.dictionary import convergence_figure, coupling_figure, stability_figure
+from bids_app.report.dictionary import (
+    convergence_figure,
+    coupling_figure,
+    coupling_test_name,
+    stability_figure,
+)
 from bids_app.report.html import methods, note, page, section, summary_list, table
 from bids_app.report.methods import citation_text
 from bids_app.report.tables import metrics_table
@@ -33,6 +39,15 @@ def _summary(result, coupled) -> str:
     })
 
 
+def _models_link(result) -> list[str]:
+    """A link to the comparison of the run's models, when it analysed several."""
+    if result.models_report is None:
+        return []
+    name = html.escape(Path(result.models_report).name)
+    return [f"<p class='note'>This group run analysed several models: see them "
+            f"<a href='{name}'>side by side</a>.</p>"]
+
+
 def _coupled_section(result, coupled) -> str:
     if coupled.empty:
         return section("Coupled atoms", note("No atom is coupled to a network.", "warn"))
@@ -41,8 +56,40 @@ def _coupled_section(result, coupled) -> str:
         note(f"All {len(coupled)} coupled atoms; click an atom to show its group map, "
              "clusters, time course and stability."),
         table(coupled_overview(result, coupled), scroll=len(coupled) > 12),
-        *[coupled_atom_section(result, row, open_=i < OPEN_ATOMS)
-          for i, row in enumerate(coupled.itertuples())])
+        *atom_sections(result, coupled, n_procs=getattr(result.config, "nprocs", 1)))
+
+
+#: The result and rows the worker processes of :func:`atom_sections` render (set before the
+#: pool forks, so that nothing large is pickled).
+_SHARED: dict = {}
+
+
+def _render_atom(index: int) -> str:
+    row = _SHARED["rows"][index]
+    return coupled_atom_section(_SHARED["result"], row, open_=index < OPEN_ATOMS)
+
+
+def _one_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)          # each worker is one of --nprocs: no nested BLAS threads
+
+
+def atom_sections(result, coupled, n_procs: int = 1) -> list[str]:
+    """The section of every coupled atom, in order; with ``n_procs`` > 1 (``--nprocs``) the
+    sections (figures and cluster tables, seconds each) are rendered by that many forked
+    worker processes, giving the same HTML as one process."""
+    rows = list(coupled.itertuples())
+    n_workers = min(int(n_procs or 1), len(rows))
+    if n_workers < 2 or "fork" not in mp.get_all_start_methods():
+        return [coupled_atom_section(result, row, open_=i < OPEN_ATOMS)
+                for i, row in enumerate(rows)]
+    _SHARED.update(result=result, rows=rows)
+    try:
+        with mp.get_context("fork").Pool(n_workers, initializer=_one_thread) as pool:
+            return pool.map(_render_atom, range(len(rows)), chunksize=1)
+    finally:
+        _SHARED.clear()
 
 
 def _dictionary_section(result, coupled) -> str:
@@ -85,13 +132,18 @@ def write_group_report(result) -> Path:
     parts = [
         f"<h1>llmfbn group report: model {html.escape(spec.name)}</h1>",
         _summary(result, coupled),
+        *_models_link(result),
         section("Organisation metrics", table(metrics_table(result.metrics))),
         _coupled_section(result, coupled),
         section("Coupling matrix",
                 note("Best IoU of each atom's thresholded group map (either sign) with each "
-                     "network; red boxes: the network each atom is assigned to."),
+                     "network; dots: pairs whose coupling test passes ("
+                     f"{coupling_test_name(result.coupling)}, Bonferroni over atoms × "
+                     f"networks × signs, p < 0.05) with IoU ≥ {config.min_iou:g}; red boxes: "
+                     "the network each atom is assigned to (the passing pair of highest "
+                     "IoU)."),
                 coupling_figure(result.coupling, result.n_atoms, atlas.network_names,
-                                atlas.name, coupled)),
+                                atlas.name, coupled, min_iou=config.min_iou)),
         _dictionary_section(result, coupled),
         _files_section(result),
         *methods(citation_text(config, spec, atlas.name)),

@@ -81,6 +81,7 @@ class GroupResult:
     assignments: pd.DataFrame
     atom_groups: pd.DataFrame
     metrics: dict
+    models_report: object = None   # Path of the models' comparison when several were run
 
     @property
     def n_atoms(self) -> int:

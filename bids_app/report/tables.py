@@ -84,23 +84,37 @@ def _shown(value) -> str | float | int | None:
     return value
 
 
+def interval_text(interval) -> str | None:
+    """``[low, high]`` as ``"low – high"`` (3 significant digits); None when missing."""
+    if not interval or any(v is None or not np.isfinite(v) for v in interval):
+        return None
+    return f"{interval[0]:.3g} – {interval[1]:.3g}"
+
+
+#: Keys of a metrics section that are not metrics: the intervals and why values are missing.
+_NOT_METRICS = ("ci95", "reason")
+
+
 def metrics_table(metrics: dict) -> pd.DataFrame:
-    """One row per metric (section, metric, value, meaning); a missing value (None, NaN)
-    is left blank and its meaning says why; per-atom lists are left to the atoms' own
-    sections."""
+    """One row per metric (section, metric, value, 95 % CI, meaning); a missing value (None,
+    NaN) is left blank and its meaning says why; the interval is the section's ``ci95``
+    entry (bootstrap over subjects), blank when the metric has none; per-atom lists are left
+    to the atoms' own sections."""
     definitions = metrics.get("definitions", {})
     rows = []
     for section, values in metrics.items():
         if section == "definitions" or not isinstance(values, dict):
             continue
+        intervals = values.get("ci95") or {}
         for name, value in values.items():
-            if isinstance(value, list):
+            if isinstance(value, list) or name in _NOT_METRICS:
                 continue
             shown = _shown(value)
             meaning = definitions.get(name, COUNT_MEANINGS.get(name, ""))
             if shown is None:
-                meaning = (f"missing: {MISSING_REASONS.get(name, 'not computed')}. "
-                           + meaning).strip()
+                reason = values.get("reason") or MISSING_REASONS.get(name, "not computed")
+                meaning = f"missing: {reason}. {meaning}".strip()
             rows.append({"section": section, "metric": name.replace("_", " "),
-                         "value": shown, "meaning": meaning})
-    return pd.DataFrame(rows, columns=["section", "metric", "value", "meaning"])
+                         "value": shown, "95% CI": interval_text(intervals.get(name)),
+                         "meaning": meaning})
+    return pd.DataFrame(rows, columns=["section", "metric", "value", "95% CI", "meaning"])

@@ -18,6 +18,8 @@ from bids_app.bids.outputs import write_group_outputs, write_members_sidecar, wr
 from bids_app.bids.sidecars import model_sidecar, resolution_sidecar
 from bids_app.config import Config
 from bids_app.report import GroupResult, print_coupled_atoms, print_models_table, write_group_report
+from bids_app.report.layers import layer_sizes
+from bids_app.report.models import ModelSummary, member_layer_counts, write_models_report
 from bids_app.workflow.preflight import preflight_group
 
 LOGGER = logging.getLogger("llmfbn")
@@ -30,20 +32,40 @@ def run_group(config: Config) -> None:
     rows = []
     with deferred_replace():
         write_run_config(config)
+        several = len(checked.specs) > 1
+        summaries = []
         for spec in checked.specs:
             label = spec.label
-            metrics = _group_model(config, spec, checked.inputs[label], checked.atoms[label],
-                                   checked.atlases[label])
+            summary = _group_model(config, spec, checked.inputs[label], checked.atoms[label],
+                                   checked.atlases[label], several)
+            summaries.append(summary)
             rows.append({"model": spec.name, "label": label,
-                         **{f"{section}_{k}": v
-                            for section in ("diversity", "consistency", "an_side")
-                            for k, v in metrics[section].items()
-                            if not isinstance(v, (list, dict))}})
-        if len(checked.specs) > 1:
+                         **_metrics_columns(summary.metrics)})
+        if several:
             table = pd.DataFrame(rows)
             out.write_tsv(naming.models_metrics(config.output_dir), table)
             print_models_table(table)
+            first = checked.specs[0].label
+            write_models_report(summaries, config.output_dir, checked.atlases[first].name,
+                                checked.inputs[first].subjects)
     LOGGER.info("Group level done: %s", config.output_dir / naming.GROUP_DIR)
+
+
+def _metrics_columns(metrics: dict) -> dict:
+    """The scalar metrics as ``<section>_<name>`` columns, with ``..._ci_low/_ci_high``."""
+    columns = {}
+    for section in ("diversity", "consistency", "an_side"):
+        values = metrics[section]
+        intervals = values.get("ci95") or {}
+        for name, value in values.items():
+            if isinstance(value, (list, dict)) or name == "reason":
+                continue
+            columns[f"{section}_{name}"] = value
+            if name in intervals:
+                low, high = intervals[name] or (None, None)
+                columns[f"{section}_{name}_ci_low"] = low
+                columns[f"{section}_{name}_ci_high"] = high
+    return columns
 
 
 def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: int) -> dict:
@@ -87,7 +109,8 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign):
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
                              subject_effects.mean(axis=0), atlas.network_names,
                              config.membership_threshold)
-    metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names)
+    metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names,
+                                         seed=config.seed)
     an_side = group.an_metrics(atoms.projections, atoms.courses,
                                groups.scores[list(groups.weights)], groups.sets,
                                groups.neuron_of_row)
@@ -98,7 +121,7 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign):
     return groups, metrics
 
 
-def _group_model(config: Config, spec, inputs, atoms, atlas) -> dict:
+def _group_model(config: Config, spec, inputs, atoms, atlas, several: bool) -> ModelSummary:
     from bids_app import group
 
     LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
@@ -124,9 +147,16 @@ def _group_model(config: Config, spec, inputs, atoms, atlas) -> dict:
     write_group_outputs(config.output_dir, config.space_entities, spec.label, maps, tables,
                         metrics, inputs, sidecar)
     write_members_sidecar(config.output_dir, spec.label, sidecar)
-    write_group_report(GroupResult(
+    report = write_group_report(GroupResult(
         config=config, spec=spec, atlas=atlas, inputs=inputs, atoms=atoms, t_map=t_map,
         significant=significant, coupling=coupling, assignments=assignments,
-        atom_groups=groups.atoms, metrics=metrics))
+        atom_groups=groups.atoms, metrics=metrics,
+        models_report=(naming.group_file(config.output_dir, "models", "report", ".html")
+                       if several else None)))
     print_coupled_atoms(assignments, groups.atoms, spec.label)
-    return metrics
+    sizes = layer_sizes(atoms.neurons)
+    return ModelSummary(
+        name=spec.name, label=spec.label, metrics=metrics,
+        coupled=assignments[assignments["network"] != naming.NO_NETWORK],
+        networks=groups.networks, member_counts=member_layer_counts(groups.members, sizes.size),
+        layer_sizes=sizes, report=report)
