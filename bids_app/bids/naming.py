@@ -154,6 +154,11 @@ def models_metrics(output_dir: Path) -> Path:
     return group_file(output_dir, "models", "metrics", ".tsv")
 
 
+def models_report(output_dir: Path) -> Path:
+    """``OUTPUT_DIR/group/desc-models_report.html``: several models side by side."""
+    return group_file(output_dir, "models", "report", ".html")
+
+
 def run_config(output_dir: Path, level: str, run_id: str) -> Path:
     return Path(output_dir) / LOGS_DIR / f"config_{level}_{run_id}.json"
 

@@ -197,7 +197,7 @@ def write_models_report(models: list[ModelSummary], output_dir: Path, atlas_name
                 profiles_figure({m.name: (m.member_counts, m.layer_sizes) for m in models},
                                 "AN sub-groups by relative depth")),
     ]
-    path = naming.group_file(output_dir, "models", "report", ".html")
+    path = naming.models_report(output_dir)
     out.write_text(path, page("llmfbn models", parts))
     LOGGER.info("Models report: %s", path)
     return path

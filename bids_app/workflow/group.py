@@ -151,7 +151,7 @@ def _group_model(config: Config, spec, inputs, atoms, atlas, several: bool) -> M
         config=config, spec=spec, atlas=atlas, inputs=inputs, atoms=atoms, t_map=t_map,
         significant=significant, coupling=coupling, assignments=assignments,
         atom_groups=groups.atoms, metrics=metrics,
-        models_report=(naming.group_file(config.output_dir, "models", "report", ".html")
+        models_report=(naming.models_report(config.output_dir)
                        if several else None)))
     print_coupled_atoms(assignments, groups.atoms, spec.label)
     sizes = layer_sizes(atoms.neurons)
