@@ -137,6 +137,45 @@ def deferred_replace() -> Iterator[None]:
 
 
 @contextmanager
+def handed_back_writes() -> Iterator[tuple[list, list]]:
+    """In a worker process forked inside :func:`deferred_replace`: collect the block's
+    deferred writes for the parent, whose own block must move them.
+
+    Yields ``(pairs, folders)``, filled when the block ends without an error with the
+    (temporary, final) pairs the block wrote and the folders it created; the parent passes
+    them to :func:`adopt_writes`. On any exception (a failed subject, SIGTERM from the
+    parent's pool) the block's temporaries are removed before it propagates. Outside
+    :func:`deferred_replace` writes are moved at once and nothing is handed back.
+    """
+    handed: tuple[list, list] = ([], [])
+    if not _DEFERRED:
+        yield handed
+        return
+    pending, created = _DEFERRED[-1], _CREATED[-1]
+    first, first_folder = len(pending), len(created)
+    try:
+        yield handed
+    except BaseException:
+        for tmp, _ in pending[first:]:
+            tmp.unlink(missing_ok=True)
+        raise
+    handed[0].extend(pending[first:])
+    handed[1].extend(created[first_folder:])
+
+
+def adopt_writes(pairs: list[tuple[Path, Path]], folders: list[Path]) -> None:
+    """Take over the writes a worker handed back (:func:`handed_back_writes`): they are
+    moved at the end of this process's :func:`deferred_replace` block (at once outside
+    one)."""
+    if _DEFERRED:
+        _DEFERRED[-1].extend(pairs)
+        _CREATED[-1].extend(folders)
+        return
+    for tmp, final in pairs:
+        os.replace(tmp, final)
+
+
+@contextmanager
 def atomic_folder(folder: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``folder``; on success, move it onto ``folder``.
 

@@ -204,10 +204,13 @@ def _resource_options(parser: argparse.ArgumentParser) -> None:
                       "memory are offloaded to WORK_DIR/offload. Default: the whole model on "
                       "--device")
     perf.add_argument("--mem-gb", type=_positive_float, default=8.0, metavar="GB",
-                      help="memory budget for the large stimulus-level arrays")
+                      help="memory budget for the large stimulus-level arrays and for the "
+                      "subjects processed at once")
     perf.add_argument("--nprocs", "--n-cpus", type=_positive_int,
                       default=min(os.cpu_count() or 1, 8), metavar="N",
-                      help="CPU threads")
+                      help="CPU cores: threads of the language model and dictionary "
+                      "learning, subjects processed at once (one thread each: the same maps "
+                      "for any N), group report sections rendered at once")
     perf.add_argument("--seed", type=int, default=0, help="random seed")
     perf.add_argument("-v", "--verbose", action="count", default=0,
                       help="more log output (-vv for debug)")

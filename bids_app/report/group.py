@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import html
 import logging
-import multiprocessing as mp
 from pathlib import Path
 
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
+from bids_app.parallel import forked_map
 from bids_app.report.coupled import coupled_atom_section, coupled_overview
 from bids_app.report.dictionary import (
     convergence_figure,
@@ -59,37 +59,15 @@ def _coupled_section(result, coupled) -> str:
         *atom_sections(result, coupled, n_procs=getattr(result.config, "nprocs", 1)))
 
 
-#: The result and rows the worker processes of :func:`atom_sections` render (set before the
-#: pool forks, so that nothing large is pickled).
-_SHARED: dict = {}
-
-
-def _render_atom(index: int) -> str:
-    row = _SHARED["rows"][index]
-    return coupled_atom_section(_SHARED["result"], row, open_=index < OPEN_ATOMS)
-
-
-def _one_thread() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)          # each worker is one of --nprocs: no nested BLAS threads
-
-
 def atom_sections(result, coupled, n_procs: int = 1) -> list[str]:
     """The section of every coupled atom, in order; with ``n_procs`` > 1 (``--nprocs``) the
     sections (figures and cluster tables, seconds each) are rendered by that many forked
-    worker processes, giving the same HTML as one process."""
-    rows = list(coupled.itertuples())
-    n_workers = min(int(n_procs or 1), len(rows))
-    if n_workers < 2 or "fork" not in mp.get_all_start_methods():
-        return [coupled_atom_section(result, row, open_=i < OPEN_ATOMS)
-                for i, row in enumerate(rows)]
-    _SHARED.update(result=result, rows=rows)
-    try:
-        with mp.get_context("fork").Pool(n_workers, initializer=_one_thread) as pool:
-            return pool.map(_render_atom, range(len(rows)), chunksize=1)
-    finally:
-        _SHARED.clear()
+    worker processes (:func:`bids_app.parallel.forked_map`), giving the same HTML as one
+    process."""
+    rows = list(enumerate(coupled.itertuples()))
+    return list(forked_map(
+        lambda item: coupled_atom_section(result, item[1], open_=item[0] < OPEN_ATOMS),
+        rows, n_procs))
 
 
 def _dictionary_section(result, coupled) -> str:
