@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def _participant(bids, out, work, *extra):
-    return main([str(bids), str(out), "participant", "-w", str(work), "--nprocs", "1",
+    return main([str(bids), str(out), "participant", "-w", str(work), "--nprocs", "2",
                  "--n-atoms", "8", "--no-atom-stability", *map(str, extra)])
 
 

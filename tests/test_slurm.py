@@ -218,7 +218,7 @@ def test_submit_on_a_real_slurm_equals_a_serial_run(slurm_cluster, small_dataset
     serial_out, serial_work = tmp_path / "serial" / "out", tmp_path / "serial" / "work"
     for level in ("participant", "group"):
         assert main([str(bids), str(serial_out), level, "-w", str(serial_work),
-                     "--nprocs", "1", *CHEAP]) == 0
+                     "--nprocs", "2", *CHEAP]) == 0
 
     out, work = tmp_path / "slurm-out", tmp_path / "slurm-work"
     env = {**slurm_cluster.env,

@@ -16,6 +16,34 @@ OUTLINE_COLOR = "#00b050"
 FIT_CMAP = "YlOrRd"
 
 
+def _schematics_without_limit_updates(original):
+    """nilearn's ``plot_brain_schematics`` adding its outline patches with ``add_artist``.
+
+    It adds a few hundred patches per glass-brain view with ``Axes.add_patch``, which
+    recomputes the axes' data limits after each one (a third of the time of a subject's
+    report); nilearn then sets the view's limits itself (``GlassBrainAxes.
+    add_object_bounds``), so the data limits are never used and ``add_artist`` (the same
+    steps without that update) draws the same picture (tests/test_report_figures.py)."""
+    def plot_brain_schematics(ax, direction, **kwargs):
+        ax.add_patch = ax.add_artist
+        try:
+            return original(ax, direction, **kwargs)
+        finally:
+            del ax.add_patch
+    plot_brain_schematics.original = original
+    return plot_brain_schematics
+
+
+def fast_glass_brains() -> None:
+    """Install :func:`_schematics_without_limit_updates` where nilearn's glass brains call
+    it (once; nothing happens if a nilearn version moved it)."""
+    from nilearn.plotting.displays import _axes
+
+    current = getattr(_axes, "plot_brain_schematics", None)
+    if current is not None and not hasattr(current, "original"):
+        _axes.plot_brain_schematics = _schematics_without_limit_updates(current)
+
+
 def _cut_coords(img, n_cuts: int, mask: np.ndarray, affine) -> list[float]:
     """Axial cuts through the map's strongest parts, or evenly through the mask when the
     map is empty."""
@@ -38,6 +66,7 @@ def stat_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, threshold: 
     from nilearn import plotting
     from nilearn.plotting.cm import cold_hot
 
+    fast_glass_brains()
     plt = pyplot()
     shown = np.where(np.abs(values) >= threshold, values, 0.0)
     img = unmask_img(shown, mask, affine)
@@ -73,6 +102,7 @@ def fit_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, chance: floa
     chance, the histogram marks chance and the median."""
     from nilearn import plotting
 
+    fast_glass_brains()
     plt = pyplot()
     fig = plt.figure(figsize=(10.5, 2.8))
     vmax = max(float(np.percentile(values, 99.5)), chance + 1e-3)
