@@ -312,28 +312,36 @@ sys.exit(0 if planted and coupled == planted else "the coupled networks are not 
 ' || fail "planted networks not coupled"
     step_end
 
-    # Two users sharing one /tmp on a read-only image (as on an Apptainer node): each runs the
-    # group level on a copy of the participant outputs; each must get caches of its own.
+    # Two users sharing one /tmp on a read-only image (as on an Apptainer node): each runs
+    # the participant level of sub-001 on a copy of the outputs and work folder (the atoms
+    # come from that cache; the subject's maps and report are made anew); each must get
+    # caches of its own, and the very maps of the first run.
     step_start shared-tmp
     shared="${TMP}/shared-tmp"
     install -d -m 1777 "${shared}"
+    tmap="sub-001/func/sub-001_space-MNI152NLin2009cAsym_desc-minilm_stat-t_statmap.nii.gz"
     for uid in 12345 12346; do
-        copy="${TMP}/group-${uid}"
-        cp -a "${OUT}" "${copy}"
-        rm -rf "${copy}/group"
+        copy="${TMP}/user-${uid}"
+        mkdir -p "${copy}"
+        cp -a "${OUT}" "${copy}/out"
+        cp -a "${WORK}" "${copy}/work"
+        rm -rf "${copy}/out/sub-001"
         chown -R "${uid}:${uid}" "${copy}"
         podman run --rm --read-only --user "${uid}:${uid}" -v "${shared}:/tmp" \
-            -v "${BIDS}:/data:ro" -v "${copy}:/out" "${TAG}" /data /out group \
-            2> "${TMP}/group-${uid}.log" \
-            || { tail -n 40 "${TMP}/group-${uid}.log" >&2; fail "group level as ${uid}"; }
+            -v "${BIDS}:/data:ro" -v "${copy}/out:/out" -v "${copy}/work:/work" "${TAG}" \
+            /data /out participant --participant-label 001 -w /work \
+            2> "${TMP}/user-${uid}.log" \
+            || { tail -n 40 "${TMP}/user-${uid}.log" >&2; fail "participant level as ${uid}"; }
+        grep -q "reusing cached result" "${TMP}/user-${uid}.log" \
+            || fail "user ${uid}: the atoms were not taken from the work folder's cache"
         if grep -E "not a writable directory|Matplotlib created a temporary|Permission denied" \
-                "${TMP}/group-${uid}.log"; then
+                "${TMP}/user-${uid}.log"; then
             fail "user ${uid}: a cache was not writable"
         fi
         [[ "$(stat -c '%u %a' "${shared}/llmfbn-${uid}")" == "${uid} 700" ]] \
             || fail "no private cache folder for user ${uid}: $(ls -ln "${shared}")"
-        cmp -s "${copy}/group/desc-minilm_assignments.tsv" "${OUT}/group/desc-minilm_assignments.tsv" \
-            || fail "user ${uid}: group results differ from the first run's"
+        cmp -s "${copy}/out/${tmap}" "${OUT}/${tmap}" \
+            || fail "user ${uid}: sub-001's t maps differ from the first run's"
     done
     ls -ln "${shared}" >&2
     step_end

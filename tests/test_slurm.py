@@ -226,9 +226,12 @@ def test_submit_on_a_real_slurm_equals_a_serial_run(slurm_cluster, small_dataset
            "PYTHONPATH": str(REPO),
            "PARTICIPANT_SBATCH_ARGS": "--cpus-per-task=1 --mem=2000M --time=30:00",
            "GROUP_SBATCH_ARGS": "--cpus-per-task=1 --mem=2000M --time=30:00"}
+    # --nprocs 2 as in the serial run: the atoms are the same bits for the same number of
+    # torch threads; each array task then fits its one subject in this process, the serial
+    # run two subjects at a time in worker processes, and their maps must be the same bits
     submitted = subprocess.run([str(SLURM / "submit.sh"), str(bids), str(out), str(work),
-                                *CHEAP], env=env, capture_output=True, text=True, timeout=120,
-                               cwd=tmp_path)
+                                *CHEAP, "--nprocs", "2"], env=env, capture_output=True,
+                               text=True, timeout=120, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
     array, group = _job_ids(submitted.stdout)
     slurm_cluster.wait([array, group], timeout_s=1800)
