@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the llmfbn image with podman and test it as users run it, on a machine without a
-# container registry. `.ci/run` runs it when LLMFBN_CI_CONTAINER=1; run it alone, as root,
+# container registry. `.ci/run` runs it on every CI run; run it alone, as root,
 # from anywhere:
 #
 #     bash .ci/container-build.sh
@@ -40,6 +40,9 @@
 #                         (a developer's rebuilds then reuse the layer cache); default: none,
 #                         everything starts empty and is reset at the end
 #   LLMFBN_SKIP_DEMO=1    build and quick checks only
+#   LLMFBN_DEMO_AFTER     a file: the demo and the shared-/tmp check wait until it exists
+#                         (.ci/run builds the image while the tests run, then runs
+#                         the CPU-bound demo alone once they are done)
 set -euo pipefail
 
 log() { printf '[container-build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -282,6 +285,13 @@ assert n_ans == 9216, n_ans
 step_end
 
 if [[ "${LLMFBN_SKIP_DEMO:-0}" != 1 ]]; then
+    if [[ -n "${LLMFBN_DEMO_AFTER:-}" ]]; then
+        t_wait=${SECONDS}
+        log "waiting for ${LLMFBN_DEMO_AFTER} before the demo"
+        while [[ ! -e "${LLMFBN_DEMO_AFTER}" ]]; do sleep 5; done
+        TIMES+=("wait=$((SECONDS - t_wait))s")
+        log "waited $((SECONDS - t_wait)) s"
+    fi
     # The demo as users run it: the image writes the synthetic dataset (6 subjects, planted
     # networks), then docs/containers.md's `docker run` block runs verbatim as user 12345
     # with the dataset mounted read-only, and the planted networks must come out coupled.

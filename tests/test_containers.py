@@ -4,7 +4,7 @@ No container engine is needed: the recipes are parsed as text, ``hadolint`` lint
 Dockerfile when its binary is available, the commands that docs/containers.md shows are
 parsed with the package's own argument parser, and every shell block of that page must say how
 it is checked. The real build and run is ``.ci/container-build.sh`` (podman; `.ci/run` runs it
-with ``LLMFBN_CI_CONTAINER=1``, see docs/containers.md).
+on every CI run, see docs/containers.md).
 """
 
 from __future__ import annotations
