@@ -81,6 +81,7 @@ class Config:
     device_map: str | None = None
     nprocs: int = 1
     seed: int = 0
+    reports: bool = True
     skip_bids_validation: bool = False
     verbose: int = 0
     confound_strategy: str = CONFOUND_STRATEGY_TEXT

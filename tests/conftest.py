@@ -14,13 +14,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _run_pipeline(bids_dir: Path, work: Path, *extra: str) -> Path:
+def _run_pipeline(bids_dir: Path, work: Path, *extra: str, both: tuple = ()) -> Path:
+    """Both levels; ``extra`` options for the participant level, ``both`` for both."""
     from bids_app.cli.run import main
 
     output = bids_dir / "derivatives" / "llmfbn"
     for level in ("participant", "group"):
         code = main([str(bids_dir), str(output), level, "-w", str(work), "--nprocs", "2",
-                     *(extra if level == "participant" else ())])
+                     *(extra if level == "participant" else ()), *both])
         assert code == 0, f"{level} level failed"
     return output
 
@@ -42,8 +43,10 @@ def null_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("null")
     bids_dir = make_dataset(root / "bids", planted=False, seed=1)
-    # the atoms' stability refits (the planted run has them) change no coupling
-    return bids_dir, _run_pipeline(bids_dir, root / "work", "--no-atom-stability")
+    # the atoms' stability refits (the planted run has them) change no coupling; the tests
+    # read its tables, not its reports
+    return bids_dir, _run_pipeline(bids_dir, root / "work", "--no-atom-stability",
+                                   both=("--no-reports",))
 
 
 @pytest.fixture(scope="session")

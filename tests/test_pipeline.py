@@ -36,6 +36,9 @@ def test_null_dataset_couples_no_atom(null_run):
     assert (assignments["network"] == "none").all()
     metrics = json.loads((output / "group" / "desc-minilm_metrics.json").read_text())
     assert metrics["diversity"]["n_coupled_atoms"] == 0
+    # run with --no-reports: no HTML anywhere, the maps and tables all there
+    assert not list(output.rglob("*.html"))
+    assert len(list(output.glob("sub-*/func/*_stat-t_statmap.nii.gz"))) == 6
 
 
 def _recovery(planted_run):

@@ -18,9 +18,12 @@ from bids_app.cli.run import main
 pytestmark = pytest.mark.slow
 
 
-def _participant(bids, out, work, *extra):
+def _participant(bids, out, work, *extra, reports=False):
+    """The participant level with cheap settings; the HTML reports only when a test reads
+    them (their figures are most of a subject's time)."""
     return main([str(bids), str(out), "participant", "-w", str(work), "--nprocs", "2",
-                 "--n-atoms", "8", "--no-atom-stability", *map(str, extra)])
+                 "--n-atoms", "8", "--no-atom-stability", *map(str, extra),
+                 *([] if reports else ["--no-reports"])])
 
 
 def test_stimuli_table_with_word_tables_gives_the_same_atoms(dataset_copy, tmp_path):
@@ -70,7 +73,7 @@ def test_two_models_side_by_side(dataset_copy, tmp_path, capsys):
     llama = _tiny_llama(tmp_path / "tinyllama")
     out = tmp_path / "out"
     args = ["--model", "minilm", str(llama)]
-    assert _participant(dataset_copy, out, tmp_path / "work", *args) == 0
+    assert _participant(dataset_copy, out, tmp_path / "work", *args, reports=True) == 0
     assert main([str(dataset_copy), str(out), "group", "-w", str(tmp_path / "work"),
                  "--n-atoms", "8", *args]) == 0
     table = pd.read_csv(out / "group" / "desc-models_metrics.tsv", sep="\t")
@@ -98,7 +101,8 @@ def test_parallel_participant_jobs_share_the_cache(dataset_copy, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "bids_app", str(dataset_copy), str(out), "participant",
-           "-w", str(work), "--nprocs", "1", "--n-atoms", "8", "--participant-label"]
+           "-w", str(work), "--nprocs", "1", "--n-atoms", "8", "--no-reports",
+           "--participant-label"]
     jobs = [subprocess.Popen(cmd + [label], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=env) for label in ("001", "002")]
     logs = [job.communicate(timeout=900) for job in jobs]
@@ -138,7 +142,8 @@ def test_wide_atom_names_and_settings_carried_to_the_group(dataset_copy, tmp_pat
     import re
 
     out, work = tmp_path / "out", tmp_path / "work"
-    assert _participant(dataset_copy, out, work, "--n-atoms", "120", "--hrf", "glover") == 0
+    assert _participant(dataset_copy, out, work, "--n-atoms", "120", "--hrf", "glover",
+                        reports=True) == 0
     group = [str(dataset_copy), str(out), "group", "-w", str(work)]
     capsys.readouterr()
     assert main(group + ["--n-atoms", "64"]) == 1

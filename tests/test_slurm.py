@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLURM = REPO / "slurm"
 SCRIPTS = ("participant_array.sbatch", "group.sbatch", "submit.sh")
 #: cheap settings for the end-to-end run: this checks the scripts, not the science
-CHEAP = ["--n-atoms", "8", "--no-atom-stability"]
+CHEAP = ["--n-atoms", "8", "--no-atom-stability", "--no-reports"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -212,6 +212,11 @@ def _resource_options(parser: argparse.ArgumentParser) -> None:
                       "learning, subjects processed at once (one thread each: the same maps "
                       "for any N), group report sections rendered at once")
     perf.add_argument("--seed", type=int, default=0, help="random seed")
+    perf.add_argument("--reports", action=argparse.BooleanOptionalAction, default=True,
+                      help="write the HTML reports (sub-<label>.html, the group and models "
+                      "reports); --no-reports leaves them out, e.g. for large array jobs "
+                      "(the figures are most of a subject's time): every map, table and "
+                      "sidecar is the same")
     perf.add_argument("-v", "--verbose", action="count", default=0,
                       help="more log output (-vv for debug)")
     perf.add_argument("--version", action="version", version=f"llmfbn {__version__}")

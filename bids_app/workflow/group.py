@@ -46,8 +46,11 @@ def run_group(config: Config) -> None:
             out.write_tsv(naming.models_metrics(config.output_dir), table)
             print_models_table(table)
             first = checked.specs[0].label
-            write_models_report(summaries, config.output_dir, checked.atlases[first].name,
-                                checked.inputs[first].subjects)
+            if config.reports:
+                write_models_report(summaries, config.output_dir,
+                                    checked.atlases[first].name, checked.inputs[first].subjects)
+    if not config.reports:
+        LOGGER.info("HTML reports not written (--no-reports)")
     LOGGER.info("Group level done: %s", config.output_dir / naming.GROUP_DIR)
 
 
@@ -147,7 +150,7 @@ def _group_model(config: Config, spec, inputs, atoms, atlas, several: bool) -> M
     write_group_outputs(config.output_dir, config.space_entities, spec.label, maps, tables,
                         metrics, inputs, sidecar)
     write_members_sidecar(config.output_dir, spec.label, sidecar)
-    report = write_group_report(GroupResult(
+    report = None if not config.reports else write_group_report(GroupResult(
         config=config, spec=spec, atlas=atlas, inputs=inputs, atoms=atoms, t_map=t_map,
         significant=significant, coupling=coupling, assignments=assignments,
         atom_groups=groups.atoms, metrics=metrics,

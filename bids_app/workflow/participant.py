@@ -77,6 +77,8 @@ def run_participant(config: Config) -> None:
             # the nuisance maps do not depend on the model: written with the first one
             _participant_maps(config, spec, dataset, atoms_dirs[spec.label],
                               (checked.confounds, nuisance), write_nuisance=index == 0)
+    if not config.reports:
+        LOGGER.info("HTML reports not written (--no-reports)")
     LOGGER.info("Participant level done: outputs in %s", config.output_dir)
 
 
@@ -208,9 +210,11 @@ def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regresso
             write_nuisance_outputs(config.output_dir, subject, config.space_entities,
                                    fit.nuisance, mask_img, mask, _nuisance_sidecar(
                                        config, runs, fit))
-    write_subject_report(SubjectResult(config=config, spec=spec, subject=subject, fit=fit,
-                                       cv_r=cv_r, mask_img=mask_img, mask=mask,
-                                       runs=checks, mean_bold=mean_bold, warnings=warned))
+    if config.reports:
+        write_subject_report(SubjectResult(config=config, spec=spec, subject=subject,
+                                           fit=fit, cv_r=cv_r, mask_img=mask_img, mask=mask,
+                                           runs=checks, mean_bold=mean_bold,
+                                           warnings=warned))
     return (f"sub-{subject} ({spec.label}): {len(runs)} runs, {fit.n_volumes_used} volumes, "
             f"{int(mask.sum())} voxels, median R2 {float(np.median(fit.r2)):.3f}, "
             "median CV r " + ("n/a" if cv_r is None else f"{float(np.median(cv_r)):.3f}")
