@@ -170,11 +170,11 @@ def subject_workers(config: Config, dataset) -> int:
     largest = max(sum(4 * float(np.prod(nib.load(run.bold).shape)) for run in runs)
                   for runs in dataset.runs.values())
     fits = int(config.mem_gb * 2 ** 30 // max(SUBJECT_MEMORY_FACTOR * largest, 1.0))
-    if fits < n:
-        LOGGER.info("Participant maps: %d subject(s) at a time (--nprocs %d; --mem-gb %g "
-                    "holds %d at ~%.1f GB each)", max(fits, 1), config.nprocs,
-                    config.mem_gb, fits, SUBJECT_MEMORY_FACTOR * largest / 2 ** 30)
-    return max(1, min(n, fits))
+    workers = max(1, min(n, fits))
+    LOGGER.info("Participant maps: %d subject(s) at a time, one thread each (--nprocs %d; "
+                "--mem-gb %g holds %d at ~%.1f GB each)", workers, config.nprocs,
+                config.mem_gb, fits, SUBJECT_MEMORY_FACTOR * largest / 2 ** 30)
+    return workers
 
 
 def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors,
