@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Build the llmfbn image with podman and test it as users run it, on a machine without a
-# container registry. `.ci/run` runs it on every CI run; run it alone, as root,
-# from anywhere:
+# container registry. `.ci/run` runs it on every CI run; run it alone, as root, from anywhere:
 #
 #     bash .ci/container-build.sh
 #

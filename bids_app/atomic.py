@@ -144,8 +144,9 @@ def handed_back_writes() -> Iterator[tuple[list, list]]:
     Yields ``(pairs, folders)``, filled when the block ends without an error with the
     (temporary, final) pairs the block wrote and the folders it created; the parent passes
     them to :func:`adopt_writes`. On any exception (a failed subject, SIGTERM from the
-    parent's pool) the block's temporaries are removed before it propagates. Outside
-    :func:`deferred_replace` writes are moved at once and nothing is handed back.
+    parent after another worker failed) the block's temporaries are removed before it
+    propagates. Outside :func:`deferred_replace` writes are moved at once and nothing is
+    handed back.
     """
     handed: tuple[list, list] = ([], [])
     if not _DEFERRED:
@@ -165,14 +166,11 @@ def handed_back_writes() -> Iterator[tuple[list, list]]:
 
 def adopt_writes(pairs: list[tuple[Path, Path]], folders: list[Path]) -> None:
     """Take over the writes a worker handed back (:func:`handed_back_writes`): they are
-    moved at the end of this process's :func:`deferred_replace` block (at once outside
-    one)."""
+    moved at the end of this process's :func:`deferred_replace` block. (A worker forked
+    outside such a block hands nothing back: its writes were moved at once.)"""
     if _DEFERRED:
         _DEFERRED[-1].extend(pairs)
         _CREATED[-1].extend(folders)
-        return
-    for tmp, final in pairs:
-        os.replace(tmp, final)
 
 
 @contextmanager

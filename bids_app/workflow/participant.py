@@ -67,6 +67,7 @@ def run_participant(config: Config) -> None:
                 ", ".join(plan), ", ".join(s.name for s in specs))
     atoms_dirs = {spec.label: compute_atoms(config, spec, plan, checked.device)
                   for spec in specs}
+    n_workers = subject_workers(config, dataset)      # the same for every model
     with deferred_replace():
         write_dataset_files(config.output_dir, config.bids_dir, config.derivatives,
                             dataset.raw_description, dataset.fmriprep_description)
@@ -76,7 +77,8 @@ def run_participant(config: Config) -> None:
                                model_sidecar(config, spec))
             # the nuisance maps do not depend on the model: written with the first one
             _participant_maps(config, spec, dataset, atoms_dirs[spec.label],
-                              (checked.confounds, nuisance), write_nuisance=index == 0)
+                              (checked.confounds, nuisance), write_nuisance=index == 0,
+                              n_workers=n_workers)
     if not config.reports:
         LOGGER.info("HTML reports not written (--no-reports)")
     LOGGER.info("Participant level done: outputs in %s", config.output_dir)
@@ -178,16 +180,16 @@ def subject_workers(config: Config, dataset) -> int:
 
 
 def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors,
-                      write_nuisance: bool) -> None:
-    """Every subject's encoding model, maps and report; with ``--nprocs`` > 1 several
-    subjects at once in forked worker processes (:func:`bids_app.parallel.forked_map`),
-    giving the same files as one process."""
+                      write_nuisance: bool, n_workers: int) -> None:
+    """Every subject's encoding model, maps and report; ``n_workers`` (:func:`subject_workers`)
+    > 1 runs that many subjects at once in forked worker processes
+    (:func:`bids_app.parallel.forked_map`), giving the same files as one process."""
     atoms_by_acq = _atoms_by_acquisition(config, atoms_dir)
     work = partial(_subject_outputs, config, spec, dataset, atoms_by_acq, regressors,
                    write_nuisance)
     subjects = dataset.subjects
     for index, line in enumerate(
-            forked_map(work, subjects, subject_workers(config, dataset)), 1):
+            forked_map(work, subjects, n_workers), 1):
         LOGGER.info("[%d/%d] %s", index, len(subjects), line)
 
 
