@@ -279,6 +279,133 @@ def test_organisation_metrics_edge_cases():
     assert metrics["diversity"]["n_coupled_atoms"] == 0
     assert metrics["diversity"]["fraction_networks_covered"] == 0.0
     assert metrics["consistency"]["mean_consistency"] is None
+    same = pd.DataFrame({"atom": [1, 2], "network": ["A", "A"]})   # -(1 log 1) is -0.0
+    entropy = organisation_metrics(same, None, ["A", "B"])["diversity"]["normalised_entropy"]
+    assert entropy == 0.0 and math.copysign(1.0, entropy) == 1.0
     even = pd.DataFrame({"atom": [1, 2], "network": ["A", "B"]})
     assert organisation_metrics(even, None, ["A", "B"])["diversity"][
         "normalised_entropy"] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- brain-side bootstrap
+
+
+@pytest.mark.parametrize("df", [2, 5, 40])
+def test_fdr_mask_from_t_equals_fdr_mask_of_p(df):
+    """The critical-|t| form of Benjamini-Hochberg rejects the same voxels as
+    :func:`fdr_mask` on the two-sided p values, on random maps with and without signal."""
+    from bids_app.group.stats import fdr_critical_t, fdr_mask_from_t
+
+    rng = np.random.default_rng(df)
+    t = rng.standard_t(df, size=(8, 3000))
+    t[1, :300] += 100.0                     # strong signal in part of a map
+    t[2, :30] += 4.0                        # weak signal
+    t[3] = 0.0                              # a map of zero-variance voxels
+    t[4, ::7] = -t[4, ::7] * 3              # both signs
+    for q in (0.01, 0.05, 0.2):
+        expected = fdr_mask(2.0 * stats.t.sf(np.abs(t), df), q)
+        got = fdr_mask_from_t(t, fdr_critical_t(t.shape[1], df, q))
+        assert expected[1].sum() > 200 and not expected[3].any()
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="critical values"):
+        fdr_mask_from_t(t, fdr_critical_t(10, df, 0.05))
+
+
+def test_best_networks_follows_assign_atoms(planted_atlas):
+    """The array form of the assignment rule picks the same network as assign_atoms on
+    random coupling tables, ties included (two networks of equal IoU)."""
+    from bids_app.group import coupling_p_fwe
+    from bids_app.group.coupling import best_networks
+
+    names = list(planted_atlas.network_names)
+    assigned_ties = n_assigned = 0
+    for seed in range(6):
+        effects = _planted_effects(planted_atlas, seed, n_subjects=10, amplitude=1.5)
+        coupling, assigned = _group_assignment(effects, planted_atlas)
+        if seed % 2:                                     # a tie: B copies A's IoU and p
+            for column in ("iou", "p_overlap"):
+                a = coupling["network"] == "A"
+                coupling.loc[coupling["network"] == "B", column] = coupling.loc[a, column].values
+            assigned = assign_atoms(coupling, N_ATOMS, min_iou=0.1)
+        shape = (N_ATOMS, len(names), 2)                 # table order: atom, network, sign
+        iou = np.moveaxis(coupling["iou"].to_numpy().reshape(shape), -1, 0)
+        p_fwe = np.moveaxis(coupling_p_fwe(coupling, N_ATOMS).reshape(shape), -1, 0)
+        got = best_networks(iou, p_fwe, min_iou=0.1, alpha=0.05)
+        expected = [names.index(n) if n != "none" else -1 for n in assigned["network"]]
+        assert got.tolist() == expected
+        n_assigned += int((got >= 0).sum())
+        assigned_ties += int(seed % 2 and got[0] == 0)   # A and B tie for atom 1: A first
+    assert n_assigned >= 6 and assigned_ties >= 1
+
+
+@pytest.mark.parametrize("null", [False, True])
+def test_resampled_networks_equal_the_group_chain(planted_atlas, null):
+    """Each bootstrap resample's assignments (array form) equal the group chain run on the
+    resampled subjects' maps (group_coupling), with the hypergeometric test and with the
+    surrogate null."""
+    from bids_app.group import group_coupling, network_effects
+    from bids_app.group.metrics import bootstrap_samples, resampled_networks
+
+    effects = _planted_effects(planted_atlas, 7, n_subjects=8, amplitude=0.8)
+    means = network_effects(effects, planted_atlas.masks)
+    null_means = None
+    if null:
+        rng = np.random.default_rng(3)
+        null_means = network_effects(rng.normal(size=(8, 12, planted_atlas.n_voxels)),
+                                     planted_atlas.masks)
+    samples = bootstrap_samples(8, 25, seed=4, stream=1)
+    got = resampled_networks(effects, planted_atlas, samples, q=0.05, min_iou=0.1,
+                             network_means=means, null_network_means=null_means)
+    names = list(planted_atlas.network_names)
+    coupled_draws = 0
+    for sample, row in zip(samples, got):
+        _, _, _, assigned = group_coupling(
+            effects[sample], planted_atlas, q=0.05, min_iou=0.1, network_means=means[sample],
+            null_network_means=None if null_means is None else null_means[sample])
+        expected = [names.index(n) if n != "none" else -1 for n in assigned["network"]]
+        assert row.tolist() == expected
+        coupled_draws += bool((row >= 0).any())
+    # neither empty nor all alike: the resamples disagree with each other
+    assert coupled_draws >= 15 and len({tuple(row) for row in got}) >= 2
+
+
+def test_bootstrap_samples_are_seeded_and_never_one_subject():
+    from bids_app.group.metrics import bootstrap_samples
+
+    a = bootstrap_samples(3, 300, seed=1, stream=2)
+    b = bootstrap_samples(3, 300, seed=1, stream=2)
+    assert len(a) == 300 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.unique(s).size > 1 for s in a)     # 1/9 of raw draws are one subject
+    assert not bootstrap_samples(1, 10, seed=1, stream=2)
+
+
+def test_bootstrap_diversity_on_planted_and_null_data(planted_atlas):
+    """Planted truth: two networks coupled strongly in every subject give a degenerate
+    interval at the point value; a network carried by half of the subjects (not coupled in
+    the full sample) is coupled in some resamples, so the interval reaches above the point
+    value; a null dataset gives [0, 0]."""
+    from bids_app.group import bootstrap_diversity, diversity_metrics
+
+    def interval(effects):
+        _, assigned = _group_assignment(effects, planted_atlas)
+        point = diversity_metrics(assigned, planted_atlas.network_names)
+        return point, bootstrap_diversity(effects, planted_atlas, q=0.05, min_iou=0.1,
+                                          n_boot=100, seed=0)
+
+    strong = _planted_effects(planted_atlas, 11, n_subjects=12, amplitude=3.0)
+    point, ci = interval(strong)
+    assert point["n_networks_covered"] == 2
+    assert ci["n_networks_covered"] == [2.0, 2.0] and ci["n_coupled_atoms"] == [2.0, 2.0]
+    assert ci["fraction_networks_covered"] == [0.5, 0.5]
+
+    fragile = _planted_effects(planted_atlas, 12, n_subjects=12, amplitude=0.0)
+    fragile[:6, 1, planted_atlas.masks[1]] -= 2.5     # network B in half of the subjects
+    fragile[:, 0, planted_atlas.masks[0]] += 3.0      # network A in all of them
+    point, ci = interval(fragile)
+    assert point["n_networks_covered"] == 1
+    assert ci["n_networks_covered"] == [1.0, 2.0]
+    assert ci["normalised_entropy"][0] == 0.0 < ci["normalised_entropy"][1]
+
+    null = _planted_effects(planted_atlas, 13, n_subjects=12, planted=False)
+    _, ci = interval(null)
+    assert ci["n_coupled_atoms"] == [0.0, 0.0] and ci["normalised_entropy"] == [0.0, 0.0]

@@ -27,6 +27,13 @@ def test_planted_networks_are_coupled_and_only_them(planted_run):
     assert len(planted) == 3
     coupled = set(_assignments(output)["network"]) - {"none"}
     assert coupled == planted
+    # brain-side intervals: the group chain redone on 200 resamples of the 6 subjects
+    metrics = json.loads((output / "group" / "desc-minilm_metrics.json").read_text())
+    intervals = metrics["diversity"]["ci95"]
+    assert set(intervals) == {"n_coupled_atoms", "n_networks_covered",
+                              "fraction_networks_covered", "normalised_entropy"}
+    assert all(0 <= low <= high for low, high in intervals.values()), intervals
+    assert intervals["n_networks_covered"][1] <= 13
 
 
 def test_null_dataset_couples_no_atom(null_run):
@@ -36,6 +43,7 @@ def test_null_dataset_couples_no_atom(null_run):
     assert (assignments["network"] == "none").all()
     metrics = json.loads((output / "group" / "desc-minilm_metrics.json").read_text())
     assert metrics["diversity"]["n_coupled_atoms"] == 0
+    assert metrics["diversity"]["ci95"]["n_coupled_atoms"][0] == 0
     # run with --no-reports: no HTML anywhere, the maps and tables all there
     assert not list(output.rglob("*.html"))
     assert len(list(output.glob("sub-*/func/*_stat-t_statmap.nii.gz"))) == 6

@@ -15,6 +15,7 @@ from bids_app.report.dictionary import significant_pairs
 from bids_app.report.layers import layer_counts_of, layer_profile, layer_sizes, relative_depth
 from bids_app.report.models import (
     member_layer_counts,
+    metrics_figure,
     metrics_side_by_side,
     overview_table,
     write_models_report,
@@ -144,6 +145,8 @@ def test_models_side_by_side_tables(tmp_path):
     assert metrics.loc["AN specialisation", "toy1"] == "0.7 (0.6 – 0.8)"
     assert metrics.loc["AN-side diversity (participation ratio)", "toy2"].startswith("missing")
     assert metrics.loc["coupled atoms", "toy2"] == "4"
+    assert metrics.loc["coupled atoms", "toy1"] == "3 (4 – 6)"
+    assert metrics_figure(models).startswith("<img")      # a point outside its interval
 
 
 def test_models_report_links_each_model_and_shows_no_nan(toy_reports):

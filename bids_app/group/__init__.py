@@ -15,21 +15,28 @@ numbered from 1 in tables.
 """
 
 from bids_app.bids.naming import NO_NETWORK
-from bids_app.group.an_metrics import N_BOOTSTRAP, an_metrics, bootstrap_an_metrics
+from bids_app.group.an_metrics import an_metrics, bootstrap_an_metrics
 from bids_app.group.coupling import (
     SIGNS,
     add_null,
     assign_atoms,
     coupling_p_fwe,
     coupling_table,
+    group_coupling,
     subject_assignments,
 )
-from bids_app.group.metrics import organisation_metrics
+from bids_app.group.metrics import (
+    N_BOOTSTRAP,
+    bootstrap_diversity,
+    diversity_metrics,
+    organisation_metrics,
+)
 from bids_app.group.null import DEFAULT_N_SURROGATES, null_table, phase_randomised
 from bids_app.group.stats import fdr_mask, one_sample_t
 from bids_app.group.subgroups import MEMBERSHIP_THRESHOLD, SubGroups, network_effects
 
 __all__ = ["DEFAULT_N_SURROGATES", "MEMBERSHIP_THRESHOLD", "NO_NETWORK", "N_BOOTSTRAP", "SIGNS",
            "SubGroups", "add_null", "an_metrics", "assign_atoms", "bootstrap_an_metrics",
-           "coupling_p_fwe", "coupling_table", "fdr_mask", "network_effects", "null_table",
+           "bootstrap_diversity", "coupling_p_fwe", "coupling_table", "diversity_metrics",
+           "group_coupling", "fdr_mask", "network_effects", "null_table",
            "one_sample_t", "organisation_metrics", "phase_randomised", "subject_assignments"]

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bids_app.group.metrics import N_BOOTSTRAP
 from bids_app.group.subgroups import network_members
-
-#: Bootstrap resamples of the subjects for the confidence intervals.
-N_BOOTSTRAP = 200
 
 
 def participation_ratio(correlation: np.ndarray) -> float:

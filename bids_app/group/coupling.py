@@ -14,7 +14,8 @@ from scipy import stats
 
 from bids_app.atlases import FBNAtlas
 from bids_app.bids.naming import NO_NETWORK
-from bids_app.group.stats import fdr_mask
+from bids_app.group.null import null_table
+from bids_app.group.stats import fdr_mask, one_sample_t
 
 #: Signs of the suprathreshold parts of an atom map, in table order.
 SIGNS = ("+", "-")
@@ -33,6 +34,40 @@ def _signed_parts(t, significant) -> np.ndarray:
         raise ValueError(f"t {t.shape} and significant {significant.shape} must both be "
                          "(n_atoms, n_voxels)")
     return np.stack([significant & (t > 0), significant & (t < 0)])
+
+
+def overlap_arrays(parts, masks):
+    """Overlap of suprathreshold parts with networks, by a float32 matrix product (exact:
+    counts of 0/1 products stay below 2**24, the float32 integer limit, for any brain mask).
+
+    ``parts`` (..., n_voxels) bool, e.g. (2, n_atoms, n_voxels) signs first; ``masks``
+    (n_networks, n_voxels) bool. Returns ``overlap`` |A ∩ N|, ``atom_size`` |A|,
+    ``network_size`` |N|, ``iou`` (0 when both are empty) and ``overlap_rate`` (0 when A is
+    empty), each of shape (..., n_networks).
+    """
+    parts = np.asarray(parts, dtype=bool)
+    network_masks = np.asarray(masks, dtype=bool)
+    n_voxels = parts.shape[-1]
+    if network_masks.shape[1] != n_voxels:
+        raise ValueError(f"the atlas has {network_masks.shape[1]} voxels, the maps {n_voxels}: "
+                         "they must be defined on the same brain mask")
+    flat = parts.reshape(-1, n_voxels).astype(np.float32)
+    overlap = np.rint(flat @ network_masks.T.astype(np.float32)).astype(np.int64)
+    overlap = overlap.reshape(*parts.shape[:-1], network_masks.shape[0])
+    atom_size = np.broadcast_to(parts.sum(axis=-1)[..., None], overlap.shape)
+    network_size = np.broadcast_to(network_masks.sum(axis=1), overlap.shape)
+    union = atom_size + network_size - overlap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, overlap / union, 0.0)
+        overlap_rate = np.where(atom_size > 0, overlap / atom_size, 0.0)
+    return overlap, atom_size, network_size, iou, overlap_rate
+
+
+def hypergeometric_p(overlap, atom_size, network_size, n_voxels: int) -> np.ndarray:
+    """P(X >= overlap), X ~ Hypergeom(n_voxels, network_size, atom_size); 1 where the atom
+    part is empty."""
+    p = stats.hypergeom.sf(np.asarray(overlap) - 1, n_voxels, network_size, atom_size)
+    return np.where(np.asarray(atom_size) > 0, np.clip(p, 0.0, 1.0), 1.0)
 
 
 def coupling_table(t, significant, atlas: FBNAtlas) -> pd.DataFrame:
@@ -59,23 +94,9 @@ def coupling_table(t, significant, atlas: FBNAtlas) -> pd.DataFrame:
     """
     parts = _signed_parts(t, significant)  # (2, n_atoms, n_voxels)
     n_signs, n_atoms, n_voxels = parts.shape
-    network_masks = np.asarray(atlas.masks, dtype=bool)
-    if network_masks.shape[1] != n_voxels:
-        raise ValueError(f"the atlas has {network_masks.shape[1]} voxels, the maps {n_voxels}: "
-                         "they must be defined on the same brain mask")
-    n_networks = network_masks.shape[0]
-    # Counts by a float matrix product (BLAS); exact while counts < 2**53.
-    overlap = np.rint(parts.reshape(n_signs * n_atoms, n_voxels).astype(np.float64)
-                      @ network_masks.T.astype(np.float64)).astype(np.int64)
-    overlap = overlap.reshape(n_signs, n_atoms, n_networks)
-    atom_size = np.broadcast_to(parts.sum(axis=2)[:, :, None], overlap.shape)
-    network_size = np.broadcast_to(network_masks.sum(axis=1)[None, None, :], overlap.shape)
-    union = atom_size + network_size - overlap
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, overlap / union, 0.0)
-        overlap_rate = np.where(atom_size > 0, overlap / atom_size, 0.0)
-    p_overlap = stats.hypergeom.sf(overlap - 1, n_voxels, network_size, atom_size)
-    p_overlap = np.where(atom_size > 0, np.clip(p_overlap, 0.0, 1.0), 1.0)
+    overlap, atom_size, network_size, iou, overlap_rate = overlap_arrays(parts, atlas.masks)
+    n_networks = overlap.shape[-1]
+    p_overlap = hypergeometric_p(overlap, atom_size, network_size, n_voxels)
 
     # Rows ordered atom, network, sign: move the sign axis last.
     def flat(a):
@@ -180,6 +201,64 @@ def assign_atoms(coupling: pd.DataFrame, n_atoms: int, min_iou: float = 0.1,
                          **{c: np.nan for c in stats_columns},
                          "n_atom_voxels": int(total_voxels.get(atom, 0))})
     return pd.DataFrame(rows, columns=ASSIGN_COLUMNS + extra)
+
+
+def group_coupling(effects, atlas: FBNAtlas, q: float = 0.05, min_iou: float = 0.1,
+                   network_means=None, null_network_means=None):
+    """The group chain from subjects' effect maps to assignments, in one place: the
+    one-sample t of each atom across subjects, FDR within each map, the coupling table (with
+    the surrogate null's columns when ``null_network_means`` is given) and the assignments.
+
+    Parameters
+    ----------
+    effects : array-like of shape (n_subjects, n_atoms, n_voxels)
+        Each subject's effect map of each atom.
+    atlas : FBNAtlas
+        Networks over the same voxels.
+    q, min_iou : float
+        As in :func:`fdr_mask` and :func:`assign_atoms`.
+    network_means, null_network_means : array-like, optional
+        (n_subjects, n_atoms, n_networks) and (n_subjects, n_surrogates, n_networks): each
+        subject's mean effect of each atom (surrogate atom) over each network's voxels
+        (:func:`bids_app.group.subgroups.network_effects`); both or neither.
+
+    Returns
+    -------
+    t, significant : ndarray of shape (n_atoms, n_voxels)
+    coupling, assignments : pandas.DataFrame
+    """
+    t, p = one_sample_t(effects)
+    significant = fdr_mask(p, q=q)
+    coupling = coupling_table(t, significant, atlas)
+    if null_network_means is not None:
+        if network_means is None:
+            raise ValueError("the surrogate null needs the atoms' network means too")
+        coupling = add_null(coupling, *null_table(np.mean(network_means, axis=0),
+                                                  np.mean(null_network_means, axis=0)))
+    assignments = assign_atoms(coupling, n_atoms=t.shape[0], min_iou=min_iou)
+    return t, significant, coupling, assignments
+
+
+def best_networks(iou, p_fwe, min_iou: float = 0.1, alpha: float = 0.05) -> np.ndarray:
+    """(..., n_atoms) index of the network each atom goes to, -1 for none: the array form of
+    :func:`assign_atoms`' rule (the passing (network, sign) of highest IoU; ties: smaller
+    ``p_fwe``, then network order, then sign order).
+
+    ``iou`` and ``p_fwe`` of shape (..., 2, n_atoms, n_networks), signs ``+`` then ``-``.
+    """
+    iou = np.asarray(iou, dtype=np.float64)
+    p_fwe = np.asarray(p_fwe, dtype=np.float64)
+    *lead, n_signs, n_atoms, n_networks = iou.shape
+    # (..., n_atoms, n_networks * n_signs): candidates in table order (network, then sign)
+    iou = np.moveaxis(iou, -3, -1).reshape(*lead, n_atoms, n_networks * n_signs)
+    p_fwe = np.moveaxis(p_fwe, -3, -1).reshape(iou.shape)
+    passing = (iou >= min_iou) & (p_fwe < alpha)
+    # lexicographic best: highest IoU, then smallest p_fwe, then first in table order
+    key_iou = np.where(passing, iou, -np.inf)
+    best_iou = key_iou.max(axis=-1, keepdims=True)
+    key_p = np.where(passing & (key_iou == best_iou), p_fwe, np.inf)
+    first = np.argmax(key_p == key_p.min(axis=-1, keepdims=True), axis=-1)
+    return np.where(passing.any(axis=-1), first // n_signs, -1)
 
 
 def subject_assignments(t_subjects, dof, atlas: FBNAtlas, q: float = 0.05,

@@ -8,6 +8,16 @@ import numpy as np
 import pandas as pd
 
 from bids_app.bids.naming import NO_NETWORK
+from bids_app.group.coupling import best_networks, hypergeometric_p, overlap_arrays
+from bids_app.group.null import null_p_values
+from bids_app.group.stats import fdr_critical_t, fdr_mask_from_t
+
+#: Bootstrap resamples of the subjects for the confidence intervals.
+N_BOOTSTRAP = 200
+
+#: Brain-side metrics that get a bootstrap interval (:func:`bootstrap_diversity`).
+DIVERSITY_INTERVALS = ("n_coupled_atoms", "n_networks_covered", "fraction_networks_covered",
+                       "normalised_entropy")
 
 _DEFINITIONS = {
     "n_coupled_atoms": "Number of atoms assigned to some FBN (network other than 'none').",
@@ -17,6 +27,10 @@ _DEFINITIONS = {
     "normalised_entropy": "Shannon entropy of the distribution of coupled atoms over the "
                           "atlas's FBNs divided by log(number of FBNs), 0 for one or no "
                           "coupled atom (1 = atoms spread evenly over all FBNs).",
+    "ci95": "95 % percentile intervals over subjects resampled with replacement (200 "
+            "draws): for the diversity metrics the whole group chain is redone on each "
+            "resample (group t, FDR, coupling with its null, assignment), so they say how "
+            "much coverage and entropy depend on which subjects were scanned.",
     "consistency_per_atom": "For a coupled atom, the fraction of subjects whose own "
                             "assignment (FBN, and sign when both tables carry it) equals "
                             "the group's; a subject without an assignment counts as a "
@@ -38,6 +52,146 @@ def _bootstrap_mean(match: np.ndarray, n_boot: int, seed: int) -> list[float] | 
     n_subjects = match.shape[1]
     draws = [match[:, rng.integers(0, n_subjects, n_subjects)].mean() for _ in range(n_boot)]
     return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+
+
+def diversity_metrics(assignments: pd.DataFrame, network_names) -> dict:
+    """Brain-side diversity of one assignment table: atoms coupled, networks covered (count
+    and fraction of the atlas), normalised entropy of the coupled atoms over the networks and
+    the atoms per network (definitions in ``_DEFINITIONS``)."""
+    network_names = [str(n) for n in network_names]
+    n_networks = len(network_names)
+    networks = assignments["network"].astype(str)
+    counts = networks[networks != NO_NETWORK].value_counts()
+    n_coupled = int(counts.sum())
+    if n_coupled <= 1 or n_networks <= 1:
+        entropy = 0.0
+    else:
+        share = counts.to_numpy(np.float64) / n_coupled
+        # + 0.0: all atoms on one network give -0.0, shown as "-0" in tables
+        entropy = float(-(share * np.log(share)).sum() / math.log(n_networks)) + 0.0
+    return {
+        "n_atoms": int(len(assignments)),
+        "n_networks": int(n_networks),
+        "n_coupled_atoms": n_coupled,
+        "n_networks_covered": int(counts.size),
+        "fraction_networks_covered": float(counts.size / n_networks) if n_networks else 0.0,
+        "normalised_entropy": entropy,
+        "atoms_per_network": {n: int(counts.get(n, 0)) for n in network_names},
+    }
+
+
+def bootstrap_samples(n_subjects: int, n_boot: int, seed: int, stream: int) -> list[np.ndarray]:
+    """``n_boot`` resamples (with replacement) of ``range(n_subjects)``, seeded by ``seed``
+    and ``stream`` (one stream per kind of interval). A resample made of a single subject
+    repeated has no variance across subjects (its t maps are all zero) and is drawn again."""
+    rng = np.random.default_rng([int(seed), int(stream)])
+    samples = []
+    while len(samples) < n_boot and n_subjects > 1:
+        sample = rng.integers(0, n_subjects, n_subjects)
+        if np.unique(sample).size > 1:
+            samples.append(sample)
+    return samples
+
+
+def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float = 0.1,
+                       network_means=None, null_network_means=None,
+                       alpha: float = 0.05) -> np.ndarray:
+    """(n_draws, n_atoms) the network index each atom is assigned to (-1 for none) when the
+    group chain runs on each resample of the subjects.
+
+    The same chain as :func:`bids_app.group.coupling.group_coupling` (one-sample t, FDR
+    within each map, overlap with each network, the hypergeometric test or the surrogate
+    null, Bonferroni over atoms x networks x signs, best passing network), in array form so
+    that hundreds of resamples take seconds: a resample's mean and variance come from
+    weighted sums of the subjects' effects (float32, centred on the all-subject mean) and
+    their squares, Benjamini-Hochberg from critical |t| values instead of a p value per
+    voxel, and the hypergeometric p only where the IoU can pass. A voxel whose variance
+    across the resample is below 1e-6 of its mean square about the centre (all subjects
+    equal, up to rounding) gets t = 0, as in :func:`bids_app.group.stats.one_sample_t`.
+    The t values agree with that function's to float32 precision (~1e-6 relative), so a
+    voxel can only change side where its |t| is that close to an FDR critical value.
+
+    ``effects`` (n_subjects, n_atoms, n_voxels); ``samples`` a list of index arrays into the
+    subjects; the network means as in :func:`group_coupling`.
+    """
+    effects = np.asarray(effects)
+    n_subjects, n_atoms, n_voxels = effects.shape
+    # float32, centred on the all-subject mean: a resample's variance E[c^2] - E[c]^2 then
+    # loses no precision to cancellation (its mean differs from the centre by ~sd/sqrt(n))
+    flat = effects.reshape(n_subjects, -1)
+    finite = np.isfinite(flat).all(axis=0)
+    centred = np.where(finite, flat, 0).astype(np.float32)
+    centre = centred.mean(axis=0, dtype=np.float64).astype(np.float32)
+    centred -= centre
+    squares = centred ** 2
+    critical = fdr_critical_t(n_voxels, n_subjects - 1, q)
+    masks = np.asarray(atlas.masks, dtype=bool)
+    n_networks = masks.shape[0]
+    n_tests = n_atoms * n_networks * 2
+    # atoms per block: temporaries of <= ~2 M values (16 MB), which the allocator reuses;
+    # larger ones are fresh pages each time, and first-touching them costs more than the
+    # arithmetic
+    per_block = max(1, 2_000_000 // max(n_voxels, 1))
+    scale = np.float32(n_subjects - 1)        # var / n = (E[c^2] - E[c]^2) / (n - 1)
+    networks = np.full((len(samples), n_atoms), -1, dtype=np.int64)
+    shape = (2, n_atoms, n_networks)
+    for draw, sample in enumerate(samples):
+        weights = (np.bincount(sample, minlength=n_subjects) / n_subjects).astype(np.float32)
+        overlap, atom_size, iou = (np.zeros(shape, np.int64), np.zeros(shape, np.int64),
+                                   np.zeros(shape))
+        for first in range(0, n_atoms, per_block):
+            atoms = slice(first, min(first + per_block, n_atoms))
+            cols = slice(atoms.start * n_voxels, atoms.stop * n_voxels)
+            mean = weights @ centred[:, cols]
+            var_n = weights @ squares[:, cols]               # E[c^2], then var / n
+            bad = ~finite[cols]
+            bad |= var_n <= 1e-6 * var_n + mean * mean       # var <= 1e-6 E[c^2]
+            var_n -= mean * mean
+            np.maximum(var_n, 0.0, out=var_n)                # rounding below zero
+            var_n /= scale
+            mean += centre[cols]
+            t = np.divide(mean, np.sqrt(var_n, out=var_n), out=mean, where=~bad)
+            t[bad] = 0.0
+            t = t.reshape(-1, n_voxels)
+            significant = fdr_mask_from_t(t, critical)
+            parts = np.stack([significant & (t > 0), significant & (t < 0)])
+            overlap[:, atoms], atom_size[:, atoms], network_size, iou[:, atoms], _ = \
+                overlap_arrays(parts, masks)
+        if null_network_means is not None:
+            p = null_p_values(np.mean(network_means[sample], axis=0),
+                              np.mean(null_network_means[sample], axis=0))
+        else:
+            p = np.ones(shape)
+            can_pass = iou >= min_iou
+            p[can_pass] = hypergeometric_p(overlap[can_pass], atom_size[can_pass],
+                                           network_size[0, 0][np.nonzero(can_pass)[2]],
+                                           n_voxels)
+        networks[draw] = best_networks(iou, np.minimum(1.0, p * n_tests), min_iou, alpha)
+    return networks
+
+
+def bootstrap_diversity(effects, atlas, q: float, min_iou: float, network_means=None,
+                        null_network_means=None, n_boot: int = N_BOOTSTRAP,
+                        seed: int = 0) -> dict:
+    """95 % percentile intervals of the brain-side diversity metrics over subjects.
+
+    Each draw resamples the subjects with replacement and redoes the whole group chain on
+    them (:func:`resampled_networks`: one-sample t, FDR, coupling with the surrogate null
+    when ``null_network_means`` is given, assignment), then :func:`diversity_metrics`.
+    Returns ``{metric: [low, high]}`` for the metrics of :data:`DIVERSITY_INTERVALS` (None
+    without two distinct subjects).
+    """
+    effects = np.asarray(effects)
+    samples = bootstrap_samples(effects.shape[0], n_boot, seed, 0xD1E5)
+    names = np.asarray([str(n) for n in atlas.network_names] + [NO_NETWORK], dtype=object)
+    draws = {name: [] for name in DIVERSITY_INTERVALS}
+    for row in resampled_networks(effects, atlas, samples, q, min_iou, network_means,
+                                  null_network_means):
+        values = diversity_metrics(pd.DataFrame({"network": names[row]}), atlas.network_names)
+        for name in draws:
+            draws[name].append(values[name])
+    return {name: ([float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None)
+            for name, v in draws.items()}
 
 
 def organisation_metrics(assignments: pd.DataFrame, subject_assign: pd.DataFrame | None,
@@ -65,25 +219,8 @@ def organisation_metrics(assignments: pd.DataFrame, subject_assign: pd.DataFrame
         "definitions": {...}}`` with plain ints, floats, strings and None.
     """
     network_names = [str(n) for n in network_names]
-    n_networks = len(network_names)
-    networks = assignments["network"].astype(str)
-    coupled = assignments[networks != NO_NETWORK]
-    counts = coupled["network"].astype(str).value_counts()
-    n_coupled = int(len(coupled))
-    if n_coupled <= 1 or n_networks <= 1:
-        entropy = 0.0
-    else:
-        share = counts.to_numpy(np.float64) / n_coupled
-        entropy = float(-(share * np.log(share)).sum() / math.log(n_networks))
-    diversity = {
-        "n_atoms": int(len(assignments)),
-        "n_networks": int(n_networks),
-        "n_coupled_atoms": n_coupled,
-        "n_networks_covered": int(counts.size),
-        "fraction_networks_covered": float(counts.size / n_networks) if n_networks else 0.0,
-        "normalised_entropy": entropy,
-        "atoms_per_network": {n: int(counts.get(n, 0)) for n in network_names},
-    }
+    diversity = diversity_metrics(assignments, network_names)
+    coupled = assignments[assignments["network"].astype(str) != NO_NETWORK]
 
     per_atom = []
     n_subjects = 0

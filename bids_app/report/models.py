@@ -135,10 +135,11 @@ def metrics_figure(models: list[ModelSummary]) -> str:
                         transform=ax.get_xaxis_transform())
                 continue
             if interval and interval_text(interval):
-                ax.errorbar(i, value, yerr=[[value - interval[0]], [interval[1] - value]],
-                            fmt="o", color="C0", capsize=3, ms=4)
-            else:
-                ax.plot(i, value, "o", color="C0", ms=4)
+                # a percentile interval need not contain the point (e.g. a count that
+                # most resamples change): drawn as a capped line, not as error bars
+                ax.plot([i, i], interval, "-", color="C0", lw=1.2)
+                ax.plot([i, i], interval, "_", color="C0", ms=7)
+            ax.plot(i, value, "o", color="C0", ms=4)
         ax.set_xticks(x, [m.name.split("/")[-1] for m in models], rotation=20, fontsize=7,
                       ha="right")
         ax.set_xlim(-0.6, len(models) - 0.4)

@@ -7,6 +7,7 @@ the participant level (``logs/config_participant_*.json``). Everything is read a
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pandas as pd
@@ -91,34 +92,45 @@ MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the 
                    "MembershipThreshold; with FIR delays (--hrf huth) the AN's best delay")
 
 
-def _coupling(config: Config, inputs, atlas, t_map, significant):
-    """Coupling table (with the surrogate null's columns when fitted) and assignments."""
+def _coupling(config: Config, inputs, atlas):
+    """Group t map, FDR mask, coupling table (with the surrogate null's columns when fitted)
+    and assignments; the subjects' network means for the null and the bootstrap."""
     from bids_app import group  # scipy.stats: imported when used
 
-    coupling = group.coupling_table(t_map, significant, atlas)
-    if inputs.null_effects is not None:
-        real = group.network_effects(inputs.effects, atlas.masks).mean(axis=0)
-        null = group.network_effects(inputs.null_effects, atlas.masks).mean(axis=0)
-        coupling = group.add_null(coupling, *group.null_table(real, null))
-    assignments = group.assign_atoms(coupling, n_atoms=t_map.shape[0], min_iou=config.min_iou)
-    return coupling, assignments
+    means = group.network_effects(inputs.effects, atlas.masks)
+    null_means = (None if inputs.null_effects is None
+                  else group.network_effects(inputs.null_effects, atlas.masks))
+    t_map, significant, coupling, assignments = group.group_coupling(
+        inputs.effects, atlas, q=config.fdr_q, min_iou=config.min_iou,
+        network_means=means, null_network_means=null_means)
+    return t_map, significant, coupling, assignments, means, null_means
 
 
-def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign):
-    """The AN sub-groups and the brain- and AN-side organisation metrics."""
+def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, means,
+               null_means):
+    """The AN sub-groups and the brain- and AN-side organisation metrics, with their
+    bootstrap intervals over subjects. ``means`` (n_subjects, n_atoms, n_networks): each
+    subject's mean effect of each atom over each network; ``null_means`` the same of the
+    surrogate atoms (None without the null)."""
     from bids_app import group
 
-    subject_effects = group.network_effects(inputs.effects, atlas.masks)
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
-                             subject_effects.mean(axis=0), atlas.network_names,
+                             means.mean(axis=0), atlas.network_names,
                              config.membership_threshold)
     metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names,
                                          seed=config.seed)
+    started = time.monotonic()
+    metrics["diversity"]["ci95"] = group.bootstrap_diversity(
+        inputs.effects, atlas, q=config.fdr_q, min_iou=config.min_iou, network_means=means,
+        null_network_means=null_means, seed=config.seed)
+    LOGGER.info("Bootstrap intervals of the coverage and entropy (%d resamples of the "
+                "subjects, the group t, FDR and coupling redone on each): %.1f s",
+                group.N_BOOTSTRAP, time.monotonic() - started)
     an_side = group.an_metrics(atoms.projections, atoms.courses,
                                groups.scores[list(groups.weights)], groups.sets,
                                groups.neuron_of_row)
     an_side["ci95"] = group.bootstrap_an_metrics(
-        atoms.projections, atoms.courses, atoms.neurons, assignments, subject_effects,
+        atoms.projections, atoms.courses, atoms.neurons, assignments, means,
         atlas.network_names, config.membership_threshold, seed=config.seed)
     metrics["an_side"] = an_side
     return groups, metrics
@@ -130,13 +142,13 @@ def _group_model(config: Config, spec, inputs, atoms, atlas, several: bool) -> M
     LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
                 spec.label, len(inputs.subjects), inputs.effects.shape[1], atlas.name,
                 len(atlas.network_names))
-    t_map, p_map = group.one_sample_t(inputs.effects)
-    significant = group.fdr_mask(p_map, q=config.fdr_q)
-    coupling, assignments = _coupling(config, inputs, atlas, t_map, significant)
+    t_map, significant, coupling, assignments, means, null_means = _coupling(
+        config, inputs, atlas)
     subj_assign = group.subject_assignments(inputs.subject_t, inputs.dof, atlas, q=config.fdr_q,
                                             min_iou=config.min_iou)
     subj_assign["subject"] = [inputs.subjects[i] for i in subj_assign["subject"]]
-    groups, metrics = _subgroups(config, inputs, atoms, atlas, assignments, subj_assign)
+    groups, metrics = _subgroups(config, inputs, atoms, atlas, assignments, subj_assign,
+                                 means, null_means)
 
     maps = {"t": (t_map, "One-sample t across subjects of each atom's effect map"),
             "tfdr": (np.where(significant, t_map, 0.0),
