@@ -409,3 +409,18 @@ def test_bootstrap_diversity_on_planted_and_null_data(planted_atlas):
     null = _planted_effects(planted_atlas, 13, n_subjects=12, planted=False)
     _, ci = interval(null)
     assert ci["n_coupled_atoms"] == [0.0, 0.0] and ci["normalised_entropy"] == [0.0, 0.0]
+
+
+def test_resampled_networks_same_with_worker_processes(planted_atlas):
+    """Resamples split over two forked workers give the same assignments as one process."""
+    from bids_app.group import network_effects
+    from bids_app.group.metrics import bootstrap_samples, resampled_networks
+
+    effects = _planted_effects(planted_atlas, 8, n_subjects=8, amplitude=0.8)
+    samples = bootstrap_samples(8, 15, seed=2, stream=1)
+    means = network_effects(effects, planted_atlas.masks)
+    one = resampled_networks(effects, planted_atlas, samples, network_means=means)
+    two = resampled_networks(effects, planted_atlas, samples, network_means=means,
+                             n_workers=2)
+    assert one.shape == (15, N_ATOMS) and (one >= 0).any()
+    np.testing.assert_array_equal(one, two)

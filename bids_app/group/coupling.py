@@ -15,7 +15,12 @@ from scipy import stats
 from bids_app.atlases import FBNAtlas
 from bids_app.bids.naming import NO_NETWORK
 from bids_app.group.null import null_table
-from bids_app.group.stats import fdr_mask, one_sample_t
+from bids_app.group.stats import (
+    fdr_critical_t,
+    fdr_mask,
+    fdr_mask_from_t,
+    one_sample_t,
+)
 
 #: Signs of the suprathreshold parts of an atom map, in table order.
 SIGNS = ("+", "-")
@@ -300,8 +305,10 @@ def subject_assignments(t_subjects, dof, atlas: FBNAtlas, q: float = 0.05,
     tables = []
     for label, t, df in zip(subject_labels, t_subjects, dof):
         t = np.nan_to_num(t, nan=0.0)
-        p = 2.0 * stats.t.sf(np.abs(t), df=df)
-        coupling = coupling_table(t, fdr_mask(p, q), atlas)
+        # Benjamini-Hochberg on the |t| scale: the same voxels as fdr_mask on the p values
+        # without a p value per voxel (the costliest step here)
+        significant = fdr_mask_from_t(t, fdr_critical_t(t.shape[-1], df, q))
+        coupling = coupling_table(t, significant, atlas)
         assigned = assign_atoms(coupling, n_atoms, min_iou=min_iou, alpha=alpha)
         tables.append(assigned[["atom", "network", "sign"]].assign(subject=label))
     columns = ["subject", "atom", "network", "sign"]

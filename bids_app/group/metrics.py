@@ -95,7 +95,7 @@ def bootstrap_samples(n_subjects: int, n_boot: int, seed: int, stream: int) -> l
 
 def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float = 0.1,
                        network_means=None, null_network_means=None,
-                       alpha: float = 0.05) -> np.ndarray:
+                       alpha: float = 0.05, n_workers: int = 1) -> np.ndarray:
     """(n_draws, n_atoms) the network index each atom is assigned to (-1 for none) when the
     group chain runs on each resample of the subjects.
 
@@ -112,8 +112,14 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
     voxel can only change side where its |t| is that close to an FDR critical value.
 
     ``effects`` (n_subjects, n_atoms, n_voxels); ``samples`` a list of index arrays into the
-    subjects; the network means as in :func:`group_coupling`.
+    subjects; the network means as in :func:`group_coupling`. ``n_workers`` >= 2 splits the
+    resamples over forked processes (:func:`bids_app.parallel.forked_map`); every resample
+    runs with one BLAS thread, so the result is the same for any number of workers.
     """
+    from threadpoolctl import threadpool_limits
+
+    from bids_app.parallel import forked_map
+
     effects = np.asarray(effects)
     n_subjects, n_atoms, n_voxels = effects.shape
     # float32, centred on the all-subject mean: a resample's variance E[c^2] - E[c]^2 then
@@ -133,9 +139,10 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
     # arithmetic
     per_block = max(1, 2_000_000 // max(n_voxels, 1))
     scale = np.float32(n_subjects - 1)        # var / n = (E[c^2] - E[c]^2) / (n - 1)
-    networks = np.full((len(samples), n_atoms), -1, dtype=np.int64)
+
     shape = (2, n_atoms, n_networks)
-    for draw, sample in enumerate(samples):
+
+    def networks_of(sample) -> np.ndarray:
         weights = (np.bincount(sample, minlength=n_subjects) / n_subjects).astype(np.float32)
         overlap, atom_size, iou = (np.zeros(shape, np.int64), np.zeros(shape, np.int64),
                                    np.zeros(shape))
@@ -166,27 +173,37 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
             p[can_pass] = hypergeometric_p(overlap[can_pass], atom_size[can_pass],
                                            network_size[0, 0][np.nonzero(can_pass)[2]],
                                            n_voxels)
-        networks[draw] = best_networks(iou, np.minimum(1.0, p * n_tests), min_iou, alpha)
-    return networks
+        return best_networks(iou, np.minimum(1.0, p * n_tests), min_iou, alpha)
+
+    def run(indices) -> np.ndarray:
+        with threadpool_limits(1):
+            return np.stack([networks_of(samples[i]) for i in indices])
+
+    chunks = [c for c in np.array_split(np.arange(len(samples)), max(int(n_workers), 1))
+              if c.size]
+    if not chunks:
+        return np.full((0, n_atoms), -1, dtype=np.int64)
+    return np.concatenate(list(forked_map(run, chunks, n_workers)))
 
 
 def bootstrap_diversity(effects, atlas, q: float, min_iou: float, network_means=None,
                         null_network_means=None, n_boot: int = N_BOOTSTRAP,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, n_workers: int = 1) -> dict:
     """95 % percentile intervals of the brain-side diversity metrics over subjects.
 
     Each draw resamples the subjects with replacement and redoes the whole group chain on
     them (:func:`resampled_networks`: one-sample t, FDR, coupling with the surrogate null
     when ``null_network_means`` is given, assignment), then :func:`diversity_metrics`.
     Returns ``{metric: [low, high]}`` for the metrics of :data:`DIVERSITY_INTERVALS` (None
-    without two distinct subjects).
+    without two distinct subjects). ``n_workers``: forked processes sharing the resamples
+    (same result for any number).
     """
     effects = np.asarray(effects)
     samples = bootstrap_samples(effects.shape[0], n_boot, seed, 0xD1E5)
     names = np.asarray([str(n) for n in atlas.network_names] + [NO_NETWORK], dtype=object)
     draws = {name: [] for name in DIVERSITY_INTERVALS}
     for row in resampled_networks(effects, atlas, samples, q, min_iou, network_means,
-                                  null_network_means):
+                                  null_network_means, n_workers=n_workers):
         values = diversity_metrics(pd.DataFrame({"network": names[row]}), atlas.network_names)
         for name in draws:
             draws[name].append(values[name])

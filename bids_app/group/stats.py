@@ -102,7 +102,9 @@ def fdr_mask_from_t(t, critical: np.ndarray) -> np.ndarray:
     rows = np.abs(t).reshape(-1, t.shape[-1])       # NaN compares False: never passes
     if rows.shape[1] != critical.size:
         raise ValueError(f"{critical.size} critical values for maps of {rows.shape[1]} voxels")
-    threshold = np.full((rows.shape[0], 1), np.inf, dtype=rows.dtype)
+    # compared in the maps' own precision (float32 maps are not copied to float64)
+    critical = np.asarray(critical, dtype=rows.dtype if rows.dtype.kind == "f" else None)
+    threshold = np.full((rows.shape[0], 1), np.inf, dtype=critical.dtype)
     candidate = rows >= critical[-1]
     for row in np.flatnonzero(candidate.any(axis=1)):
         top = -np.sort(-rows[row, candidate[row]])          # descending

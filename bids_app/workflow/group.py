@@ -122,10 +122,10 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, m
     started = time.monotonic()
     metrics["diversity"]["ci95"] = group.bootstrap_diversity(
         inputs.effects, atlas, q=config.fdr_q, min_iou=config.min_iou, network_means=means,
-        null_network_means=null_means, seed=config.seed)
+        null_network_means=null_means, seed=config.seed, n_workers=config.nprocs)
     LOGGER.info("Bootstrap intervals of the coverage and entropy (%d resamples of the "
-                "subjects, the group t, FDR and coupling redone on each): %.1f s",
-                group.N_BOOTSTRAP, time.monotonic() - started)
+                "subjects, the group t, FDR and coupling redone on each; %d process(es)): "
+                "%.1f s", group.N_BOOTSTRAP, config.nprocs, time.monotonic() - started)
     an_side = group.an_metrics(atoms.projections, atoms.courses,
                                groups.scores[list(groups.weights)], groups.sets,
                                groups.neuron_of_row)
