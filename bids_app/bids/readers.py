@@ -27,6 +27,7 @@ class GroupInputs:
     mask: np.ndarray           # 3-D bool, voxels analysed in every subject
     mask_img: nib.Nifti1Image
     null_effects: np.ndarray | None = None   # (n_subjects, n_surrogates, n_voxels)
+    designs: list[np.ndarray] | None = None  # each (n_volumes_used, n_columns), atoms first
 
 
 @dataclass
@@ -139,6 +140,25 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
         dofs.append(paths[subject]["sidecar"]["DegreesOfFreedom"])
     null = (np.stack([masked_maps(paths[s]["nulleffect"], mask) for s in subjects])
             if null_surrogates else None)
+    n_atoms = effects[0].shape[0]
     return GroupInputs(subjects=list(subjects), effects=np.stack(effects),
                        subject_t=np.stack(tmaps), dof=np.asarray(dofs), mask=mask,
-                       mask_img=mask_img, null_effects=null)
+                       mask_img=mask_img, null_effects=null,
+                       designs=[_design(root, s, label, n_atoms) for s in subjects])
+
+
+def _design(output_dir: Path, subject: str, label: str, n_atoms: int) -> np.ndarray:
+    """The design matrix the participant level fitted for the subject (its TSV), checked to
+    start with the atom columns of its effect maps."""
+    path = naming.subject_design(output_dir, subject, label)
+    if not path.is_file():
+        raise LlmfbnError(f"the design matrix of sub-{subject} is missing",
+                          expected=str(path), found="no such file", todo=_TODO)
+    design = pd.read_csv(path, sep="\t")
+    atoms = naming.atom_names(n_atoms)
+    if list(design.columns[:n_atoms]) != atoms:
+        raise LlmfbnError(f"the design matrix of sub-{subject} does not start with the "
+                          f"{n_atoms} atom columns of its effect maps", expected=", ".join(
+                              atoms[:2]) + ", ...", found=", ".join(design.columns[:2]),
+                          todo=_TODO)
+    return design.to_numpy(np.float64)

@@ -212,6 +212,23 @@ def design_matrix(runs: Sequence[RunData]) -> pd.DataFrame:
     return pd.DataFrame(np.hstack(blocks), index=index, columns=columns)
 
 
+def residual_atom_gram(design, n_atoms: int) -> np.ndarray:
+    """(n_atoms, n_atoms) Gram matrix of the atom columns after the other columns (confounds,
+    nuisance regressors, intercepts) are projected out: ``G~ = D~^T D~``.
+
+    It links the two GLMs exactly: an atom's separate-model effect (Frisch-Waugh-Lovell) is
+    ``b_k = d~_k . y~ / G~_kk``, the joint model's effects are ``G~^-1 (diag(G~) * b)``; the
+    group level uses it to turn each subject's separate effects into joint ones without
+    refitting. ``design`` is a subject's design matrix (:func:`design_matrix`, or its TSV
+    ``sub-<label>_desc-<model>_design.tsv``), the ``n_atoms`` atom columns first.
+    """
+    X = np.asarray(design, dtype=np.float64)
+    atoms, others = X[:, :n_atoms], X[:, n_atoms:]
+    if others.shape[1]:
+        atoms = atoms - others @ np.linalg.lstsq(others, atoms, rcond=None)[0]
+    return atoms.T @ atoms
+
+
 def check_atoms_estimable(design: pd.DataFrame, n_atoms: int) -> None:
     """Raise if some atom is (jointly) collinear with the confounds and intercepts.
 

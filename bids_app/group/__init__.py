@@ -33,10 +33,17 @@ from bids_app.group.metrics import (
 )
 from bids_app.group.null import DEFAULT_N_SURROGATES, null_table, phase_randomised
 from bids_app.group.stats import fdr_mask, one_sample_t
-from bids_app.group.subgroups import MEMBERSHIP_THRESHOLD, SubGroups, network_effects
+from bids_app.group.subgroups import (
+    MEMBERSHIP_THRESHOLD,
+    SubGroups,
+    choose_ridge,
+    joint_network_effects,
+    network_effects,
+)
 
 __all__ = ["DEFAULT_N_SURROGATES", "MEMBERSHIP_THRESHOLD", "NO_NETWORK", "N_BOOTSTRAP", "SIGNS",
            "SubGroups", "add_null", "an_metrics", "assign_atoms", "bootstrap_an_metrics",
-           "bootstrap_diversity", "coupling_p_fwe", "coupling_table", "diversity_metrics",
-           "group_coupling", "fdr_mask", "network_effects", "null_table",
-           "one_sample_t", "organisation_metrics", "phase_randomised", "subject_assignments"]
+           "bootstrap_diversity", "choose_ridge", "coupling_p_fwe", "coupling_table",
+           "diversity_metrics", "fdr_mask", "group_coupling", "joint_network_effects",
+           "network_effects", "null_table", "one_sample_t", "organisation_metrics",
+           "phase_randomised", "subject_assignments"]

@@ -14,8 +14,9 @@ Definitions (``docs/metrics.md`` gives the rationale):
   network, 1/n_coupled when members follow all networks alike.
 - **an_overlap**: the mean Jaccard overlap between pairs of sub-groups.
 - Bootstrap: subjects resampled with replacement ``n_boot`` times; the networks' composite
-  weights (group-mean effects) recomputed, the assignment of atoms kept; 95 % percentile
-  intervals. They say how much the metrics depend on which subjects were scanned.
+  weights (mean joint effects) recomputed, the assignment of atoms and each network's ridge
+  kept; 95 % percentile intervals. They say how much the metrics depend on which subjects
+  were scanned.
 """
 
 from __future__ import annotations
@@ -76,8 +77,10 @@ def bootstrap_an_metrics(projections, atoms, neurons, assignments, subject_effec
                          seed: int = 0) -> dict:
     """95 % percentile intervals of :func:`an_metrics` over subjects resampled.
 
-    ``subject_effects`` (n_subjects, n_atoms, n_networks): each subject's mean effect of each
-    atom over each network's voxels. Returns ``{metric: [low, high]}`` (None when undefined
+    ``subject_effects`` (n_subjects, n_atoms, n_networks): each subject's weights of the
+    atoms in each network's composite (its joint effects,
+    :func:`bids_app.group.subgroups.joint_network_effects`); a resample's composites use
+    their mean over the resampled subjects. Returns ``{metric: [low, high]}`` (None when undefined
     in more than half of the resamples).
     """
     rng = np.random.default_rng([int(seed), 0xB007])

@@ -2,10 +2,20 @@
 
 The rule **(ours)**, one parameter ``threshold`` (default 0.6):
 
-1. A coupled network's **composite** is its atoms weighted by their effect on the network's
-   signal: ``c_n = sum_k w_kn d_k`` over the atoms ``k`` assigned to network ``n``, with
-   ``w_kn`` the group-mean effect of atom ``k`` averaged over the network's voxels (its sign
-   included: an atom coupled negatively enters with a negative weight).
+1. A coupled network's **composite** ``c_n = sum_k w_kn d_k`` is the network's signal as
+   the atoms describe it together: ``w_n`` are the atoms' **joint** effects on the network's
+   mean signal (all atoms in one model with the confounds and nuisance regressors), averaged
+   over subjects. They are exact from what the participant level wrote: each subject's
+   separate-model effects averaged over the network's voxels ``b_s`` and the Gram matrix of
+   its atoms after its confounds are projected out ``G~_s`` (from its design matrix):
+   ``w_s = (G~_s + lambda G)^-1 (diag(G~_s) * b_s)``, with ``G = D D^T``. The atoms are
+   strongly collinear and the confounds remove most of some (slow drifts), so the plain
+   joint fit (``lambda = 0``) lets noise into directions the data hardly constrain; the
+   ridge ``lambda`` (in the metric of the atoms' own energy) is chosen per network by
+   leave-one-subject-out prediction of each left-out subject's network signal from the
+   others' ``w`` (:func:`choose_ridge`). Separate-model effects ("marginal" weights) are
+   not used: with collinear atoms they mix the networks' signals (measured in
+   ``docs/metrics.md``).
 2. An AN's **score** for network ``n`` is the Pearson correlation, over the frames the atoms
    were learned on, between the AN's response ``x_i`` and the composite:
    ``r_in = x_i . c_n / ||c_n - mean(c_n)||``. The responses are z-scored within each run
@@ -14,6 +24,7 @@ The rule **(ours)**, one parameter ``threshold`` (default 0.6):
 3. The AN is a **member** of network ``n``'s sub-group when ``r_in >= threshold``. With
    ``--hrf huth`` an AN has one response per FIR delay; its score is the largest.
 
+Only networks with an assigned atom (coupled networks) get a composite and a sub-group.
 An atom's own sub-group uses the same rule with the atom alone as composite (signed as
 assigned). "Any non-zero code on the network's atoms" is not used: with ~14 non-zero codes per
 AN it selects most of the model.
@@ -40,21 +51,72 @@ def network_effects(effects: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return np.asarray(effects, dtype=np.float64) @ masks.T / sizes
 
 
-def composite_weights(assignments: pd.DataFrame, mean_effects: np.ndarray,
-                      network_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{network: (atom indices (0-based), weights)} of every coupled network.
+#: Ridge values tried for the joint composite weights, in units of the atoms' energy.
+RIDGE_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
-    ``mean_effects`` (n_atoms, n_networks): the group-mean effect of each atom over each
-    network's voxels (:func:`network_effects` averaged over subjects).
+
+def joint_network_effects(subject_effects: np.ndarray, grams: np.ndarray, atom_gram: np.ndarray,
+                          ridge) -> np.ndarray:
+    """(n_subjects, n_atoms, n_networks) each subject's joint effects of the atoms on each
+    network's mean signal, from its separate-model effects.
+
+    ``subject_effects`` (n_subjects, n_atoms, n_networks) separate-model effects averaged
+    over each network's voxels (:func:`network_effects`); ``grams`` (n_subjects, n_atoms,
+    n_atoms) each subject's residualised atom Gram matrix
+    (:func:`bids_app.encoding.design.residual_atom_gram`); ``atom_gram`` ``D D^T``;
+    ``ridge`` a scalar or one value per network. With ``ridge`` 0 this is exactly the
+    joint OLS (``--glm joint``) of the network's mean signal.
     """
+    subject_effects = np.asarray(subject_effects, dtype=np.float64)
+    n_subjects, n_atoms, n_networks = subject_effects.shape
+    ridge = np.broadcast_to(np.asarray(ridge, dtype=np.float64), (n_networks,))
+    out = np.empty_like(subject_effects)
+    for s in range(n_subjects):
+        gram = np.asarray(grams[s], dtype=np.float64)
+        projected = np.diag(gram)[:, None] * subject_effects[s]     # D~ y~ per network
+        for value in np.unique(ridge):
+            columns = np.flatnonzero(ridge == value)
+            out[s][:, columns] = np.linalg.lstsq(gram + value * atom_gram,
+                                                 projected[:, columns], rcond=None)[0]
+    return out
+
+
+def choose_ridge(subject_effects: np.ndarray, grams: np.ndarray, atom_gram: np.ndarray,
+                 grid=RIDGE_GRID) -> np.ndarray:
+    """(n_networks,) the ridge of :data:`RIDGE_GRID` that best predicts each left-out
+    subject's network signal from the other subjects' mean joint effects.
+
+    The prediction error of weights ``w`` on subject ``s`` is, up to a constant,
+    ``-2 w . (diag(G~_s) * b_s) + w^T G~_s w`` (its residualised signal's squared error),
+    so no time series is needed; it is summed over subjects (leave-one-subject-out).
+    """
+    subject_effects = np.asarray(subject_effects, dtype=np.float64)
+    n_subjects, _, n_networks = subject_effects.shape
+    grams = np.asarray(grams, dtype=np.float64)
+    projected = np.stack([np.diag(g)[:, None] * e for g, e in zip(grams, subject_effects)])
+    errors = np.zeros((len(grid), n_networks))
+    for i, value in enumerate(grid):
+        joint = joint_network_effects(subject_effects, grams, atom_gram, value)
+        total = joint.sum(axis=0)
+        for s in range(n_subjects):
+            others = (total - joint[s]) / (n_subjects - 1)          # (n_atoms, n_networks)
+            errors[i] += (-2.0 * np.einsum("kn,kn->n", others, projected[s])
+                          + np.einsum("kn,kj,jn->n", others, grams[s], others))
+    return np.asarray(grid, dtype=np.float64)[np.argmin(errors, axis=0)]
+
+
+def composite_weights(assignments: pd.DataFrame, effects: np.ndarray,
+                      network_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{network: (atom indices (0-based), weights)} of every coupled network: all atoms,
+    weighted by ``effects`` (n_atoms, n_networks), the group-mean joint effects of the atoms
+    on each network's signal (:func:`joint_network_effects` averaged over subjects)."""
     names = list(map(str, network_names))
+    index = np.arange(np.shape(effects)[0])
     out = {}
     for network in dict.fromkeys(assignments["network"].astype(str)):
         if network == NO_NETWORK:
             continue
-        atoms = assignments.loc[assignments["network"].astype(str) == network, "atom"]
-        index = np.asarray(atoms, dtype=np.int64) - 1
-        out[network] = (index, mean_effects[index, names.index(network)])
+        out[network] = (index, np.asarray(effects, dtype=np.float64)[:, names.index(network)])
     return out
 
 
@@ -136,6 +198,8 @@ def jaccard(neuron_sets: dict[str, np.ndarray]) -> pd.DataFrame:
 def network_members(projections, atoms, neurons, assignments, mean_effects, network_names,
                     threshold: float = MEMBERSHIP_THRESHOLD):
     """Composite weights, per-AN scores, the AN table, member sets and each row's AN.
+    ``mean_effects`` (n_atoms, n_networks): the composites' weights (group-mean joint
+    effects, :func:`composite_weights`).
 
     Returns ``(weights, scores, ans, sets, neuron_of_row)``: ``scores`` (n_neurons,
     n_coupled) DataFrame, ``ans`` the (layer, unit) of each AN, ``sets`` {network: member AN
@@ -177,8 +241,9 @@ class SubGroups:
         self.sets = sets
         layers = ans["layer"].to_numpy(np.int64)
         weights = self.weights
+        assigned = assignments["network"].astype(str).value_counts()
         self.networks = pd.concat([pd.DataFrame({
-            "network": list(weights), "n_atoms": [len(i) for i, _ in weights.values()],
+            "network": list(weights), "n_atoms": [int(assigned[n]) for n in weights],
             "n_neurons": [len(s) for s in sets.values()]}), layer_counts(sets, layers)], axis=1)
         self.overlap = jaccard(sets)
         self.atoms = self._atom_table(projections, atoms, neurons, assignments, layers)

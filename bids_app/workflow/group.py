@@ -87,9 +87,12 @@ _NULL_TEXT = ("phase-randomised surrogate atoms fitted like the atoms; each atom
               "(Student t, n_surrogates - 1 df); Bonferroni over atoms x networks x signs")
 MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the Pearson "
                    "correlation, over the frames the atoms were learned on, between its "
-                   "response and the network's composite (its assigned atoms weighted by their "
-                   "group-mean effect over the network's voxels) is at least "
-                   "MembershipThreshold; with FIR delays (--hrf huth) the AN's best delay")
+                   "response and the network's composite is at least MembershipThreshold; the "
+                   "composite is the network's mean signal as all atoms describe it together: "
+                   "the atoms weighted by their joint effects on it (exact from each subject's "
+                   "separate effects and design matrix, ridge chosen per network by "
+                   "leave-one-subject-out prediction, column 'ridge' of networksubgroups.tsv), "
+                   "averaged over subjects; with FIR delays (--hrf huth) the AN's best delay")
 
 
 def _coupling(config: Config, inputs, atlas):
@@ -113,10 +116,21 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, m
     subject's mean effect of each atom over each network; ``null_means`` the same of the
     surrogate atoms (None without the null)."""
     from bids_app import group
+    from bids_app.encoding.design import residual_atom_gram
 
+    # the composites' weights: each subject's joint effects of all atoms on each network's
+    # signal, exact from its separate effects and its design, with a ridge chosen per network
+    # by leave-one-subject-out prediction (bids_app.group.subgroups)
+    courses = np.asarray(atoms.courses, dtype=np.float64)
+    grams = np.stack([residual_atom_gram(d, len(courses)) for d in inputs.designs])
+    ridge = group.choose_ridge(means, grams, courses @ courses.T)
+    joint = group.joint_network_effects(means, grams, courses @ courses.T, ridge)
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
-                             means.mean(axis=0), atlas.network_names,
+                             joint.mean(axis=0), atlas.network_names,
                              config.membership_threshold)
+    names = list(atlas.network_names)
+    groups.networks.insert(3, "ridge", [float(ridge[names.index(n)])
+                                        for n in groups.networks["network"]])
     metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names,
                                          seed=config.seed)
     started = time.monotonic()
@@ -130,7 +144,7 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, m
                                groups.scores[list(groups.weights)], groups.sets,
                                groups.neuron_of_row)
     an_side["ci95"] = group.bootstrap_an_metrics(
-        atoms.projections, atoms.courses, atoms.neurons, assignments, means,
+        atoms.projections, atoms.courses, atoms.neurons, assignments, joint,
         atlas.network_names, config.membership_threshold, seed=config.seed)
     metrics["an_side"] = an_side
     return groups, metrics
