@@ -16,6 +16,7 @@ from bids_app.group import (
     choose_ridge,
     joint_network_effects,
     network_effects,
+    separate_network_effects,
 )
 from bids_app.recovery import recovery_table
 
@@ -202,6 +203,9 @@ def test_joint_effects_from_separate_effects_equal_a_joint_fit():
         grams.append(residual_atom_gram(design, n_atoms))
     got = joint_network_effects(np.stack(separate), np.stack(grams), atoms @ atoms.T, 0.0)
     np.testing.assert_allclose(got, np.stack(joint_reference), rtol=1e-8, atol=1e-10)
+    # --glm joint maps: back to the separate effects
+    back = separate_network_effects(np.stack(joint_reference), np.stack(grams))
+    np.testing.assert_allclose(back, np.stack(separate), rtol=1e-8, atol=1e-10)
 
 
 def test_ridge_chosen_by_left_out_subjects_follows_the_noise():

@@ -39,6 +39,7 @@ from bids_app.group.subgroups import (
     choose_ridge,
     joint_network_effects,
     network_effects,
+    separate_network_effects,
 )
 
 __all__ = ["DEFAULT_N_SURROGATES", "MEMBERSHIP_THRESHOLD", "NO_NETWORK", "N_BOOTSTRAP", "SIGNS",
@@ -46,4 +47,5 @@ __all__ = ["DEFAULT_N_SURROGATES", "MEMBERSHIP_THRESHOLD", "NO_NETWORK", "N_BOOT
            "bootstrap_diversity", "choose_ridge", "coupling_p_fwe", "coupling_table",
            "diversity_metrics", "fdr_mask", "group_coupling", "joint_network_effects",
            "network_effects", "null_table", "one_sample_t", "organisation_metrics",
-           "phase_randomised", "subject_assignments"]
+           "phase_randomised", "separate_network_effects",
+           "subject_assignments"]

@@ -81,6 +81,14 @@ def joint_network_effects(subject_effects: np.ndarray, grams: np.ndarray, atom_g
     return out
 
 
+def separate_network_effects(joint_effects: np.ndarray, grams: np.ndarray) -> np.ndarray:
+    """The separate-model effects that joint effects (``--glm joint`` maps) correspond to:
+    ``b_s = (G~_s w_s) / diag(G~_s)``, the inverse of :func:`joint_network_effects` with
+    ridge 0. Shapes as there."""
+    return np.stack([(np.asarray(g, dtype=np.float64) @ w) / np.diag(g)[:, None]
+                     for g, w in zip(grams, np.asarray(joint_effects, dtype=np.float64))])
+
+
 def choose_ridge(subject_effects: np.ndarray, grams: np.ndarray, atom_gram: np.ndarray,
                  grid=RIDGE_GRID) -> np.ndarray:
     """(n_networks,) the ridge of :data:`RIDGE_GRID` that best predicts each left-out

@@ -123,6 +123,8 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, m
     # by leave-one-subject-out prediction (bids_app.group.subgroups)
     courses = np.asarray(atoms.courses, dtype=np.float64)
     grams = np.stack([residual_atom_gram(d, len(courses)) for d in inputs.designs])
+    if config.glm == "joint":        # the maps hold joint effects: back to separate ones
+        means = group.separate_network_effects(means, grams)
     ridge = group.choose_ridge(means, grams, courses @ courses.T)
     joint = group.joint_network_effects(means, grams, courses @ courses.T, ridge)
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
