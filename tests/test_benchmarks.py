@@ -40,3 +40,15 @@ def test_bench_dictionary_runs_tiny(capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["converged"] and record["objective"] > 0
     assert abs(record["objective"] - record["objective_attr"]) <= 1e-6 * record["objective"]
+
+
+def test_bench_group_scale_runs_tiny(tmp_path, capsys):
+    """5 subjects (3 with their own maps, 2 hard links) on an 8 mm grid: the group level
+    runs, reads every subject, and its peak memory and the reading floor are recorded."""
+    assert _script("bench_group_scale").main(
+        ["--subjects", "5", "--distinct", "3", "--atoms", "4", "--grid", "tiny",
+         "--root", str(tmp_path)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["subjects"] == 5 and record["n_voxels"] > 1000
+    assert record["group"]["peak_rss_mb"] > 0 and "bootstrap_s" in record["group"]
+    assert (tmp_path / "out" / "sub-005" / "func").is_dir()

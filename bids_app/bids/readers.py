@@ -12,22 +12,31 @@ import pandas as pd
 import scipy.sparse as sp
 
 from bids_app.bids import naming
-from bids_app.bids.images import intersect_masks, masked_maps
+from bids_app.bids.images import intersect_masks, load_image, masked_maps
 from bids_app.errors import LlmfbnError
 
 
 @dataclass
 class GroupInputs:
-    """Every subject's participant-level maps of one model, inside the common mask."""
+    """Every subject's participant-level outputs of one model, inside the common mask.
+
+    The maps are not held: :func:`read_group_inputs` checks their files and headers, and
+    :func:`subject_maps` reads one subject's stack when asked (the group level streams over
+    subjects; :mod:`bids_app.group.streaming`). ``effects`` is filled by that stream with
+    every subject's effect maps in a disk-backed array (or set directly in tests).
+    """
 
     subjects: list[str]
-    effects: np.ndarray        # (n_subjects, n_atoms, n_voxels)
-    subject_t: np.ndarray      # (n_subjects, n_atoms, n_voxels)
-    dof: np.ndarray            # (n_subjects,)
+    effects: np.ndarray | None  # (n_subjects, n_atoms, n_voxels), disk-backed
+    subject_t: np.ndarray | None  # unused by the streamed group level (kept for callers)
+    dof: np.ndarray | None     # (n_subjects,)
     mask: np.ndarray           # 3-D bool, voxels analysed in every subject
     mask_img: nib.Nifti1Image
-    null_effects: np.ndarray | None = None   # (n_subjects, n_surrogates, n_voxels)
+    null_effects: np.ndarray | None = None   # unused by the streamed group level
     designs: list[np.ndarray] | None = None  # each (n_volumes_used, n_columns), atoms first
+    paths: dict | None = None                # {subject: {stat: path}}
+    n_atoms: int = 0
+    n_surrogates: int = 0
 
 
 @dataclass
@@ -133,18 +142,43 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
     mask_img, mask = intersect_masks(
         [paths[s]["mask"] for s in subjects], [f"sub-{s}" for s in subjects],
         "participant maps are on different grids", "use one --space for every subject")
-    effects, tmaps, dofs = [], [], []
+    n_atoms = _stack_length(paths, subjects, "effect", mask.shape)
+    _stack_length(paths, subjects, "t", mask.shape, n_atoms)
+    n_surrogates = (_stack_length(paths, subjects, "nulleffect", mask.shape)
+                    if null_surrogates else 0)
+    dofs = [paths[s]["sidecar"]["DegreesOfFreedom"] for s in subjects]
+    return GroupInputs(subjects=list(subjects), effects=None, subject_t=None,
+                       dof=np.asarray(dofs), mask=mask, mask_img=mask_img,
+                       designs=[_design(root, s, label, n_atoms) for s in subjects],
+                       paths=paths, n_atoms=n_atoms, n_surrogates=n_surrogates)
+
+
+def _stack_length(paths: dict, subjects: list[str], stat: str, shape: tuple,
+                  expected: int | None = None) -> int:
+    """The number of maps in every subject's ``stat`` stack (from the headers), which must
+    be 4-D on the mask's grid and the same for all subjects (and ``expected`` if given)."""
+    lengths = {}
     for subject in subjects:
-        effects.append(masked_maps(paths[subject]["effect"], mask))
-        tmaps.append(masked_maps(paths[subject]["t"], mask))
-        dofs.append(paths[subject]["sidecar"]["DegreesOfFreedom"])
-    null = (np.stack([masked_maps(paths[s]["nulleffect"], mask) for s in subjects])
-            if null_surrogates else None)
-    n_atoms = effects[0].shape[0]
-    return GroupInputs(subjects=list(subjects), effects=np.stack(effects),
-                       subject_t=np.stack(tmaps), dof=np.asarray(dofs), mask=mask,
-                       mask_img=mask_img, null_effects=null,
-                       designs=[_design(root, s, label, n_atoms) for s in subjects])
+        path = paths[subject][stat]
+        img_shape = load_image(path).shape
+        if len(img_shape) != 4 or tuple(img_shape[:3]) != tuple(shape):
+            raise LlmfbnError(f"the {stat} maps of sub-{subject} are not a stack of maps on "
+                              "the grid of its mask", expected=f"4-D, {tuple(shape)} x maps",
+                              found=f"shape {tuple(img_shape)} in {path}", todo=_TODO)
+        lengths[subject] = int(img_shape[3])
+    values = set(lengths.values()) | ({expected} if expected is not None else set())
+    if len(values) > 1:
+        raise LlmfbnError(f"the subjects' {stat} maps hold different numbers of maps",
+                          expected="one participant run (same --n-atoms) for every subject",
+                          found=", ".join(f"sub-{s}: {n}" for s, n in lengths.items()),
+                          todo=_TODO)
+    return lengths[subjects[0]]
+
+
+def subject_maps(inputs: GroupInputs, subject: str, stat: str) -> np.ndarray:
+    """(n_maps, n_voxels) float32: one subject's ``stat`` stack ("effect", "t",
+    "nulleffect") inside the common mask."""
+    return masked_maps(inputs.paths[subject][stat], inputs.mask)
 
 
 def _design(output_dir: Path, subject: str, label: str, n_atoms: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from bids_app.bids.naming import NO_NETWORK
 from bids_app.group.coupling import best_networks, hypergeometric_p, overlap_arrays
+from bids_app.group.disk import DiskStack
 from bids_app.group.null import null_p_values
 from bids_app.group.stats import fdr_critical_t, fdr_mask_from_t
 
@@ -93,9 +94,23 @@ def bootstrap_samples(n_subjects: int, n_boot: int, seed: int, stream: int) -> l
     return samples
 
 
+#: float32 copies of a block of atoms the bootstrap holds (the maps, centred, squared, and
+#: the per-draw temporaries).
+BLOCK_COPIES = 4
+#: Default memory for the bootstrap's block of atoms (the group level passes --mem-gb's).
+BLOCK_BYTES = 64 * 2 ** 20
+
+
+def bootstrap_block_bytes(n_subjects: int, n_voxels: int) -> int:
+    """Memory the bootstrap needs at least: one atom's maps of every subject and their
+    float32 temporaries (the group level's only memory term that grows with the subjects)."""
+    return BLOCK_COPIES * 4 * int(n_subjects) * int(n_voxels)
+
+
 def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float = 0.1,
                        network_means=None, null_network_means=None,
-                       alpha: float = 0.05, n_workers: int = 1) -> np.ndarray:
+                       alpha: float = 0.05, n_workers: int = 1,
+                       block_bytes: int = BLOCK_BYTES) -> np.ndarray:
     """(n_draws, n_atoms) the network index each atom is assigned to (-1 for none) when the
     group chain runs on each resample of the subjects.
 
@@ -111,8 +126,11 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
     The t values agree with that function's to float32 precision (~1e-6 relative), so a
     voxel can only change side where its |t| is that close to an FDR critical value.
 
-    ``effects`` (n_subjects, n_atoms, n_voxels); ``samples`` a list of index arrays into the
-    subjects; the network means as in :func:`group_coupling`. ``n_workers`` >= 2 splits the
+    ``effects`` (n_subjects, n_atoms, n_voxels), possibly disk-backed: it is read one block
+    of atoms at a time (every subject's maps of at least one atom, the only memory term that
+    grows with the subjects; blocks within ``block_bytes``, see :func:`bootstrap_block_bytes`);
+    ``samples`` a list of index arrays into the subjects; the
+    network means as in :func:`group_coupling`. ``n_workers`` >= 2 splits the
     resamples over forked processes (:func:`bids_app.parallel.forked_map`); every resample
     runs with one BLAS thread, so the result is the same for any number of workers.
     """
@@ -120,64 +138,80 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
 
     from bids_app.parallel import forked_map
 
-    effects = np.asarray(effects)
+    if not isinstance(effects, DiskStack):    # a DiskStack is read block by block
+        effects = np.asarray(effects)
     n_subjects, n_atoms, n_voxels = effects.shape
-    # float32, centred on the all-subject mean: a resample's variance E[c^2] - E[c]^2 then
-    # loses no precision to cancellation (its mean differs from the centre by ~sd/sqrt(n))
-    flat = effects.reshape(n_subjects, -1)
-    finite = np.isfinite(flat).all(axis=0)
-    centred = np.where(finite, flat, 0).astype(np.float32)
-    centre = centred.mean(axis=0, dtype=np.float64).astype(np.float32)
-    centred -= centre
-    squares = centred ** 2
     critical = fdr_critical_t(n_voxels, n_subjects - 1, q)
     masks = np.asarray(atlas.masks, dtype=bool)
     n_networks = masks.shape[0]
     n_tests = n_atoms * n_networks * 2
-    # atoms per block: temporaries of <= ~2 M values (16 MB), which the allocator reuses;
-    # larger ones are fresh pages each time, and first-touching them costs more than the
-    # arithmetic
-    per_block = max(1, 2_000_000 // max(n_voxels, 1))
+    # atoms per block: every subject's maps of the block and its float32 temporaries
+    # (BLOCK_COPIES of them) within block_bytes; one atom at least (n_subjects x n_voxels:
+    # the only term that grows with the subjects)
+    per_block = max(1, int(block_bytes) // max(BLOCK_COPIES * 4 * n_voxels * n_subjects, 1))
     scale = np.float32(n_subjects - 1)        # var / n = (E[c^2] - E[c]^2) / (n - 1)
-
     shape = (2, n_atoms, n_networks)
 
-    def networks_of(sample) -> np.ndarray:
-        weights = (np.bincount(sample, minlength=n_subjects) / n_subjects).astype(np.float32)
-        overlap, atom_size, iou = (np.zeros(shape, np.int64), np.zeros(shape, np.int64),
-                                   np.zeros(shape))
-        for first in range(0, n_atoms, per_block):
-            atoms = slice(first, min(first + per_block, n_atoms))
-            cols = slice(atoms.start * n_voxels, atoms.stop * n_voxels)
-            mean = weights @ centred[:, cols]
-            var_n = weights @ squares[:, cols]               # E[c^2], then var / n
-            bad = ~finite[cols]
+    def block_draws(block: np.ndarray, weights: np.ndarray):
+        """(n_draws, 2, n_block_atoms, n_networks) overlap, atom size and IoU of one block
+        of atoms (``block`` (n_subjects, n_block_atoms, n_voxels)) in every resample."""
+        n_block = block.shape[1]
+        flat = block.reshape(n_subjects, -1)
+        finite = np.isfinite(flat).all(axis=0)
+        # float32, centred on the all-subject mean: a resample's variance E[c^2] - E[c]^2
+        # then loses no precision to cancellation (its mean is ~sd/sqrt(n) from the centre)
+        centred = np.where(finite, flat, 0).astype(np.float32)
+        centre = centred.mean(axis=0, dtype=np.float64).astype(np.float32)
+        centred -= centre
+        squares = centred ** 2
+        out = [np.zeros((len(weights), 2, n_block, n_networks), np.int64),
+               np.zeros((len(weights), 2, n_block, n_networks), np.int64),
+               np.zeros((len(weights), 2, n_block, n_networks))]
+        for draw, w in enumerate(weights):
+            mean = w @ centred
+            var_n = w @ squares                              # E[c^2], then var / n
+            bad = ~finite
             bad |= var_n <= 1e-6 * var_n + mean * mean       # var <= 1e-6 E[c^2]
             var_n -= mean * mean
             np.maximum(var_n, 0.0, out=var_n)                # rounding below zero
             var_n /= scale
-            mean += centre[cols]
+            mean += centre
             t = np.divide(mean, np.sqrt(var_n, out=var_n), out=mean, where=~bad)
             t[bad] = 0.0
-            t = t.reshape(-1, n_voxels)
+            t = t.reshape(n_block, n_voxels)
             significant = fdr_mask_from_t(t, critical)
             parts = np.stack([significant & (t > 0), significant & (t < 0)])
-            overlap[:, atoms], atom_size[:, atoms], network_size, iou[:, atoms], _ = \
-                overlap_arrays(parts, masks)
-        if null_network_means is not None:
-            p = null_p_values(np.mean(network_means[sample], axis=0),
-                              np.mean(null_network_means[sample], axis=0))
-        else:
-            p = np.ones(shape)
-            can_pass = iou >= min_iou
-            p[can_pass] = hypergeometric_p(overlap[can_pass], atom_size[can_pass],
-                                           network_size[0, 0][np.nonzero(can_pass)[2]],
-                                           n_voxels)
-        return best_networks(iou, np.minimum(1.0, p * n_tests), min_iou, alpha)
+            overlap, atom_size, _, iou, _ = overlap_arrays(parts, masks)
+            out[0][draw], out[1][draw], out[2][draw] = overlap, atom_size, iou
+        return out
 
     def run(indices) -> np.ndarray:
+        chosen = [samples[i] for i in indices]
+        weights = np.stack([np.bincount(s, minlength=n_subjects) / n_subjects
+                            for s in chosen]).astype(np.float32)
+        overlap = np.zeros((len(chosen),) + shape, np.int64)
+        atom_size = np.zeros((len(chosen),) + shape, np.int64)
+        iou = np.zeros((len(chosen),) + shape)
         with threadpool_limits(1):
-            return np.stack([networks_of(samples[i]) for i in indices])
+            for first in range(0, n_atoms, per_block):
+                atoms = slice(first, min(first + per_block, n_atoms))
+                overlap[:, :, atoms], atom_size[:, :, atoms], iou[:, :, atoms] = \
+                    block_draws(effects[:, atoms, :], weights)
+            network_size = masks.sum(axis=1)
+            networks = np.full((len(chosen), n_atoms), -1, dtype=np.int64)
+            for draw, sample in enumerate(chosen):
+                if null_network_means is not None:
+                    p = null_p_values(np.mean(network_means[sample], axis=0),
+                                      np.mean(null_network_means[sample], axis=0))
+                else:
+                    p = np.ones(shape)
+                    can_pass = iou[draw] >= min_iou
+                    p[can_pass] = hypergeometric_p(
+                        overlap[draw][can_pass], atom_size[draw][can_pass],
+                        network_size[np.nonzero(can_pass)[2]], n_voxels)
+                networks[draw] = best_networks(iou[draw], np.minimum(1.0, p * n_tests),
+                                               min_iou, alpha)
+        return networks
 
     chunks = [c for c in np.array_split(np.arange(len(samples)), max(int(n_workers), 1))
               if c.size]
@@ -188,7 +222,8 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
 
 def bootstrap_diversity(effects, atlas, q: float, min_iou: float, network_means=None,
                         null_network_means=None, n_boot: int = N_BOOTSTRAP,
-                        seed: int = 0, n_workers: int = 1) -> dict:
+                        seed: int = 0, n_workers: int = 1,
+                        block_bytes: int = BLOCK_BYTES) -> dict:
     """95 % percentile intervals of the brain-side diversity metrics over subjects.
 
     Each draw resamples the subjects with replacement and redoes the whole group chain on
@@ -198,12 +233,12 @@ def bootstrap_diversity(effects, atlas, q: float, min_iou: float, network_means=
     without two distinct subjects). ``n_workers``: forked processes sharing the resamples
     (same result for any number).
     """
-    effects = np.asarray(effects)
     samples = bootstrap_samples(effects.shape[0], n_boot, seed, 0xD1E5)
     names = np.asarray([str(n) for n in atlas.network_names] + [NO_NETWORK], dtype=object)
     draws = {name: [] for name in DIVERSITY_INTERVALS}
     for row in resampled_networks(effects, atlas, samples, q, min_iou, network_means,
-                                  null_network_means, n_workers=n_workers):
+                                  null_network_means, n_workers=n_workers,
+                                  block_bytes=block_bytes):
         values = diversity_metrics(pd.DataFrame({"network": names[row]}), atlas.network_names)
         for name in draws:
             draws[name].append(values[name])

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import stats
 
 from bids_app.errors import LlmfbnError
+from bids_app.group.disk import DiskStack
 
 
 def one_sample_t(effects) -> tuple[np.ndarray, np.ndarray]:
@@ -17,8 +18,9 @@ def one_sample_t(effects) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    effects : array-like of shape (n_subjects, n_atoms, n_voxels)
-        Each subject's effect (beta) map of each atom, in BOLD units per unit of atom.
+    effects : array-like or DiskStack of shape (n_subjects, n_atoms, n_voxels)
+        Each subject's effect (beta) map of each atom, in BOLD units per unit of atom; read
+        one atom at a time.
 
     Returns
     -------
@@ -28,7 +30,8 @@ def one_sample_t(effects) -> tuple[np.ndarray, np.ndarray]:
         Two-sided p value. Voxels where all subjects have the same value (zero variance),
         or with a non-finite effect, get t = 0 and p = 1.
     """
-    effects = np.asarray(effects)
+    if not isinstance(effects, DiskStack):    # a DiskStack is read one atom at a time
+        effects = np.asarray(effects)
     if effects.ndim != 3:
         raise ValueError(f"effects must be (n_subjects, n_atoms, n_voxels), got {effects.shape}")
     n_subjects, n_atoms, n_voxels = effects.shape

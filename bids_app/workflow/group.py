@@ -38,8 +38,9 @@ def run_group(config: Config) -> None:
         for spec in checked.specs:
             label = spec.label
             summary = _group_model(config, spec, checked.inputs[label], checked.atoms[label],
-                                   checked.atlases[label], several)
+                                   checked.atlases[label], checked.summaries[label], several)
             summaries.append(summary)
+            checked.summaries[label].effects.close()     # its scratch file goes now
             rows.append({"model": spec.name, "label": label,
                          **_metrics_columns(summary.metrics)})
         if several:
@@ -95,18 +96,15 @@ MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the 
                    "averaged over subjects; with FIR delays (--hrf huth) the AN's best delay")
 
 
-def _coupling(config: Config, inputs, atlas):
+def _coupling(config: Config, inputs, atlas, summaries):
     """Group t map, FDR mask, coupling table (with the surrogate null's columns when fitted)
-    and assignments; the subjects' network means for the null and the bootstrap."""
+    and assignments, from the streamed subjects' summaries."""
     from bids_app import group  # scipy.stats: imported when used
 
-    means = group.network_effects(inputs.effects, atlas.masks)
-    null_means = (None if inputs.null_effects is None
-                  else group.network_effects(inputs.null_effects, atlas.masks))
-    t_map, significant, coupling, assignments = group.group_coupling(
-        inputs.effects, atlas, q=config.fdr_q, min_iou=config.min_iou,
-        network_means=means, null_network_means=null_means)
-    return t_map, significant, coupling, assignments, means, null_means
+    return group.group_coupling(
+        summaries.effects, atlas, q=config.fdr_q, min_iou=config.min_iou,
+        network_means=summaries.network_means,
+        null_network_means=summaries.null_network_means)
 
 
 def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, means,
@@ -138,7 +136,8 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, m
     started = time.monotonic()
     metrics["diversity"]["ci95"] = group.bootstrap_diversity(
         inputs.effects, atlas, q=config.fdr_q, min_iou=config.min_iou, network_means=means,
-        null_network_means=null_means, seed=config.seed, n_workers=config.nprocs)
+        null_network_means=null_means, seed=config.seed, n_workers=config.nprocs,
+        block_bytes=group_block_bytes(config.mem_gb))
     LOGGER.info("Bootstrap intervals of the coverage and entropy (%d resamples of the "
                 "subjects, the group t, FDR and coupling redone on each; %d process(es)): "
                 "%.1f s", group.N_BOOTSTRAP, config.nprocs, time.monotonic() - started)
@@ -152,17 +151,21 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, m
     return groups, metrics
 
 
-def _group_model(config: Config, spec, inputs, atoms, atlas, several: bool) -> ModelSummary:
-    from bids_app import group
+def group_block_bytes(mem_gb: float) -> int:
+    """The bootstrap's block of atoms: a quarter of --mem-gb, at most 256 MiB (larger blocks
+    gain nothing)."""
+    return int(min(mem_gb * 2 ** 30 / 4, 256 * 2 ** 20))
+
+
+def _group_model(config: Config, spec, inputs, atoms, atlas, summaries,
+                 several: bool) -> ModelSummary:
 
     LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
-                spec.label, len(inputs.subjects), inputs.effects.shape[1], atlas.name,
+                spec.label, len(inputs.subjects), inputs.n_atoms, atlas.name,
                 len(atlas.network_names))
-    t_map, significant, coupling, assignments, means, null_means = _coupling(
-        config, inputs, atlas)
-    subj_assign = group.subject_assignments(inputs.subject_t, inputs.dof, atlas, q=config.fdr_q,
-                                            min_iou=config.min_iou)
-    subj_assign["subject"] = [inputs.subjects[i] for i in subj_assign["subject"]]
+    t_map, significant, coupling, assignments = _coupling(config, inputs, atlas, summaries)
+    subj_assign = summaries.subject_assign
+    means, null_means = summaries.network_means, summaries.null_network_means
     groups, metrics = _subgroups(config, inputs, atoms, atlas, assignments, subj_assign,
                                  means, null_means)
 

@@ -38,6 +38,8 @@ from bids_app.config import Config, carry_participant_settings, read_participant
 from bids_app.devices import resolve_device
 from bids_app.errors import LlmfbnError
 from bids_app.features import expected_neurons, resolve_model
+from bids_app.group.metrics import bootstrap_block_bytes
+from bids_app.group.streaming import scratch_bytes, scratch_folder, stream_subjects
 
 __all__ = ["GroupPlan", "ParticipantPlan", "preflight_group", "preflight_participant"]
 
@@ -64,6 +66,7 @@ class GroupPlan:
     atoms: dict
     inputs: dict
     atlases: dict
+    summaries: dict          # per label: bids_app.group.streaming.SubjectSummaries
 
 
 def _models(config: Config) -> list:
@@ -169,7 +172,7 @@ def preflight_group(config: Config) -> GroupPlan:
     check_folders(config, work=False)
     carry_participant_settings(config, read_participant_settings(config.output_dir))
     specs = _models(config)
-    atoms, inputs, atlases = {}, {}, {}
+    atoms, inputs, atlases, summaries = {}, {}, {}, {}
     for spec in specs:
         atoms[spec.label] = read_atom_outputs(config.output_dir, spec.label)
         inputs[spec.label] = read_group_inputs(config.output_dir, config.space_entities,
@@ -179,9 +182,28 @@ def preflight_group(config: Config) -> GroupPlan:
                                                      inputs[spec.label].mask_img,
                                                      space=config.space)
         check_coverage(atlas)
-    n_bytes = sum(int(i.mask.sum()) * i.effects.shape[1] * 2 * 4 for i in inputs.values())
-    check_free_space({config.output_dir: (n_bytes, "group maps")})
+    for label, i in inputs.items():      # the bootstrap's block: one atom of every subject
+        need = bootstrap_block_bytes(len(i.subjects), int(i.mask.sum()))
+        if need > config.mem_gb * 2 ** 30 / 4:       # more than the quarter it may take
+            raise LlmfbnError(
+                f"--mem-gb {config.mem_gb:g} is too small for the group level of {label}",
+                expected=f"at least {4 * need / 2 ** 30:.2f} GB: the bootstrap holds one "
+                "atom's maps of every subject (and their temporaries) in a quarter of --mem-gb",
+                found=f"{len(i.subjects)} subjects x {int(i.mask.sum())} voxels",
+                todo=f"pass --mem-gb {max(1, int(np.ceil(4 * need / 2 ** 30)))} or more")
+    n_bytes = sum(int(i.mask.sum()) * i.n_atoms * 2 * 4 for i in inputs.values())
+    scratch = scratch_folder(config.work_dir)
+    check_free_space({config.output_dir: (n_bytes, "group maps"),
+                      scratch: (sum(scratch_bytes(i) for i in inputs.values()),
+                                "every subject's effect maps, disk-backed while the group "
+                                "level runs (--work-dir, else $TMPDIR)")})
+    # every map is read (and so checked) here, one subject at a time, before any write
+    for spec in specs:
+        summaries[spec.label] = stream_subjects(inputs[spec.label], atlases[spec.label],
+                                                config.fdr_q, config.min_iou, scratch)
+        inputs[spec.label].effects = summaries[spec.label].effects
     LOGGER.info("Pre-flight checks passed: %d model(s), atlas %s (%.0f%% inside the mask)",
                 len(specs), config.fbn_atlas,
                 100 * min(a.coverage for a in atlases.values()))
-    return GroupPlan(specs=specs, atoms=atoms, inputs=inputs, atlases=atlases)
+    return GroupPlan(specs=specs, atoms=atoms, inputs=inputs, atlases=atlases,
+                     summaries=summaries)
