@@ -61,3 +61,18 @@ def test_too_few_neurons():
     x = np.random.default_rng(0).standard_normal((10, 50)).astype(np.float32)
     with pytest.raises(LlmfbnError, match="n-atoms"):
         learn_atoms(x, n_atoms=64)
+
+
+def test_stability_refits_side_by_side_give_the_same_numbers():
+    """The three stability refits run in forked one-thread processes (--nprocs of them):
+    the same matched |r| as one after another, and as with one --nprocs."""
+    from bids_app.atoms.learn import atom_stability
+
+    _, x = planted_rows(3, n_neurons=800, n_trs=120, n_atoms=6)
+    rows = responding_rows(x)
+    atoms = learn_atoms(x, n_atoms=6, sparsity_lambda=0.1, seed=1, stability=False).atoms
+    serial = atom_stability(x, rows, atoms, 6, 0.1, seed=1, n_threads=1)
+    parallel = atom_stability(x, rows, atoms, 6, 0.1, seed=1, n_threads=2)
+    for key in ("seed_vs_seed", "half_vs_half", "seeds", "split_seed"):
+        assert serial[key] == parallel[key], key
+    assert serial["median_half_vs_half"] > 0.9

@@ -25,6 +25,7 @@ from bids_app.atoms.learner import DictionaryLearner
 from bids_app.atoms.scores import match_atoms
 from bids_app.atoms.settings import ALGORITHM_ID
 from bids_app.errors import LlmfbnError
+from bids_app.parallel import forked_map
 
 LOGGER = logging.getLogger("llmfbn")
 #: Rows read at a time to find the responding ANs.
@@ -140,15 +141,26 @@ def atom_stability(x, rows: np.ndarray, atoms: np.ndarray, n_atoms: int, alpha: 
                 "(--no-atom-stability skips them)")
     started = time.monotonic()
 
-    def fit(subset, random_state):
-        return DictionaryLearner(n_atoms=n_atoms, alpha=alpha, device=device,
-                                 random_state=random_state, mem_gb=mem_gb,
-                                 n_threads=n_threads).fit(x, rows=subset).components_
-
-    other = fit(rows, seed + 1)
     order = np.random.default_rng(seed).permutation(rows)
     half = order.size // 2
-    first, second = fit(np.sort(order[:half]), seed), fit(np.sort(order[half:]), seed)
+    fits = [(rows, seed + 1), (np.sort(order[:half]), seed), (np.sort(order[half:]), seed)]
+    # On the CPU the three fits run side by side in forked processes of one thread each
+    # (--nprocs of them at most, sharing --mem-gb): separate processes lose only their own
+    # share when another program takes a core, where threads of one fit wait for each other
+    # at every step (measured: docs in benchmarks/results/dictionary.md); and one-thread fits
+    # give the same bits whatever --nprocs.
+    cuda = str(device).startswith("cuda")
+    n_workers = 1 if cuda else min(len(fits), int(n_threads or 1))
+    share = None if mem_gb is None else mem_gb / n_workers
+
+    def fit(job):
+        subset, random_state = job
+        return DictionaryLearner(n_atoms=n_atoms, alpha=alpha, device=device,
+                                 random_state=random_state, mem_gb=share,
+                                 n_threads=n_threads if cuda else 1).fit(
+                                     x, rows=subset).components_
+
+    other, first, second = forked_map(fit, fits, n_workers)
     out = {"seed_vs_seed": match_atoms(atoms, other).tolist(),
            "half_vs_half": match_atoms(first, second).tolist(),
            "seeds": [seed, seed + 1], "split_seed": seed}
