@@ -59,3 +59,22 @@ def test_unknown_participant_lists_existing(dataset_copy, tmp_path):
                      "-w", tmp_path / "work")
     assert_clean_failure(result, "sub-042", "sub-001, sub-002, sub-003")
     assert not out.exists()
+
+
+def test_nprocs_holds_every_loaded_thread_pool(tmp_path, monkeypatch):
+    """Inside a run, every BLAS/OpenMP pool threadpoolctl sees uses at most --nprocs threads
+    (a busy node's other jobs keep their cores)."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from bids_app.cli import run as cli_run
+    from bids_app.config import Config
+
+    np.ones((2, 2)) @ np.ones((2, 2))                 # BLAS loaded
+    seen = []
+    monkeypatch.setattr("bids_app.workflow.run_group",
+                        lambda config: seen.extend(p["num_threads"] for p in threadpool_info()))
+    config = Config(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="group",
+                    nprocs=1)
+    assert cli_run.run(config) == 0
+    assert seen and max(seen) == 1

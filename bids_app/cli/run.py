@@ -43,13 +43,18 @@ def _log_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 def run(config: Config) -> int:
+    """Run one analysis level with every thread pool loaded (NumPy/SciPy's BLAS, OpenMP)
+    held to ``--nprocs`` threads; torch's own threads are set by the stages that use it."""
+    from threadpoolctl import threadpool_limits
+
     from bids_app import workflow
 
     config.resolve_paths()
-    if config.analysis_level == "participant":
-        workflow.run_participant(config)
-    else:
-        workflow.run_group(config)
+    with threadpool_limits(config.nprocs):
+        if config.analysis_level == "participant":
+            workflow.run_participant(config)
+        else:
+            workflow.run_group(config)
     return 0
 
 
