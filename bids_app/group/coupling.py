@@ -290,7 +290,9 @@ def subject_assignments(t_subjects, dof, atlas: FBNAtlas, q: float = 0.05,
         Long table, one row per (subject, atom): ``subject``, ``atom``, ``network``,
         ``sign``.
     """
-    t_subjects = np.asarray(t_subjects, dtype=np.float64)
+    t_subjects = np.asarray(t_subjects)        # float32 maps stay float32 (no 2x copy)
+    if t_subjects.dtype.kind != "f":
+        t_subjects = t_subjects.astype(np.float64)
     if t_subjects.ndim != 3:
         raise ValueError("t_subjects must be (n_subjects, n_atoms, n_voxels), got "
                          f"{t_subjects.shape}")

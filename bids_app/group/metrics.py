@@ -167,9 +167,16 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
         out = [np.zeros((len(weights), 2, n_block, n_networks), np.int64),
                np.zeros((len(weights), 2, n_block, n_networks), np.int64),
                np.zeros((len(weights), 2, n_block, n_networks))]
-        for draw, w in enumerate(weights):
-            mean = w @ centred
-            var_n = w @ squares                              # E[c^2], then var / n
+        # the resamples' weighted sums by matrix products over several draws at once: the
+        # block is read once per group of draws instead of once per draw (memory-bound with
+        # many subjects); groups of draws of at most ~8 M values
+        step = int(min(64, max(1, 8_000_000 // max(flat.shape[1], 1))))
+        for draw in range(len(weights)):
+            if draw % step == 0:
+                sums = weights[draw:draw + step] @ centred
+                sums_sq = weights[draw:draw + step] @ squares
+            mean = sums[draw % step]
+            var_n = sums_sq[draw % step]                     # E[c^2], then var / n
             bad = ~finite
             bad |= var_n <= 1e-6 * var_n + mean * mean       # var <= 1e-6 E[c^2]
             var_n -= mean * mean

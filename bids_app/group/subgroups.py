@@ -48,7 +48,14 @@ def network_effects(effects: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """
     masks = np.asarray(masks, dtype=np.float64)
     sizes = np.maximum(masks.sum(axis=1), 1.0)
-    return np.asarray(effects, dtype=np.float64) @ masks.T / sizes
+    effects = np.asarray(effects)
+    flat = effects.reshape(-1, effects.shape[-1])
+    out = np.empty((flat.shape[0], masks.shape[0]))
+    # float64 sums, a few maps at a time (no float64 copy of every map at once)
+    step = max(1, 2_000_000 // max(flat.shape[1], 1))
+    for first in range(0, flat.shape[0], step):
+        out[first:first + step] = flat[first:first + step].astype(np.float64) @ masks.T
+    return (out / sizes).reshape(effects.shape[:-1] + (masks.shape[0],))
 
 
 #: Ridge values tried for the joint composite weights, in units of the atoms' energy.
