@@ -424,3 +424,28 @@ def test_resampled_networks_same_with_worker_processes(planted_atlas):
                              n_workers=2)
     assert one.shape == (15, N_ATOMS) and (one >= 0).any()
     np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("overlapping", [False, True])
+def test_overlap_arrays_count_sets(overlapping):
+    """Overlap counts equal set intersections, for disjoint networks (one pass by labels) and
+    for overlapping user masks (one gather per network)."""
+    from bids_app.group.coupling import overlap_arrays
+
+    rng = np.random.default_rng(5)
+    n_voxels = 500
+    labels = rng.integers(0, 4, n_voxels)                       # 3 networks + none
+    masks = np.stack([labels == k for k in range(3)])
+    if overlapping:
+        masks[1] |= rng.random(n_voxels) < 0.2
+    parts = rng.random((2, 6, n_voxels)) < 0.1
+    overlap, atom_size, network_size, iou, rate = overlap_arrays(parts, masks)
+    for sign in range(2):
+        for atom in range(6):
+            a = set(np.flatnonzero(parts[sign, atom]))
+            for net in range(3):
+                n = set(np.flatnonzero(masks[net]))
+                assert overlap[sign, atom, net] == len(a & n)
+                assert atom_size[sign, atom, net] == len(a)
+                assert network_size[sign, atom, net] == len(n)
+                assert iou[sign, atom, net] == pytest.approx(len(a & n) / len(a | n))

@@ -33,7 +33,7 @@ ASSIGN_COLUMNS = ["atom", "network", "sign", "iou", "overlap_rate", "p_overlap",
 
 def _signed_parts(t, significant) -> np.ndarray:
     """Suprathreshold parts of each sign, shape (2, n_atoms, n_voxels), order of SIGNS."""
-    t = np.asarray(t, dtype=np.float64)
+    t = np.asarray(t)                 # compared with 0 only: no float64 copy
     significant = np.asarray(significant, dtype=bool)
     if t.shape != significant.shape or t.ndim != 2:
         raise ValueError(f"t {t.shape} and significant {significant.shape} must both be "
@@ -42,8 +42,8 @@ def _signed_parts(t, significant) -> np.ndarray:
 
 
 def overlap_arrays(parts, masks):
-    """Overlap of suprathreshold parts with networks, by a float32 matrix product (exact:
-    counts of 0/1 products stay below 2**24, the float32 integer limit, for any brain mask).
+    """Overlap of suprathreshold parts with networks: counts of each network's voxels in each
+    part (exact integers).
 
     ``parts`` (..., n_voxels) bool, e.g. (2, n_atoms, n_voxels) signs first; ``masks``
     (n_networks, n_voxels) bool. Returns ``overlap`` |A ∩ N|, ``atom_size`` |A|,
@@ -56,10 +56,21 @@ def overlap_arrays(parts, masks):
     if network_masks.shape[1] != n_voxels:
         raise ValueError(f"the atlas has {network_masks.shape[1]} voxels, the maps {n_voxels}: "
                          "they must be defined on the same brain mask")
-    flat = parts.reshape(-1, n_voxels).astype(np.float32)
-    overlap = np.rint(flat @ network_masks.T.astype(np.float32)).astype(np.int64)
-    overlap = overlap.reshape(*parts.shape[:-1], network_masks.shape[0])
-    atom_size = np.broadcast_to(parts.sum(axis=-1)[..., None], overlap.shape)
+    n_networks = network_masks.shape[0]
+    flat = parts.reshape(-1, n_voxels)
+    if (network_masks.sum(axis=0) <= 1).all():
+        # disjoint networks (every atlas but overlapping user masks): each suprathreshold
+        # voxel counted once under its network's label, one pass over the parts
+        label = np.where(network_masks.any(axis=0), network_masks.argmax(axis=0), n_networks)
+        rows, cols = np.nonzero(flat)
+        overlap = np.bincount(rows * (n_networks + 1) + label[cols],
+                              minlength=flat.shape[0] * (n_networks + 1))
+        overlap = overlap.reshape(flat.shape[0], n_networks + 1)[:, :n_networks]
+    else:
+        overlap = np.stack([np.count_nonzero(flat[:, m], axis=-1) for m in network_masks],
+                           axis=-1)
+    overlap = overlap.astype(np.int64).reshape(*parts.shape[:-1], n_networks)
+    atom_size = np.broadcast_to(np.count_nonzero(parts, axis=-1)[..., None], overlap.shape)
     network_size = np.broadcast_to(network_masks.sum(axis=1), overlap.shape)
     union = atom_size + network_size - overlap
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -306,7 +317,8 @@ def subject_assignments(t_subjects, dof, atlas: FBNAtlas, q: float = 0.05,
         raise ValueError(f"{len(subject_labels)} subject labels for {n_subjects} subjects")
     tables = []
     for label, t, df in zip(subject_labels, t_subjects, dof):
-        t = np.nan_to_num(t, nan=0.0)
+        if np.isnan(t).any():
+            t = np.nan_to_num(t, nan=0.0)
         # Benjamini-Hochberg on the |t| scale: the same voxels as fdr_mask on the p values
         # without a p value per voxel (the costliest step here)
         significant = fdr_mask_from_t(t, fdr_critical_t(t.shape[-1], df, q))

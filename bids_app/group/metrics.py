@@ -169,8 +169,9 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
                np.zeros((len(weights), 2, n_block, n_networks))]
         # the resamples' weighted sums by matrix products over several draws at once: the
         # block is read once per group of draws instead of once per draw (memory-bound with
-        # many subjects); groups of draws of at most ~8 M values
-        step = int(min(64, max(1, 8_000_000 // max(flat.shape[1], 1))))
+        # many subjects, where a block is one atom); groups of draws of at most ~2 M values
+        # (larger fresh arrays cost more in page faults than they save)
+        step = int(min(64, max(1, 2_000_000 // max(flat.shape[1], 1))))
         for draw in range(len(weights)):
             if draw % step == 0:
                 sums = weights[draw:draw + step] @ centred
