@@ -58,10 +58,10 @@ def overlap_arrays(parts, masks):
                          "they must be defined on the same brain mask")
     n_networks = network_masks.shape[0]
     flat = parts.reshape(-1, n_voxels)
-    if (network_masks.sum(axis=0) <= 1).all():
+    label = _voxel_labels(masks)
+    if label is not None:
         # disjoint networks (every atlas but overlapping user masks): each suprathreshold
         # voxel counted once under its network's label, one pass over the parts
-        label = np.where(network_masks.any(axis=0), network_masks.argmax(axis=0), n_networks)
         rows, cols = np.nonzero(flat)
         overlap = np.bincount(rows * (n_networks + 1) + label[cols],
                               minlength=flat.shape[0] * (n_networks + 1))
@@ -77,6 +77,23 @@ def overlap_arrays(parts, masks):
         iou = np.where(union > 0, overlap / union, 0.0)
         overlap_rate = np.where(atom_size > 0, overlap / atom_size, 0.0)
     return overlap, atom_size, network_size, iou, overlap_rate
+
+
+_LABELS: dict = {}
+
+
+def _voxel_labels(masks) -> np.ndarray | None:
+    """(n_voxels,) each voxel's network (n_networks where none) when the networks are
+    disjoint, else None; remembered for the last atlas masks seen (the bootstrap asks for
+    the same masks hundreds of times)."""
+    cached = _LABELS.get("masks")
+    if cached is not masks:
+        network_masks = np.asarray(masks, dtype=bool)
+        disjoint = bool((network_masks.sum(axis=0) <= 1).all())
+        _LABELS.update(masks=masks, labels=np.where(
+            network_masks.any(axis=0), network_masks.argmax(axis=0),
+            network_masks.shape[0]) if disjoint else None)
+    return _LABELS["labels"]
 
 
 def hypergeometric_p(overlap, atom_size, network_size, n_voxels: int) -> np.ndarray:
