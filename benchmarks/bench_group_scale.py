@@ -104,17 +104,21 @@ def reading_floor(out: Path) -> float:
     return time.perf_counter() - started
 
 
-def group_run(root: Path, out: Path, nprocs: int, mem_gb: float) -> dict:
+def group_run(bids: Path, out: Path, work: Path, nprocs: int, mem_gb: float) -> dict:
+    """``llmfbn BIDS OUT group --no-reports`` in its own process: wall seconds, peak resident
+    memory (VmHWM, MB), the read pass's and the bootstrap's seconds from its log, and the
+    log itself (``stderr``). Raises RuntimeError when the run fails."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    (root / "work").mkdir(exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", _PEAK, str(root / "bids"), str(out), "group",
-                          "-w", str(root / "work"), "--nprocs", str(nprocs), "--no-reports",
-                          "--mem-gb", str(mem_gb)], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-c", _PEAK, str(bids), str(out), "group",
+                          "-w", str(work), "--nprocs", str(nprocs), "--no-reports",
+                          "--mem-gb", str(mem_gb)], capture_output=True, text=True, env=env,
+                         timeout=3600)
     wall = time.perf_counter() - started
     if run.returncode:
-        raise SystemExit(run.stderr[-4000:])
+        raise RuntimeError(run.stderr[-4000:])
     steps = {}
     for line in run.stderr.splitlines():
         found = re.search(r"read (\d+) of \1 subjects' maps \((\d+) s\)", line)
@@ -124,7 +128,7 @@ def group_run(root: Path, out: Path, nprocs: int, mem_gb: float) -> dict:
         if found:
             steps["bootstrap_s"] = float(found.group(1))
     return {"wall_s": round(wall, 1), "peak_rss_mb": round(int(re.search(
-        r"PEAK_KB (\d+)", run.stdout).group(1)) / 1024, 1), **steps}
+        r"PEAK_KB (\d+)", run.stdout).group(1)) / 1024, 1), **steps, "stderr": run.stderr}
 
 
 def main(argv=None) -> int:
@@ -149,7 +153,9 @@ def main(argv=None) -> int:
               "grid": args.grid, "n_voxels": int(np.asarray(_mask(args.grid).dataobj).sum()),
               "build_s": round(time.perf_counter() - started, 1)}
     record["reading_floor_s"] = round(reading_floor(out), 2)
-    record["group"] = group_run(args.root, out, args.nprocs, args.mem_gb)
+    record["group"] = group_run(args.root / "bids", out, args.root / "work", args.nprocs,
+                                args.mem_gb)
+    del record["group"]["stderr"]
     record["group_over_floor"] = round(record["group"]["wall_s"]
                                        / max(record["reading_floor_s"], 0.01), 2)
     print(json.dumps(record))

@@ -125,7 +125,7 @@ def group_result(output_dir, n_atoms: int = 8, n_coupled: int = 5,
     return GroupResult(
         config=config, spec=SimpleNamespace(name="toy", label="toy", identity="toy"),
         atlas=FBNAtlas("toyatlas", tuple(names), masks, "test"),
-        inputs=GroupInputs(subjects=subjects, effects=None, subject_t=None, dof=None,
+        inputs=GroupInputs(subjects=subjects, dof=None,
                            mask=mask, mask_img=mask_img),
         atoms=atoms, t_map=t_map, significant=np.abs(t_map) > 4.5, coupling=coupling,
         assignments=assignments, atom_groups=groups,

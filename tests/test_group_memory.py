@@ -3,10 +3,7 @@ read back by blocks of atoms, so peak memory does not grow with the number of su
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -39,31 +36,22 @@ def test_disk_stack_round_trip(tmp_path):
     stack.close()
 
 
-_PEAK = ("import re, sys\n"
-         "from bids_app.cli.run import main\n"
-         "code = main(sys.argv[1:])\n"
-         "status = open('/proc/self/status').read()\n"
-         "print('PEAK_KB', re.search(r'VmHWM:\\s+(\\d+)', status).group(1))\n"
-         "sys.exit(code)\n")
-
-
 def _group_peak_mb(bids: Path, root: Path, n_subjects: int, n_atoms: int) -> float:
     """Peak resident memory (MB) of one group-level run on fake participant outputs of
-    ``n_subjects`` subjects (random maps of ``n_atoms`` atoms on the dataset's grid)."""
+    ``n_subjects`` subjects (random maps of ``n_atoms`` atoms on the dataset's grid), run
+    and measured by the scale benchmark's ``group_run``."""
     from tests.fakes import fake_participant_outputs
 
     out = root / f"out{n_subjects}"
     fake_participant_outputs(bids, out, root / f"scratch{n_subjects}",
                              [f"{i:03d}" for i in range(1, n_subjects + 1)], n_atoms=n_atoms)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", _PEAK, str(bids), str(out), "group",
-                          "-w", str(root / "work"), "--nprocs", "1", "--no-reports",
-                          "--mem-gb", "0.25"],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert f"read {n_subjects} of {n_subjects} subjects' maps" in run.stderr
-    return int(re.search(r"PEAK_KB (\d+)", run.stdout).group(1)) / 1024
+    spec = importlib.util.spec_from_file_location("bench_group_scale",
+                                                  ROOT / "benchmarks" / "bench_group_scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = bench.group_run(bids, out, root / "work", nprocs=1, mem_gb=0.25)
+    assert f"read {n_subjects} of {n_subjects} subjects' maps" in run["stderr"]
+    return run["peak_rss_mb"]
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def _result(tmp_path, label, courses, n_atoms=3):
                            "layer1": [0, 1, 0]})
     config = Config(bids_dir=tmp_path, output_dir=tmp_path, analysis_level="group")
     spec = SimpleNamespace(name=label, label=label, identity=label)
-    inputs = GroupInputs(subjects=["1", "2", "3"], effects=None, subject_t=None, dof=None,
+    inputs = GroupInputs(subjects=["1", "2", "3"], dof=None,
                          mask=mask, mask_img=mask_img)
     t_map = rng.normal(size=(n_atoms, n_voxels))
     return GroupResult(config=config, spec=spec, atlas=atlas, inputs=inputs, atoms=atoms,

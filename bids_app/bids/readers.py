@@ -22,17 +22,13 @@ class GroupInputs:
 
     The maps are not held: :func:`read_group_inputs` checks their files and headers, and
     :func:`subject_maps` reads one subject's stack when asked (the group level streams over
-    subjects; :mod:`bids_app.group.streaming`). ``effects`` is filled by that stream with
-    every subject's effect maps in a disk-backed array (or set directly in tests).
+    subjects; :mod:`bids_app.group.streaming`, which keeps the effect maps on disk).
     """
 
     subjects: list[str]
-    effects: np.ndarray | None  # (n_subjects, n_atoms, n_voxels), disk-backed
-    subject_t: np.ndarray | None  # unused by the streamed group level (kept for callers)
     dof: np.ndarray | None     # (n_subjects,)
     mask: np.ndarray           # 3-D bool, voxels analysed in every subject
     mask_img: nib.Nifti1Image
-    null_effects: np.ndarray | None = None   # unused by the streamed group level
     designs: list[np.ndarray] | None = None  # each (n_volumes_used, n_columns), atoms first
     paths: dict | None = None                # {subject: {stat: path}}
     n_atoms: int = 0
@@ -147,7 +143,7 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
     n_surrogates = (_stack_length(paths, subjects, "nulleffect", mask.shape)
                     if null_surrogates else 0)
     dofs = [paths[s]["sidecar"]["DegreesOfFreedom"] for s in subjects]
-    return GroupInputs(subjects=list(subjects), effects=None, subject_t=None,
+    return GroupInputs(subjects=list(subjects),
                        dof=np.asarray(dofs), mask=mask, mask_img=mask_img,
                        designs=[_design(root, s, label, n_atoms) for s in subjects],
                        paths=paths, n_atoms=n_atoms, n_surrogates=n_surrogates)

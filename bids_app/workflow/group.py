@@ -96,7 +96,7 @@ MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the 
                    "averaged over subjects; with FIR delays (--hrf huth) the AN's best delay")
 
 
-def _coupling(config: Config, inputs, atlas, summaries):
+def _coupling(config: Config, atlas, summaries):
     """Group t map, FDR mask, coupling table (with the surrogate null's columns when fitted)
     and assignments, from the streamed subjects' summaries."""
     from bids_app import group  # scipy.stats: imported when used
@@ -107,24 +107,23 @@ def _coupling(config: Config, inputs, atlas, summaries):
         null_network_means=summaries.null_network_means)
 
 
-def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, means,
-               null_means):
+def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, summaries):
     """The AN sub-groups and the brain- and AN-side organisation metrics, with their
-    bootstrap intervals over subjects. ``means`` (n_subjects, n_atoms, n_networks): each
-    subject's mean effect of each atom over each network; ``null_means`` the same of the
-    surrogate atoms (None without the null)."""
+    bootstrap intervals over subjects, from the streamed subjects' ``summaries`` (their
+    network means, as the maps hold them, test the coupling as in the point estimate)."""
     from bids_app import group
     from bids_app.encoding.design import residual_atom_gram
 
+    means, null_means = summaries.network_means, summaries.null_network_means
     # the composites' weights: each subject's joint effects of all atoms on each network's
     # signal, exact from its separate effects and its design, with a ridge chosen per network
     # by leave-one-subject-out prediction (bids_app.group.subgroups)
     courses = np.asarray(atoms.courses, dtype=np.float64)
     grams = np.stack([residual_atom_gram(d, len(courses)) for d in inputs.designs])
-    if config.glm == "joint":        # the maps hold joint effects: back to separate ones
-        means = group.separate_network_effects(means, grams)
-    ridge = group.choose_ridge(means, grams, courses @ courses.T)
-    joint = group.joint_network_effects(means, grams, courses @ courses.T, ridge)
+    separate = (group.separate_network_effects(means, grams) if config.glm == "joint"
+                else means)          # --glm joint maps hold joint effects: back to separate
+    ridge = group.choose_ridge(separate, grams, courses @ courses.T)
+    joint = group.joint_network_effects(separate, grams, courses @ courses.T, ridge)
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
                              joint.mean(axis=0), atlas.network_names,
                              config.membership_threshold)
@@ -135,7 +134,7 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, m
                                          seed=config.seed)
     started = time.monotonic()
     metrics["diversity"]["ci95"] = group.bootstrap_diversity(
-        inputs.effects, atlas, q=config.fdr_q, min_iou=config.min_iou, network_means=means,
+        summaries.effects, atlas, q=config.fdr_q, min_iou=config.min_iou, network_means=means,
         null_network_means=null_means, seed=config.seed, n_workers=config.nprocs,
         block_bytes=group_block_bytes(config.mem_gb))
     LOGGER.info("Bootstrap intervals of the coverage and entropy (%d resamples of the "
@@ -163,11 +162,10 @@ def _group_model(config: Config, spec, inputs, atoms, atlas, summaries,
     LOGGER.info("Group level (%s): %d subjects, %d atoms, atlas %s (%d networks)",
                 spec.label, len(inputs.subjects), inputs.n_atoms, atlas.name,
                 len(atlas.network_names))
-    t_map, significant, coupling, assignments = _coupling(config, inputs, atlas, summaries)
+    t_map, significant, coupling, assignments = _coupling(config, atlas, summaries)
     subj_assign = summaries.subject_assign
-    means, null_means = summaries.network_means, summaries.null_network_means
     groups, metrics = _subgroups(config, inputs, atoms, atlas, assignments, subj_assign,
-                                 means, null_means)
+                                 summaries)
 
     maps = {"t": (t_map, "One-sample t across subjects of each atom's effect map"),
             "tfdr": (np.where(significant, t_map, 0.0),

@@ -201,7 +201,6 @@ def preflight_group(config: Config) -> GroupPlan:
     for spec in specs:
         summaries[spec.label] = stream_subjects(inputs[spec.label], atlases[spec.label],
                                                 config.fdr_q, config.min_iou, scratch)
-        inputs[spec.label].effects = summaries[spec.label].effects
     LOGGER.info("Pre-flight checks passed: %d model(s), atlas %s (%.0f%% inside the mask)",
                 len(specs), config.fbn_atlas,
                 100 * min(a.coverage for a in atlases.values()))
