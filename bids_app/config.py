@@ -33,11 +33,11 @@ DEFAULT_MIN_IOU = 0.1
 #: AN sub-group membership: correlation with the network's atom composite (ours).
 DEFAULT_MEMBERSHIP_THRESHOLD = 0.6
 #: Phase-randomised surrogate atoms for the coupling null (ours).
-DEFAULT_NULL_SURROGATES = 0
+DEFAULT_NULL_SURROGATES = 1000
 #: Frames used by dictionary learning and the GLM (ours): those that carry a story.
-DEFAULT_FRAMES = "all"
+DEFAULT_FRAMES = "story"
 #: Stimulus nuisance regressors of the GLM (ours); the envelope when the audio is found.
-DEFAULT_NUISANCE: tuple[str, ...] = ()
+DEFAULT_NUISANCE: tuple[str, ...] = ("wordrate", "envelope")
 #: The confound strategy in words, generated from the one the encoding stage applies.
 CONFOUND_STRATEGY_TEXT = confound_strategy_text()
 
@@ -153,7 +153,7 @@ class Config:
 PARTICIPANT_SETTINGS = ("space", "res", "word_pooling", "context_tokens", "hrf_model",
                         "frames", "n_atoms", "sparsity_lambda", "target_sparsity", "seed",
                         "atom_stability", "glm", "nuisance", "confound_strategy",
-                        "null_surrogates")
+                        "null_surrogates", "fbn_atlas")
 
 
 def option_name(setting: str) -> str:
@@ -178,6 +178,8 @@ def _agreed_settings(records: list[tuple[Path, dict]]) -> dict:
     """The carried settings all participant runs share (else a clear error)."""
     agreed = {}
     for name in PARTICIPANT_SETTINGS:
+        if name == "fbn_atlas" and not agreed.get("null_surrogates"):
+            continue     # the participant level uses the atlas only to fit the null
         values = {json.dumps(data.get(name)): path.name for path, data in records}
         if len(values) > 1:
             raise LlmfbnError(

@@ -249,12 +249,15 @@ def _no_disk(ctx: Ctx) -> list:
     return _labels("001")
 
 
-def _outputs(subjects=("001", "002", "003"), then=None) -> Callable[[Ctx], list]:
-    """Participant outputs (fake maps written by llmfbn's writers), then ``then(ctx)``."""
+def _outputs(subjects=("001", "002", "003"), then=None,
+             null: bool = True) -> Callable[[Ctx], list]:
+    """Participant outputs (fake maps written by llmfbn's writers; with the coupling null's
+    tables unless ``null`` is False), then ``then(ctx)``."""
     def setup(ctx: Ctx) -> list:
         from tests.fakes import fake_participant_outputs
 
-        fake_participant_outputs(ctx.bids, ctx.out, ctx.tmp, subjects)
+        fake_participant_outputs(ctx.bids, ctx.out, ctx.tmp, subjects,
+                                 null_surrogates=20 if null else 0)
         return then(ctx) if then else []
     return setup
 
@@ -475,17 +478,25 @@ CASES = [
     Case("group-map-truncated", "a subject's t map .nii.gz cut short",
          _outputs(then=_gz_cut_t_map), "the file is damaged, incomplete or not an image",
          level="group"),
+    Case("group-null-missing", "a subject's coupling-null table is missing",
+         _outputs(then=_gone("*_networkeffects.tsv")),
+         "the coupling-null table of sub-002 is missing", level="group"),
+    Case("group-null-atlas", "group --fbn-atlas other than the one the participant level fitted "
+         "the null on", _outputs(then=lambda c: ["--fbn-atlas", "yeo7"]),
+         "--fbn-atlas contradicts the setting the participant level ran with", level="group",
+         quick=True),
+    # the atlas cases: participant outputs without the null, so the group level may choose
     Case("atlas-missing", "--fbn-atlas file does not exist",
-         _outputs(then=lambda c: ["--fbn-atlas", str(c.tmp / "none.nii.gz")]),
+         _outputs(then=lambda c: ["--fbn-atlas", str(c.tmp / "none.nii.gz")], null=False),
          "is neither a known atlas name nor an existing file", level="group"),
     Case("atlas-no-table", "3-D label atlas without its TSV",
-         _outputs(then=_atlas(0.0, tsv=False)), "has no label table next to it",
+         _outputs(then=_atlas(0.0, tsv=False), null=False), "has no label table next to it",
          level="group"),
     Case("atlas-nowhere", "atlas entirely outside the brain mask (shifted 150 mm)",
-         _outputs(then=_atlas(150.0)), "has no network inside the brain mask",
+         _outputs(then=_atlas(150.0), null=False), "has no network inside the brain mask",
          level="group"),
     Case("atlas-outside", "atlas in another field of view (shifted 60 mm on each axis: 15 % "
-         "inside the brain mask)", _outputs(then=_atlas(60.0)),
+         "inside the brain mask)", _outputs(then=_atlas(60.0), null=False),
          "lies mostly outside the analysed brain mask", level="group", quick=True),
 ]
 

@@ -47,6 +47,17 @@ def fake_atoms_folder(folder: Path, frames: pd.DataFrame, n_atoms: int,
     return folder
 
 
+def _null_table(n_atoms: int, n_surrogates: int, atlas, rng) -> pd.DataFrame:
+    """A coupling-null table of random effects (rows atoms then surrogates)."""
+    from bids_app.bids.naming import atom_names, surrogate_names
+
+    table = pd.DataFrame(rng.standard_normal((n_atoms + n_surrogates, len(atlas.network_names))),
+                         columns=list(atlas.network_names))
+    table.insert(0, "regressor", atom_names(n_atoms) + surrogate_names(n_surrogates))
+    table.attrs["atlas"] = atlas.name
+    return table
+
+
 def _fit(n_atoms: int, n_voxels: int, rng) -> ParticipantFit:
     design = pd.DataFrame(rng.standard_normal((120, n_atoms + 1)),
                           columns=[f"atom{k + 1:02d}" for k in range(n_atoms)] + ["constant"])
@@ -57,13 +68,16 @@ def _fit(n_atoms: int, n_voxels: int, rng) -> ParticipantFit:
 
 
 def fake_participant_outputs(bids_dir: Path, output_dir: Path, scratch: Path, subjects,
-                             n_atoms: int = 4, model: str = "minilm", seed: int = 0) -> Config:
+                             n_atoms: int = 4, model: str = "minilm", seed: int = 0,
+                             null_surrogates: int = 20) -> Config:
     """Participant-level outputs of ``subjects`` (random maps on the dataset's grid) with
     their settings record, atoms and dataset files; ``scratch`` holds the fake cached atoms.
-    Returns the participant Config."""
+    With ``null_surrogates`` (> 0) each subject also gets a coupling-null table of random
+    effects on the networks of the default atlas. Returns the participant Config."""
     rng = np.random.default_rng(seed)
     config = Config(bids_dir=bids_dir, output_dir=output_dir, analysis_level="participant",
-                    n_atoms=n_atoms, model=[model]).resolve_paths()
+                    n_atoms=n_atoms, model=[model],
+                    null_surrogates=null_surrogates).resolve_paths()
     spec = resolve_model(model)
     write_dataset_files(output_dir, config.bids_dir, config.derivatives, {}, {})
     write_run_config(config)
@@ -77,8 +91,15 @@ def fake_participant_outputs(bids_dir: Path, output_dir: Path, scratch: Path, su
     write_atom_outputs(output_dir, spec.label,
                        fake_atoms_folder(Path(scratch) / "fake-atoms", frames, n_atoms),
                        model_sidecar(config, spec))
+    atlas = None
+    if null_surrogates:
+        from bids_app.atlases import load_fbn_atlas
+
+        atlas = load_fbn_atlas(config.fbn_atlas, mask_img, space=config.space)
     for subject in subjects:
         fit = _fit(n_atoms, int(mask.sum()), rng)
+        if atlas is not None:
+            fit.network_effect = _null_table(n_atoms, null_surrogates, atlas, rng)
         sidecar = {**model_sidecar(config, spec), **image_sidecar(config, runs),
                    "Tasks": list(TASKS), "DegreesOfFreedom": 100}
         write_participant_outputs(output_dir, subject, config.space_entities, spec.label, fit,

@@ -59,10 +59,10 @@ def test_every_option_reaches_its_config_field(tmp_path):
 
 def test_frames_nuisance_and_stability_defaults(tmp_path, capsys):
     config = parse_args([str(tmp_path), str(tmp_path / "o"), "participant"])
-    # story frames, nuisance regressors and the null are opt-in until they recover every
-    # planted network of the demo (docs/metrics.md)
+    # story frames, the word rate and sound envelope, the atom stability fits and the
+    # surrogate null are on by default (issue 9; docs/design-choices.md)
     assert (config.frames, config.nuisance, config.atom_stability, config.null_surrogates) == \
-        ("all", [], True, 0)
+        ("story", ["wordrate", "envelope"], True, 1000)
     both = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--nuisance",
                        "envelope", "wordrate", "--frames", "story"])
     assert (both.frames, both.nuisance) == ("story", ["wordrate", "envelope"])
@@ -98,15 +98,31 @@ def test_group_takes_the_participant_settings(tmp_path):
 @pytest.mark.parametrize("option, value, needle", [
     (["--n-atoms", "16"], "12", "--n-atoms"), (["--hrf", "spm"], "'glover'", "--hrf"),
     (["--space", "T"], "'S'", "--space"), (["--model", "third"], "minilm", "--model"),
-    (["--frames", "story"], "'all'", "--frames"),
-    (["--nuisance", "wordrate"], "[]", "--nuisance"),
-    (["--no-atom-stability"], "True", "--atom-stability")])
+    (["--frames", "all"], "'story'", "--frames"),
+    (["--nuisance", "wordrate"], "['wordrate', 'envelope']", "--nuisance"),
+    (["--no-atom-stability"], "True", "--atom-stability"),
+    (["--null-surrogates", "10"], "1000", "--null-surrogates"),
+    (["--fbn-atlas", "yeo7"], "'seitzman'", "--fbn-atlas")])
 def test_contradicting_group_option_is_an_error(tmp_path, option, value, needle):
     _participant(tmp_path, "--n-atoms", "12", "--hrf", "glover", "--space", "S")
     with pytest.raises(LlmfbnError) as err:
         carry_participant_settings(_group(tmp_path, *option),
                                    read_participant_settings(tmp_path / "out"))
     assert needle in str(err.value) and value in str(err.value)
+
+
+def test_the_group_may_choose_its_atlas_without_the_null(tmp_path):
+    """The participant level uses the atlas only to fit the coupling null: without the null
+    the group level's --fbn-atlas is its own; with it, the participant run's is carried."""
+    _participant(tmp_path, "--null-surrogates", "0", "--fbn-atlas", "yeo17")
+    config = carry_participant_settings(_group(tmp_path, "--fbn-atlas", "yeo7"),
+                                        read_participant_settings(tmp_path / "out"))
+    assert (config.fbn_atlas, config.null_surrogates) == ("yeo7", 0)
+    _participant(tmp_path, "--fbn-atlas", "yeo17", run_id="b")
+    (tmp_path / "out" / "logs" / "config_participant_a.json").unlink()
+    config = carry_participant_settings(_group(tmp_path),
+                                        read_participant_settings(tmp_path / "out"))
+    assert (config.fbn_atlas, config.null_surrogates) == ("yeo17", 1000)
 
 
 def test_participant_runs_that_disagree_are_an_error(tmp_path):

@@ -21,6 +21,7 @@ from bids_app.encoding import (
     fit_ols,
     fit_participant,
     load_run_confounds,
+    network_effects_of,
     ols,
     percent_signal_change,
 )
@@ -453,6 +454,43 @@ def test_separate_glm_equals_one_nilearn_model_per_atom():
     assert fit.dof == fit.n_volumes_used - len(confounds) - 1
     with pytest.raises(LlmfbnError):
         fit_participant(runs, glm="ridge")
+
+
+@pytest.mark.parametrize("glm", ["separate", "joint"])
+def test_network_effects_equal_pool_means_of_the_maps(glm, monkeypatch):
+    """The coupling null's shortcut: regressors fitted on pooled signals (network means of
+    the percent-signal-change BOLD) give exactly the network means of the maps the same
+    regressors get when fitted voxel by voxel as atoms (any voxel block size). Pools of
+    random networks, random surrogate regressors (2.5 blocks of atoms for the joint GLM)."""
+    rng = np.random.default_rng(21)
+    runs, _ = _make_runs(rng)
+    n_voxels, n_atoms = runs[0].bold.shape[1], runs[0].atoms.shape[1]
+    masks = rng.random((4, n_voxels)) < 0.4
+    pools = masks / masks.sum(axis=1, keepdims=True)
+    monkeypatch.setattr(ols, "VOXEL_BLOCK", 7)
+    fit = fit_participant(runs, glm=glm, pools=pools)
+    design = fit.design
+    atoms = network_effects_of(design, n_atoms, design.iloc[:, :n_atoms],
+                               fit.network_signals, glm)
+    np.testing.assert_allclose(atoms, fit.effect.astype(np.float64) @ pools.T,
+                               rtol=1e-5, atol=1e-6)
+    # surrogates: fitted as the atoms of a voxel-wise model, then averaged over each pool
+    n_surrogates = 15
+    surrogates = [rng.standard_normal((len(r.bold), n_surrogates)) for r in runs]
+    pooled = network_effects_of(
+        design, n_atoms, np.concatenate([s[r.sample_mask] for s, r in zip(surrogates, runs)]),
+        fit.network_signals, glm)
+    blocks = range(0, n_surrogates, n_atoms) if glm == "joint" else [0]
+    width = n_atoms if glm == "joint" else n_surrogates
+    for first in blocks:
+        as_atoms = [RunData(bold=r.bold, confounds=r.confounds, sample_mask=r.sample_mask,
+                            atoms=s[:, first:first + width], name=r.name)
+                    for s, r in zip(surrogates, runs)]
+        maps = fit_participant(as_atoms, glm=glm).effect.astype(np.float64)
+        np.testing.assert_allclose(pooled[first:first + width], maps @ pools.T,
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="pools"):
+        fit_participant(runs, glm=glm, pools=pools[:, :-1])
 
 
 def test_cross_validated_r_against_independent_folds():

@@ -206,6 +206,19 @@ def test_assign_atoms_rules():
     assert assigned.loc[0, "sign"] == "-"
     assert assigned.loc[0, "p_fwe"] == pytest.approx(1e-4 * 3 * 2 * 2)
     assert assigned.loc[2, "n_atom_voxels"] == 0  # atom 3 absent from the table
+    # with the surrogate null, the passing candidate of smallest p goes first (X-: p 1e-6),
+    # not the one of highest IoU (Y-); the array form agrees, and without by_p it keeps IoU
+    from bids_app.group.coupling import best_networks
+
+    null = coupling.assign(network_effect=0.0, p_null=coupling["p_overlap"])
+    by_p = assign_atoms(null, n_atoms=3, min_iou=0.1, alpha=0.05)
+    assert list(by_p["network"]) == ["X", "none", "none"] and by_p.loc[0, "sign"] == "-"
+    table = null.sort_values(["atom", "network", "sign"])
+    shape = (2, 2, 2)                                   # atom, network, sign (table order)
+    iou = np.moveaxis(table["iou"].to_numpy().reshape(shape), -1, 0)
+    p_fwe = np.moveaxis(np.minimum(1, table["p_null"].to_numpy() * 8).reshape(shape), -1, 0)
+    assert best_networks(iou, p_fwe, 0.1, 0.05, by_p=True).tolist() == [0, -1]
+    assert best_networks(iou, p_fwe, 0.1, 0.05).tolist() == [1, -1]
 
 
 def test_subject_assignments(planted_atlas):

@@ -36,7 +36,7 @@ GROUP_STATS = ("t", "tfdr")
 #: ``.bidsignore`` of OUTPUT_DIR: what the BIDS schema has no rule for (patterns the
 #: official validator matches: no trailing slash on folders).
 BIDSIGNORE = (LOGS_DIR, ATOMS_DIR, GROUP_DIR, "*.html", "*_statmap.nii.gz", "*_statmap.json",
-              "*_design.tsv")
+              "*_design.tsv", "*_networkeffects.tsv", "*_networkeffects.json")
 
 #: The derivatives' README (what each file is, how to query it with pybids).
 README_FILE = "README.md"
@@ -79,6 +79,12 @@ def atom_name(index: int, n_atoms: int) -> str:
 def atom_names(n_atoms: int) -> list[str]:
     """``atom01`` ... ``atomK`` for ``K = n_atoms``."""
     return [atom_name(k, n_atoms) for k in range(n_atoms)]
+
+
+def surrogate_names(n_surrogates: int) -> list[str]:
+    """``null0001`` ... : the coupling null's surrogate atoms (at least four digits)."""
+    width = max(4, len(str(n_surrogates)))
+    return [f"null{k + 1:0{width}d}" for k in range(n_surrogates)]
 
 
 # --------------------------------------------------------------------------- output stems
@@ -143,6 +149,13 @@ def subject_mask(output_dir: Path, subject: str, space_entities: dict, label: st
 def subject_design(output_dir: Path, subject: str, label: str) -> Path:
     return subject_folder(output_dir, subject) / bids_name(
         "design", ".tsv", sub=subject, desc=label)
+
+
+def subject_network_effects(output_dir: Path, subject: str, label: str) -> Path:
+    """The coupling null's table of a subject: effects of the atoms and surrogate atoms on
+    each network's mean signal."""
+    return subject_folder(output_dir, subject) / bids_name(
+        "networkeffects", ".tsv", sub=subject, desc=label)
 
 
 def subject_report(output_dir: Path, subject: str) -> Path:

@@ -32,8 +32,6 @@ SUBJECT_MAPS = {
                "(chance level about n_atoms / n_volumes)",
     "cvr": "Leave-one-run-out prediction correlation of the joint atom model (confounds "
            "projected out per run); chance level 0",
-    "nulleffect": "Effect size of each phase-randomised surrogate atom (the group-level "
-                  "coupling null), fitted exactly like the atoms; volume k = surrogate k+1",
 }
 
 
@@ -123,8 +121,6 @@ def write_participant_outputs(output_dir: Path, subject: str, space_entities: di
     maps = {"effect": fit.effect, "t": fit.t, "rsquare": fit.r2}
     if cv_r is not None:
         maps["cvr"] = cv_r
-    if fit.null_effect is not None:
-        maps["nulleffect"] = fit.null_effect
     for stat, values in maps.items():
         write_map(naming.subject_map(output_dir, subject, space_entities, label, stat),
                   values, mask, mask_img.affine,
@@ -139,6 +135,26 @@ def write_participant_outputs(output_dir: Path, subject: str, space_entities: di
                            "the subject's runs (tasks " + ", ".join(tasks) + "); the same "
                            "mask is written once per task"})
     out.write_tsv(naming.subject_design(output_dir, subject, label), fit.design)
+    if fit.network_effect is not None:
+        path = naming.subject_network_effects(output_dir, subject, label)
+        out.write_tsv(path, fit.network_effect)
+        n_atoms = fit.effect.shape[0]
+        out.write_json(naming.sidecar_path(path), {
+            **sidecar, "Description": NETWORK_EFFECTS_TEXT,
+            "FBNAtlas": fit.network_effect.attrs.get("atlas"),
+            "Networks": list(fit.network_effect.columns[1:]),
+            "NumberOfAtoms": n_atoms,
+            "NullSurrogates": int(len(fit.network_effect) - n_atoms),
+            "Units": "percent signal change per unit of regressor"})
+
+
+NETWORK_EFFECTS_TEXT = (
+    "The coupling null's table: one row per regressor (the atoms, then the phase-randomised "
+    "surrogate atoms null0001, ...), one column per network of the atlas; each value is the "
+    "regressor's effect on the network's mean signal (the BOLD in percent signal change "
+    "averaged over the subject's voxels in the network), fitted exactly as an atom is "
+    "fitted voxel by voxel (the same design, --glm), so an atom's value is the network mean "
+    "of its effect map")
 
 
 NUISANCE_MAPS = {

@@ -33,6 +33,9 @@ class GroupInputs:
     paths: dict | None = None                # {subject: {stat: path}}
     n_atoms: int = 0
     n_surrogates: int = 0
+    #: the coupling null's tables (``sub-<label>_desc-<model>_networkeffects.tsv``): each
+    #: subject's effects of the atoms and of the surrogate atoms on each network's mean signal
+    network_effects: list[pd.DataFrame] | None = None
 
 
 @dataclass
@@ -129,8 +132,7 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
     root = Path(output_dir)
     found = sorted(p.name[4:] for p in root.glob("sub-*") if p.is_dir()) if root.is_dir() else []
     subjects = participant_label or found
-    stats = ("effect", "t") + (("nulleffect",) if null_surrogates else ())
-    paths = _subject_paths(root, subjects, space_entities, label, bool(found), stats)
+    paths = _subject_paths(root, subjects, space_entities, label, bool(found), ("effect", "t"))
     if len(subjects) < 3:
         raise LlmfbnError("the group level needs at least 3 subjects",
                           found=f"{len(subjects)}: " + ", ".join(subjects),
@@ -140,13 +142,23 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
         "participant maps are on different grids", "use one --space for every subject")
     n_atoms = _stack_length(paths, subjects, "effect", mask.shape)
     _stack_length(paths, subjects, "t", mask.shape, n_atoms)
-    n_surrogates = (_stack_length(paths, subjects, "nulleffect", mask.shape)
-                    if null_surrogates else 0)
+    tables = ([_network_effects(root, s, label, n_atoms) for s in subjects]
+              if null_surrogates else None)
+    n_surrogates = 0
+    if tables:
+        counts = {s: len(t) - n_atoms for s, t in zip(subjects, tables)}
+        if len(set(counts.values())) > 1:
+            raise LlmfbnError("the subjects' coupling-null tables hold different numbers of "
+                              "surrogate atoms", expected="one participant run (same "
+                              "--null-surrogates) for every subject", found=", ".join(
+                                  f"sub-{s}: {n}" for s, n in counts.items()), todo=_TODO)
+        n_surrogates = counts[subjects[0]]
     dofs = [paths[s]["sidecar"]["DegreesOfFreedom"] for s in subjects]
     return GroupInputs(subjects=list(subjects),
                        dof=np.asarray(dofs), mask=mask, mask_img=mask_img,
                        designs=[_design(root, s, label, n_atoms) for s in subjects],
-                       paths=paths, n_atoms=n_atoms, n_surrogates=n_surrogates)
+                       paths=paths, n_atoms=n_atoms, n_surrogates=n_surrogates,
+                       network_effects=tables)
 
 
 def _stack_length(paths: dict, subjects: list[str], stat: str, shape: tuple,
@@ -172,9 +184,34 @@ def _stack_length(paths: dict, subjects: list[str], stat: str, shape: tuple,
 
 
 def subject_maps(inputs: GroupInputs, subject: str, stat: str) -> np.ndarray:
-    """(n_maps, n_voxels) float32: one subject's ``stat`` stack ("effect", "t",
-    "nulleffect") inside the common mask."""
+    """(n_maps, n_voxels) float32: one subject's ``stat`` stack ("effect", "t") inside the
+    common mask."""
     return masked_maps(inputs.paths[subject][stat], inputs.mask)
+
+
+def _network_effects(output_dir: Path, subject: str, label: str,
+                     n_atoms: int) -> pd.DataFrame:
+    """The subject's coupling-null table, checked: the atoms' rows first, then at least
+    one surrogate atom, finite values; its sidecar's ``FBNAtlas`` in ``attrs["atlas"]``."""
+    path = naming.subject_network_effects(output_dir, subject, label)
+    if not path.is_file():
+        raise LlmfbnError(f"the coupling-null table of sub-{subject} is missing",
+                          expected=str(path), found="no such file",
+                          todo=_TODO + " (it writes the table when --null-surrogates is "
+                          "above 0), or pass --null-surrogates 0 to both levels")
+    table = pd.read_csv(path, sep="\t")
+    atoms = naming.atom_names(n_atoms)
+    regressors = table["regressor"].astype(str).tolist() if "regressor" in table else []
+    values = table.drop(columns="regressor", errors="ignore")
+    if (regressors[:n_atoms] != atoms or len(regressors) <= n_atoms
+            or not np.isfinite(values.to_numpy(np.float64)).all()):
+        raise LlmfbnError(f"the coupling-null table of sub-{subject} is not what the "
+                          "participant level writes", expected="a column 'regressor' "
+                          f"listing {atoms[0]}..{atoms[-1]} then the surrogate atoms, and "
+                          "finite effects", found=str(path), todo=_TODO)
+    values.index = regressors
+    values.attrs["atlas"] = _read_sidecar(path).get("FBNAtlas")
+    return values
 
 
 def _design(output_dir: Path, subject: str, label: str, n_atoms: int) -> np.ndarray:

@@ -130,9 +130,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                      "Lanczos downsampling to the TR grid and FIR delays of 1-4 TRs (Huth et "
                      "al. 2016), one response row per (AN, delay)")
     mod.add_argument("--frames", choices=["story", "all"], default=cfg.DEFAULT_FRAMES,
-                     help="frames that enter dictionary learning and the GLM: 'story', those "
-                     "that carry a story (first word to last word + 16 s, any story of the "
-                     "run); 'all', every frame (ours)")
+                     help="frames that enter dictionary learning and the GLM: 'story' "
+                     "(default), those that carry a story (first word to last word + 16 s, any "
+                     "story of the run); 'all', every frame (ours)")
     mod.add_argument("--n-atoms", type=_positive_int, default=cfg.DEFAULT_N_ATOMS, metavar="K",
                      help="number of representative temporal patterns (atoms)")
     mod.add_argument("--sparsity-lambda", type=_positive_float,
@@ -156,9 +156,11 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
                      "atom is expressed; 'joint': one OLS with all atoms, maps of each atom's "
                      "unique contribution (weak when atoms are collinear) (ours)")
     enc.add_argument("--null-surrogates", type=_count, default=cfg.DEFAULT_NULL_SURROGATES,
-                     metavar="N", help="phase-randomised surrogate atoms fitted like the atoms, "
-                     "the null of the group-level coupling test; 0: no null (a voxel-count "
-                     "hypergeometric test, too liberal for smooth maps) (ours)")
+                     metavar="N", help="phase-randomised surrogate atoms, the null of the "
+                     "group-level coupling test: each is fitted like an atom on the mean signal "
+                     "of each network of --fbn-atlas (cheap: no maps); 0: no null (a "
+                     "voxel-count hypergeometric test, too liberal for smooth maps) "
+                     "(default %(default)s; ours)")
     enc.add_argument("--nuisance", nargs="+", choices=[*NUISANCE_REGRESSORS, "none"],
                      default=list(cfg.DEFAULT_NUISANCE), metavar="{wordrate,envelope,none}",
                      help="low-level stimulus regressors in the GLM beside the confounds: "
@@ -175,7 +177,9 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
                      "'yeo7'/'yeo17' "
                      "(Schaefer 2018 via TemplateFlow), or a 3-D label NIfTI with a .tsv "
                      "(index, name) / a 4-D NIfTI of network maps, in the data's space: at "
-                     "least 50%% of its network volume must lie inside the brain mask")
+                     "least 50%% of its network volume must lie inside the brain mask. With "
+                     "the coupling null (--null-surrogates > 0) the participant level fits the "
+                     "null on this atlas's networks, and the group level uses the same atlas")
     grp.add_argument("--fdr-q", type=_positive_float, default=cfg.DEFAULT_FDR_Q, metavar="Q",
                      help="false discovery rate of each group atom map")
     grp.add_argument("--min-iou", type=_positive_float, default=cfg.DEFAULT_MIN_IOU,

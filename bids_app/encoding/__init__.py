@@ -44,6 +44,7 @@ from bids_app.encoding.participant import (
     cross_validated_r,
     fit_participant,
     minimum_volumes,
+    network_effects_of,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "cross_validated_r",
     "design_matrix",
     "fit_ols",
+    "network_effects_of",
     "fit_participant",
     "load_run_confounds",
     "load_run_motion",

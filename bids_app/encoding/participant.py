@@ -24,7 +24,7 @@ from bids_app.encoding.ols import OLSSolver, percent_signal_change, voxel_blocks
 from bids_app.errors import LlmfbnError
 
 __all__ = ["GLM_MODES", "MIN_EXTRA_VOLUMES", "ParticipantFit", "cross_validated_r",
-           "fit_participant", "minimum_volumes"]
+           "fit_participant", "minimum_volumes", "network_effects_of"]
 
 #: GLM modes of :func:`fit_participant`.
 GLM_MODES = ("separate", "joint")
@@ -52,9 +52,15 @@ class ParticipantFit:
         :func:`~bids_app.encoding.design.design_matrix`).
     n_volumes_used : int
         Number of kept volumes over all runs.
-    null_effect : numpy.ndarray of shape (n_surrogates, n_voxels), float32, optional
-        Effects of the coupling null's surrogate atoms, fitted like the atoms (set by the
-        workflow).
+    network_signals : numpy.ndarray of shape (n_volumes_used, n_pools), optional
+        The BOLD averaged over each pool of voxels (``pools`` of :func:`fit_participant`,
+        e.g. the networks of an atlas), in percent signal change as the model fits it: the
+        targets on which :func:`network_effects_of` fits further regressors exactly as the
+        atoms are fitted voxel by voxel (their effects equal the pool means of their maps).
+    network_effect : pandas.DataFrame, optional
+        Set by the workflow when the coupling null is fitted: column ``regressor`` (the
+        atoms, then the null's surrogate atoms) and one column per network of the atlas,
+        each regressor's effect on the network's mean signal.
     nuisance : NuisanceMaps or None
         Effect and t maps of each stimulus nuisance regressor in the model without atoms
         (None when no run has one).
@@ -67,7 +73,8 @@ class ParticipantFit:
     design: pd.DataFrame
     n_volumes_used: int
     nuisance: NuisanceMaps | None = None
-    null_effect: np.ndarray | None = None
+    network_signals: np.ndarray | None = None
+    network_effect: pd.DataFrame | None = None
 
 
 @dataclass
@@ -174,7 +181,8 @@ def _fit_block(Y, varies, full: OLSSolver, reduced: OLSSolver,
     return betas[:n_atoms], tb, r2_block, nuisance_effect, nuisance_t
 
 
-def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> ParticipantFit:
+def fit_participant(runs: Sequence[RunData], glm: str = "separate",
+                    pools=None) -> ParticipantFit:
     """Fit the voxel-wise encoding model of one participant.
 
     Per run, the kept volumes (``sample_mask``) of BOLD and atoms are taken and BOLD is
@@ -197,6 +205,10 @@ def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> Participa
         Atoms learned from smooth haemodynamic responses are strongly collinear (variance
         inflation factors in the hundreds are common), which leaves the joint t maps with
         little power; the separate maps say where each atom's time course is expressed.
+    pools : array-like of shape (n_pools, n_voxels), optional
+        Weights of voxel pools (e.g. each network's voxels, each row summing to 1): the
+        targets averaged over each pool are kept as ``network_signals`` (one pass, no
+        second read of the BOLD).
 
     Returns
     -------
@@ -229,8 +241,15 @@ def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> Participa
     t = np.zeros((n_atoms, n_voxels), dtype=np.float32)
     r2 = np.zeros(n_voxels, dtype=np.float32)
     nuisance = np.zeros((2, len(contrasts.names), n_voxels))      # effect, t
+    if pools is not None:
+        pools = np.asarray(pools, dtype=np.float64)
+        if pools.ndim != 2 or pools.shape[1] != n_voxels:
+            raise ValueError(f"pools must be (n_pools, {n_voxels}), got {pools.shape}")
+        signals = np.zeros((design.shape[0], pools.shape[0]))
     for block in voxel_blocks(n_voxels):
         Y, varies = _block_targets(runs, masks, block)
+        if pools is not None:
+            signals += Y @ pools[:, block].T
         (effect[:, block], t[:, block], r2[block], nuisance[0][:, block],
          nuisance[1][:, block]) = _fit_block(Y, varies, full, reduced, separate, n_atoms,
                                              contrasts)
@@ -238,7 +257,42 @@ def fit_participant(runs: Sequence[RunData], glm: str = "separate") -> Participa
     return ParticipantFit(effect=effect, t=t, r2=r2, dof=dof, design=design,
                           n_volumes_used=design.shape[0],
                           nuisance=contrasts.maps(nuisance[0], nuisance[1], reduced.dof)
-                          if contrasts.names else None)
+                          if contrasts.names else None,
+                          network_signals=signals if pools is not None else None)
+
+
+def network_effects_of(design: pd.DataFrame, n_atoms: int, regressors, signals,
+                       glm: str = "separate") -> np.ndarray:
+    """(n_regressors, n_pools) effects of regressors on pooled signals, each regressor
+    fitted exactly as :func:`fit_participant` fits an atom.
+
+    ``design`` the fit's design (its columns after the first ``n_atoms`` are the confounds,
+    nuisance regressors and intercepts); ``regressors`` (n_volumes_used, n_regressors) on
+    the design's rows (e.g. the coupling null's surrogate atoms); ``signals``
+    (n_volumes_used, n_pools) the fit's ``network_signals``. ``glm="separate"``: each
+    regressor alone with the confounds (Frisch-Waugh-Lovell); ``"joint"``: consecutive
+    blocks of ``n_atoms`` regressors, each block in one model with the confounds, as the
+    atoms are (a last, shorter block is fitted alone). With the atoms' own columns this
+    gives the pool means of the effect maps, since OLS is linear in the targets.
+    """
+    if glm not in GLM_MODES:
+        raise LlmfbnError(f"unknown GLM mode {glm!r}", expected=" or ".join(GLM_MODES))
+    confounds = design.to_numpy(np.float64)[:, n_atoms:]
+    regressors = np.asarray(regressors, dtype=np.float64)
+    signals = np.asarray(signals, dtype=np.float64)
+    reduced = OLSSolver(confounds)
+    if glm == "separate":
+        resid = regressors - confounds @ reduced.solve(regressors)[0]
+        ss = np.sum(resid ** 2, axis=0)
+        return np.divide(resid.T @ signals, ss[:, None],
+                         out=np.zeros((regressors.shape[1], signals.shape[1])),
+                         where=ss[:, None] > 0)
+    out = np.empty((regressors.shape[1], signals.shape[1]))
+    for first in range(0, regressors.shape[1], n_atoms):
+        block = regressors[:, first:first + n_atoms]
+        solver = OLSSolver(np.column_stack([block, confounds]))
+        out[first:first + block.shape[1]] = solver.solve(signals)[0][:block.shape[1]]
+    return out
 
 
 def cross_validated_r(runs: Sequence[RunData]) -> np.ndarray:

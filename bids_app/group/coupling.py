@@ -184,8 +184,13 @@ def assign_atoms(coupling: pd.DataFrame, n_atoms: int, min_iou: float = 0.1,
     corrected p value ``p_fwe = min(1, p * n_atoms * n_networks * 2)`` is below ``alpha``,
     where ``p`` is the surrogate null's ``p_null`` when the table has it (:func:`add_null`),
     else the hypergeometric ``p_overlap`` (voxels taken as independent: too liberal for
-    smooth maps). The atom goes to the passing (network, sign) with the highest IoU
-    (ties: smaller ``p_fwe``, then table order).
+    smooth maps). The atom goes to the best passing (network, sign) **(ours)**: with the
+    surrogate null, the smallest ``p_fwe`` (the network whose mean signal the atom explains
+    most surely; ties: higher IoU, then table order); without it, the highest IoU (ties:
+    smaller ``p_fwe``, then table order). An atom often reaches two anticorrelated
+    networks (one part of each sign); the IoU of a thresholded part depends on the
+    network's size and the map's smoothness more than on the atom's effect, so with a null
+    that measures the effect it is only a gate.
 
     Parameters
     ----------
@@ -213,8 +218,13 @@ def assign_atoms(coupling: pd.DataFrame, n_atoms: int, min_iou: float = 0.1,
     table = coupling.assign(p_fwe=coupling_p_fwe(coupling, n_atoms),
                             _order=np.arange(len(coupling)))
     passing = table[(table["iou"] >= min_iou) & (table["p_fwe"] < alpha)]
-    best = (passing.sort_values(["atom", "iou", "p_fwe", "_order"],
-                                ascending=[True, False, True, True])
+    # with the surrogate null, the network whose signal the atom explains most surely
+    # (smallest p); without it, the largest overlap (the voxel-count p only says "not chance")
+    keys = (["atom", "p_fwe", "iou", "_order"] if "p_null" in table.columns
+            else ["atom", "iou", "p_fwe", "_order"])
+    ascending = [True, True, False, True] if "p_null" in table.columns else [
+        True, False, True, True]
+    best = (passing.sort_values(keys, ascending=ascending)
             .drop_duplicates("atom").set_index("atom"))
     # n_atom_voxels is repeated for every network: one network per (atom, sign) is enough.
     per_sign = table.drop_duplicates(["atom", "sign"])
@@ -272,10 +282,12 @@ def group_coupling(effects, atlas: FBNAtlas, q: float = 0.05, min_iou: float = 0
     return t, significant, coupling, assignments
 
 
-def best_networks(iou, p_fwe, min_iou: float = 0.1, alpha: float = 0.05) -> np.ndarray:
+def best_networks(iou, p_fwe, min_iou: float = 0.1, alpha: float = 0.05,
+                  by_p: bool = False) -> np.ndarray:
     """(..., n_atoms) index of the network each atom goes to, -1 for none: the array form of
     :func:`assign_atoms`' rule (the passing (network, sign) of highest IoU; ties: smaller
-    ``p_fwe``, then network order, then sign order).
+    ``p_fwe``, then network order, then sign order; with ``by_p``, as with the surrogate
+    null, smallest ``p_fwe`` first, then highest IoU).
 
     ``iou`` and ``p_fwe`` of shape (..., 2, n_atoms, n_networks), signs ``+`` then ``-``.
     """
@@ -286,6 +298,12 @@ def best_networks(iou, p_fwe, min_iou: float = 0.1, alpha: float = 0.05) -> np.n
     iou = np.moveaxis(iou, -3, -1).reshape(*lead, n_atoms, n_networks * n_signs)
     p_fwe = np.moveaxis(p_fwe, -3, -1).reshape(iou.shape)
     passing = (iou >= min_iou) & (p_fwe < alpha)
+    if by_p:     # lexicographic best: smallest p_fwe, then highest IoU, then table order
+        key_p = np.where(passing, p_fwe, np.inf)
+        best_p = key_p.min(axis=-1, keepdims=True)
+        key_iou = np.where(passing & (key_p == best_p), iou, -np.inf)
+        first = np.argmax(key_iou == key_iou.max(axis=-1, keepdims=True), axis=-1)
+        return np.where(passing.any(axis=-1), first // n_signs, -1)
     # lexicographic best: highest IoU, then smallest p_fwe, then first in table order
     key_iou = np.where(passing, iou, -np.inf)
     best_iou = key_iou.max(axis=-1, keepdims=True)

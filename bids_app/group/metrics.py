@@ -218,7 +218,8 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
                         overlap[draw][can_pass], atom_size[draw][can_pass],
                         network_size[np.nonzero(can_pass)[2]], n_voxels)
                 networks[draw] = best_networks(iou[draw], np.minimum(1.0, p * n_tests),
-                                               min_iou, alpha)
+                                               min_iou, alpha,
+                                               by_p=null_network_means is not None)
         return networks
 
     chunks = [c for c in np.array_split(np.arange(len(samples)), max(int(n_workers), 1))

@@ -8,7 +8,7 @@ level needs of them:
   read one atom at a time (the group t maps, :func:`bids_app.group.stats.one_sample_t`) or
   one block of atoms at a time (the bootstrap,
   :func:`bids_app.group.metrics.resampled_networks`);
-- the mean effect of each atom (and surrogate atom) over each network's voxels
+- the mean effect of each atom over each network's voxels
   (:func:`bids_app.group.subgroups.network_effects`);
 - its own assignment of atoms to networks, from its t maps
   (:func:`bids_app.group.coupling.subject_assignments`), for the consistency metrics.
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from bids_app.bids.readers import GroupInputs, subject_maps
+from bids_app.errors import LlmfbnError
 from bids_app.group.coupling import subject_assignments
 from bids_app.group.disk import DiskStack
 from bids_app.group.subgroups import network_effects
@@ -46,8 +47,11 @@ class SubjectSummaries:
 
     effects: DiskStack                        # (n_subjects, n_atoms, n_voxels) on disk
     network_means: np.ndarray                 # (n_subjects, n_atoms, n_networks)
-    null_network_means: np.ndarray | None     # (n_subjects, n_surrogates, n_networks)
     subject_assign: pd.DataFrame              # subject, atom, network, sign
+    #: the coupling null (participant level's tables, :func:`null_network_arrays`): the
+    #: atoms' and the surrogate atoms' effects on each network's mean signal
+    null_atom_means: np.ndarray | None = None      # (n_subjects, n_atoms, n_networks)
+    null_network_means: np.ndarray | None = None   # (n_subjects, n_surrogates, n_networks)
 
 
 def scratch_folder(work_dir: Path | None) -> Path:
@@ -60,24 +64,19 @@ def scratch_folder(work_dir: Path | None) -> Path:
 
 def stream_subjects(inputs: GroupInputs, atlas, q: float, min_iou: float,
                     folder: Path) -> SubjectSummaries:
-    """Read every subject's maps once (effect, t, and the surrogates' effects when fitted)
-    and keep the summaries of :class:`SubjectSummaries`; a damaged file raises here, before
-    anything is written."""
+    """Read every subject's maps once (effect, t) and keep the summaries of
+    :class:`SubjectSummaries`; a damaged file raises here, before anything is written."""
     n_subjects, n_voxels = len(inputs.subjects), int(inputs.mask.sum())
     n_networks = len(atlas.network_names)
+    null_atoms, null_means = null_network_arrays(inputs, atlas)
     effects = DiskStack((n_subjects, inputs.n_atoms, n_voxels), folder)
     means = np.empty((n_subjects, inputs.n_atoms, n_networks))
-    null_means = (np.empty((n_subjects, inputs.n_surrogates, n_networks))
-                  if inputs.n_surrogates else None)
     tables = []
     started = last = time.monotonic()
     for i, subject in enumerate(inputs.subjects):
         effect = subject_maps(inputs, subject, "effect")
         effects.write(i, effect)
         means[i] = network_effects(effect[None], atlas.masks)[0]
-        if null_means is not None:
-            null_means[i] = network_effects(subject_maps(inputs, subject, "nulleffect")[None],
-                                            atlas.masks)[0]
         tables.append(subject_assignments(
             subject_maps(inputs, subject, "t")[None], inputs.dof[i], atlas, q=q,
             min_iou=min_iou, subject_labels=[subject]))
@@ -85,8 +84,38 @@ def stream_subjects(inputs: GroupInputs, atlas, q: float, min_iou: float,
             last = time.monotonic()
             LOGGER.info("Group level: read %d of %d subjects' maps (%.0f s)", i + 1,
                         n_subjects, last - started)
-    return SubjectSummaries(effects=effects, network_means=means, null_network_means=null_means,
-                            subject_assign=pd.concat(tables, ignore_index=True))
+    return SubjectSummaries(effects=effects, network_means=means,
+                            subject_assign=pd.concat(tables, ignore_index=True),
+                            null_atom_means=null_atoms, null_network_means=null_means)
+
+
+def null_network_arrays(inputs: GroupInputs, atlas):
+    """(n_subjects, n_atoms, n_networks) and (n_subjects, n_surrogates, n_networks): the
+    atoms' and the surrogate atoms' effects on each network of ``atlas`` from the
+    participant level's coupling-null tables, or ``(None, None)`` without the null.
+
+    The participant level fitted them on the networks of its own ``--fbn-atlas``; a table
+    of another atlas, or without one of ``atlas``'s networks, is an error.
+    """
+    if not inputs.network_effects:
+        return None, None
+    names = list(atlas.network_names)
+    atoms, nulls = [], []
+    for subject, table in zip(inputs.subjects, inputs.network_effects):
+        missing = [n for n in names if n not in table.columns]
+        used = table.attrs.get("atlas")
+        if missing or (used is not None and used != atlas.name):
+            raise LlmfbnError(
+                f"the coupling null of sub-{subject} was fitted on other networks than the "
+                f"group level's atlas {atlas.name}",
+                expected="networks " + ", ".join(names),
+                found=f"atlas {used}, networks " + ", ".join(map(str, table.columns)),
+                todo="run both levels with the same --fbn-atlas (the participant level "
+                "fits the null on the atlas's networks)")
+        values = table[names].to_numpy(np.float64)
+        atoms.append(values[:inputs.n_atoms])
+        nulls.append(values[inputs.n_atoms:])
+    return np.stack(atoms), np.stack(nulls)
 
 
 def scratch_bytes(inputs: GroupInputs) -> int:

@@ -103,7 +103,7 @@ def _coupling(config: Config, atlas, summaries):
 
     return group.group_coupling(
         summaries.effects, atlas, q=config.fdr_q, min_iou=config.min_iou,
-        network_means=summaries.network_means,
+        network_means=summaries.null_atom_means,
         null_network_means=summaries.null_network_means)
 
 
@@ -134,8 +134,9 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, s
                                          seed=config.seed)
     started = time.monotonic()
     metrics["diversity"]["ci95"] = group.bootstrap_diversity(
-        summaries.effects, atlas, q=config.fdr_q, min_iou=config.min_iou, network_means=means,
-        null_network_means=null_means, seed=config.seed, n_workers=config.nprocs,
+        summaries.effects, atlas, q=config.fdr_q, min_iou=config.min_iou,
+        network_means=summaries.null_atom_means, null_network_means=null_means,
+        seed=config.seed, n_workers=config.nprocs,
         block_bytes=group_block_bytes(config.mem_gb))
     LOGGER.info("Bootstrap intervals of the coverage and entropy (%d resamples of the "
                 "subjects, the group t, FDR and coupling redone on each; %d process(es)): "

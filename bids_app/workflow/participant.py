@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from bids_app.encoding import (
     cross_validated_r,
     fit_participant,
     load_run_motion,
+    network_effects_of,
     used_volumes,
 )
 from bids_app.group.null import phase_randomised
@@ -134,13 +134,40 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regre
         checks.append(RunCheck(name=run.name, t_r_s=run.t_r_s, n_volumes=run.n_volumes,
                                kept=volumes, confounds=conf.loc[volumes],
                                motion=load_run_motion(run.confounds)))
-    fit = fit_participant(run_data, glm=config.glm)
+    atlas = pools = None
+    if config.null_surrogates:
+        from bids_app.atlases import load_fbn_atlas
+
+        atlas = load_fbn_atlas(config.fbn_atlas, mask_img, space=config.space)
+        masks = np.asarray(atlas.masks, dtype=np.float64)
+        pools = masks / np.maximum(masks.sum(axis=1, keepdims=True), 1.0)
+    fit = fit_participant(run_data, glm=config.glm, pools=pools)
     cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
-    if config.null_surrogates:       # the surrogate atoms, fitted exactly like the atoms
-        fit.null_effect = fit_participant(
-            [replace(data, atoms=atoms_by_acq[run.acquisition][2][: run.n_volumes])
-             for data, run in zip(run_data, runs)], glm=config.glm).effect
+    if atlas is not None:
+        fit.network_effect = _network_effects(config, fit, run_data, runs, atoms_by_acq, atlas)
     return fit, cv_r, mask_img, mask, checks, mean_bold
+
+
+def _network_effects(config: Config, fit, run_data, runs, atoms_by_acq, atlas):
+    """The coupling null's table: the effects of the atoms and of the surrogate atoms on
+    each network's mean signal (voxels of the subject's mask in the network), each fitted
+    exactly as an atom is fitted voxel by voxel (so the atoms' rows are the network means
+    of their effect maps)."""
+    n_atoms = np.shape(run_data[0].atoms)[1]
+    surrogates = np.concatenate([
+        np.asarray(atoms_by_acq[run.acquisition][2][: run.n_volumes],
+                   dtype=np.float64)[np.asarray(data.sample_mask)]
+        for data, run in zip(run_data, runs)])
+    design = fit.design
+    effects = np.vstack([
+        network_effects_of(design, n_atoms, design.iloc[:, :n_atoms], fit.network_signals,
+                           config.glm),
+        network_effects_of(design, n_atoms, surrogates, fit.network_signals, config.glm)])
+    table = pd.DataFrame(effects, columns=list(atlas.network_names))
+    table.insert(0, "regressor", list(design.columns[:n_atoms])
+                 + naming.surrogate_names(surrogates.shape[1]))
+    table.attrs["atlas"] = atlas.name
+    return table
 
 
 def _subject_sidecar(config: Config, spec, runs: list[RunFiles], fit) -> dict:
