@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subjects", type=int, default=6, help="number of subjects (>= 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generator")
     parser.add_argument("--nprocs", type=int, default=None, help="CPU threads")
+    parser.add_argument("--profile", choices=["demo", "second"], default="demo",
+                        help="'demo': two stories, TR 1.5 s, 4 mm voxels; 'second': another "
+                        "story in one run, TR 2.0 s, 6 mm voxels (the second planted dataset)")
+    parser.add_argument("--no-atom-stability", action="store_true",
+                        help="skip the three atom-stability refits (faster)")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 3 unless the coupled networks are exactly the "
                         "planted ones (none for --null): a smoke test of an installation")
@@ -90,13 +95,15 @@ def main(argv=None) -> int:
         from bids_app.synthetic import make_dataset
 
         LOGGER.info("[demo 1/3] Generating the synthetic dataset in %s", bids_dir)
-        make_dataset(bids_dir, n_subjects=args.subjects, planted=not args.null, seed=args.seed)
+        make_dataset(bids_dir, n_subjects=args.subjects, planted=not args.null, seed=args.seed,
+                     profile=args.profile)
     output = bids_dir / "derivatives" / "llmfbn"
     common = ["-w", str(outdir / "work")]
     if args.nprocs:
         common += ["--nprocs", str(args.nprocs)]
+    stability = ["--no-atom-stability"] if args.no_atom_stability else []
     LOGGER.info("[demo 2/3] llmfbn %s %s participant", bids_dir, output)
-    code = llmfbn_main([str(bids_dir), str(output), "participant", *common])
+    code = llmfbn_main([str(bids_dir), str(output), "participant", *common, *stability])
     if code:
         return code
     LOGGER.info("[demo 3/3] llmfbn %s %s group", bids_dir, output)

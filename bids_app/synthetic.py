@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -58,6 +59,27 @@ GRID_ORIGIN_MM = (-96.0, -132.0, -78.0)
 GRID_EXTENT_MM = (194.0, 230.0, 194.0)
 DEFAULT_PLANTED = ("Auditory", "DefaultMode", "FrontoParietal")
 SUBGROUP_SIZE = 40
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The acquisition and stimuli of a synthetic dataset: TR, slice-timing reference,
+    voxel size of the analysis grid, and each story (task: text file, onset in the run)."""
+
+    name: str
+    t_r_s: float
+    start_time_s: float
+    voxel_mm: float
+    stories: dict
+    onsets_s: dict
+
+
+#: The demo dataset: two stories, TR 1.5 s, 4 mm voxels.
+DEMO = Profile("demo", T_R_S, START_TIME_S, VOXEL_MM, STORIES, STORY_ONSETS_S)
+#: A second planted dataset (issue 9): another story, TR 2.0 s, 6 mm voxels, one run.
+SECOND = Profile("second", 2.0, 1.0, 6.0, {"orchard": "story_orchard.txt"},
+                 {"orchard": 10.0})
+PROFILES = {p.name: p for p in (DEMO, SECOND)}
 #: An AN is in a planted network's functional truth when its response correlates at least
 #: this much with the network's planted signal over the story frames.
 FUNCTIONAL_TRUTH_R = 0.6
@@ -67,7 +89,8 @@ WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['\u2019\-][A-Za-z0-9]+)*")
 
 
 def story_text(task: str) -> str:
-    return resources.files("bids_app.data").joinpath(STORIES[task]).read_text(encoding="utf-8")
+    files = {t: f for p in PROFILES.values() for t, f in p.stories.items()}
+    return resources.files("bids_app.data").joinpath(files[task]).read_text(encoding="utf-8")
 
 
 def speak(text: str, rng: np.random.Generator, words_per_s: float = 2.5,
@@ -154,13 +177,13 @@ def write_gentle(folder: Path, timings: pd.DataFrame, transcript: str) -> None:
     (folder / "transcript.txt").write_text(transcript)
 
 
-def analysis_grid() -> tuple[nib.Nifti1Image, np.ndarray]:
+def analysis_grid(voxel_mm: float = VOXEL_MM) -> tuple[nib.Nifti1Image, np.ndarray]:
     """The coarse MNI grid and its brain mask (nilearn's MNI152 mask, nearest resampling)."""
     from nilearn.datasets import load_mni152_brain_mask
     from nilearn.image import resample_img
 
-    shape = tuple(int(np.ceil(e / VOXEL_MM)) for e in GRID_EXTENT_MM)
-    affine = np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
+    shape = tuple(int(np.ceil(e / voxel_mm)) for e in GRID_EXTENT_MM)
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
     affine[:3, 3] = GRID_ORIGIN_MM
     mni = load_mni152_brain_mask(resolution=2)
     mask_img = resample_img(mni, target_affine=affine, target_shape=shape,
@@ -169,10 +192,10 @@ def analysis_grid() -> tuple[nib.Nifti1Image, np.ndarray]:
     return nib.Nifti1Image(mask.astype(np.uint8), affine), mask
 
 
-def _smooth(vol: np.ndarray, fwhm_mm: float) -> np.ndarray:
+def _smooth(vol: np.ndarray, fwhm_mm: float, voxel_mm: float = VOXEL_MM) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
-    return gaussian_filter(vol, fwhm_mm / VOXEL_MM / 2.3548)
+    return gaussian_filter(vol, fwhm_mm / voxel_mm / 2.3548)
 
 
 def choose_subgroups(responses: np.ndarray, layers: np.ndarray, n_groups: int,
@@ -224,9 +247,9 @@ def _motion(n: int, rng) -> pd.DataFrame:
     return table
 
 
-def _cosines(n: int) -> np.ndarray:
+def _cosines(n: int, t_r_s: float = T_R_S) -> np.ndarray:
     """fMRIPrep's discrete cosine drift basis (128 s high-pass)."""
-    n_cos = int(np.floor(2 * n * T_R_S / 128.0))
+    n_cos = int(np.floor(2 * n * t_r_s / 128.0))
     t = np.arange(n)
     return np.stack([np.sqrt(2.0 / n) * np.cos(np.pi * (2 * t + 1) * (k + 1) / (2 * n))
                      for k in range(n_cos)], axis=1)
@@ -247,7 +270,7 @@ def _write_json(path: Path, data) -> None:
 def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int = 0,
                  model: str = "minilm", networks=DEFAULT_PLANTED,
                  signal_psc: float = 1.0, noise_psc: float = 1.0,
-                 envelope_psc: float = 0.0) -> Path:
+                 envelope_psc: float = 0.0, profile: str = "demo") -> Path:
     """Write the synthetic dataset into ``bids_dir`` (created; must not exist or be empty).
 
     Parameters
@@ -257,14 +280,19 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
     signal_psc, noise_psc : float, planted signal and voxel noise std in percent signal change
     envelope_psc : float, std (percent signal change) of the audio envelope's response
         planted in the Auditory network (0: none)
+    profile : str, a key of :data:`PROFILES`: ``"demo"`` (two stories, TR 1.5 s, 4 mm) or
+        ``"second"`` (another story, TR 2.0 s, 6 mm, one run: the second planted dataset)
     """
     from bids_app.atlases import load_fbn_atlas
 
     bids_dir = Path(bids_dir)
     if bids_dir.exists() and any(bids_dir.iterdir()):
         raise FileExistsError(f"{bids_dir} exists and is not empty")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: one of {', '.join(PROFILES)}")
+    acq = PROFILES[profile]
     rng = np.random.default_rng(seed)
-    tasks = sorted(STORIES)
+    tasks = sorted(acq.stories)
     LOGGER.info("Synthetic dataset: %d subjects, tasks %s, %s", n_subjects, ", ".join(tasks),
                 "planted signal in " + ", ".join(networks) if planted else "null (no signal)")
 
@@ -273,29 +301,30 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
     for task in tasks:
         text = story_text(task)
         timings[task] = speak(text, rng)
-        end_s = STORY_ONSETS_S[task] + float(timings[task]["offset_s"].iloc[-1]) + 15.0
-        n_volumes[task] = max(200, int(np.ceil(end_s / T_R_S)))
+        end_s = acq.onsets_s[task] + float(timings[task]["offset_s"].iloc[-1]) + 15.0
+        n_volumes[task] = max(200, int(np.ceil(end_s / acq.t_r_s)))
         write_gentle(bids_dir / "stimuli" / "gentle" / task, timings[task], text)
         write_audio(bids_dir / "stimuli" / audio_name(task), timings[task], seed)
         (bids_dir / "stimuli" / f"{task}_transcript.txt").write_text(text)
 
-    mask_img, mask = analysis_grid()
+    mask_img, mask = analysis_grid(acq.voxel_mm)
     n_vox = int(mask.sum())
     truth = {"planted": bool(planted), "seed": seed, "model": model, "networks": [],
              "atlas": "seitzman", "n_subjects": n_subjects, "tasks": tasks,
-             "t_r_s": T_R_S, "voxel_mm": VOXEL_MM}
+             "t_r_s": acq.t_r_s, "voxel_mm": acq.voxel_mm, "profile": acq.name}
     signals = {task: np.zeros((n_volumes[task], 0), np.float32) for task in tasks}
     weights = np.zeros((0, n_vox), np.float32)
     if planted:
         signals, weights, truth["networks"] = _planted_signals(
-            bids_dir, tasks, n_volumes, model, networks, mask_img, mask, rng, load_fbn_atlas)
+            bids_dir, tasks, n_volumes, model, networks, mask_img, mask, rng, load_fbn_atlas,
+            acq)
     if envelope_psc:
         signals, weights = _planted_envelope(bids_dir, tasks, n_volumes, mask, signals,
                                              weights, envelope_psc / signal_psc,
-                                             load_fbn_atlas(truth["atlas"], mask_img))
+                                             load_fbn_atlas(truth["atlas"], mask_img), acq)
         truth["envelope"] = {"network": "Auditory", "psc": envelope_psc}
 
-    _write_raw_metadata(bids_dir, n_subjects, tasks, planted)
+    _write_raw_metadata(bids_dir, n_subjects, tasks, planted, acq)
     fmriprep = bids_dir / "derivatives" / "fmriprep"
     _write_json(fmriprep / "dataset_description.json", {
         "Name": "fMRIPrep - synthetic llmfbn demo", "BIDSVersion": "1.9.0",
@@ -305,24 +334,25 @@ def make_dataset(bids_dir, n_subjects: int = 6, planted: bool = True, seed: int 
     })
     (fmriprep / "README").write_text(
         "Simulated fMRIPrep outputs of the llmfbn synthetic dataset (bids_app.synthetic).\n"
-        "Not a real fMRIPrep run: the BOLD series are simulated on a 4 mm grid.\n")
+        f"Not a real fMRIPrep run: the BOLD series are simulated on a {acq.voxel_mm:g} mm "
+        "grid.\n")
     # the BIDS schema has no rule for fMRIPrep's confounds yet (BEP012)
     (fmriprep / ".bidsignore").write_text("*_desc-confounds_timeseries.*\n")
-    baseline = 600.0 + 300.0 * _smooth(rng.random(mask.shape), 12.0)[mask]
+    baseline = 600.0 + 300.0 * _smooth(rng.random(mask.shape), 12.0, acq.voxel_mm)[mask]
     for s in range(1, n_subjects + 1):
         sub = f"{s:03d}"
         amp = rng.uniform(0.75, 1.25, weights.shape[0])
         for task in tasks:
             _write_run(bids_dir, fmriprep, sub, task, n_volumes[task], signals[task],
                        weights * (signal_psc * amp)[:, None], mask_img, mask, baseline,
-                       noise_psc, rng)
+                       noise_psc, rng, acq)
         LOGGER.info("Synthetic sub-%s written", sub)
     _write_json(bids_dir / "sourcedata" / "llmfbn_truth.json", truth)
     return bids_dir
 
 
 def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask, rng,
-                     load_fbn_atlas):
+                     load_fbn_atlas, acq: Profile = DEMO):
     from bids_app.features import load_model, neuron_table, resolve_model, word_activations
     from bids_app.responses import (
         frame_times_s,
@@ -341,9 +371,9 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
         timings = read_word_timings(bids_dir / "stimuli" / "gentle" / task / "align.csv")
         onsets[task] = timings.onsets_s
         acts = word_activations(lm, timings.words)
-        frames = frame_times_s(n_volumes[task], T_R_S, START_TIME_S)
+        frames = frame_times_s(n_volumes[task], acq.t_r_s, acq.start_time_s)
         per_task[task] = zscore_time(temporal_responses(
-            acts, STORY_ONSETS_S[task] + timings.onsets_s, frames))
+            acts, acq.onsets_s[task] + timings.onsets_s, frames))
     stacked = np.vstack([per_task[t] for t in sorted(per_task)])
     groups = choose_subgroups(stacked, layers, len(networks), rng)
     atlas = load_fbn_atlas("seitzman", mask_img)
@@ -352,7 +382,7 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
     for name, members in zip(networks, groups):
         vol = np.zeros(mask.shape, np.float32)
         vol[mask] = atlas.masks[names.index(name)]
-        smooth = _smooth(vol, 5.0)[mask]
+        smooth = _smooth(vol, 5.0, acq.voxel_mm)[mask]
         weights.append(np.clip(smooth / smooth.max(), 0, None) * (smooth > 0.2 * smooth.max()))
         truth.append({"network": name, "neurons": members.tolist(),
                       "layers": layers[members].tolist(),
@@ -361,8 +391,8 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
     for task, resp in per_task.items():
         sig = np.stack([resp[:, g].mean(axis=1) for g in groups], axis=1)
         signals[task] = ((sig - sig.mean(0)) / sig.std(0)).astype(np.float32)
-    story = {task: story_frames([STORY_ONSETS_S[task] + onsets[task]],
-                                frame_times_s(n_volumes[task], T_R_S, START_TIME_S))
+    story = {task: story_frames([acq.onsets_s[task] + onsets[task]],
+                                frame_times_s(n_volumes[task], acq.t_r_s, acq.start_time_s))
              for task in tasks}
     for entry, column in zip(truth, functional_truth(per_task, signals, story)):
         entry["functional_truth"] = column
@@ -384,7 +414,8 @@ def functional_truth(responses: dict, signals: dict, story: dict) -> list[list[i
     x, s = on_story(responses), on_story(signals)
     corr = s.T @ x                                   # (n_networks, n_neurons)
     return [np.flatnonzero(row >= FUNCTIONAL_TRUTH_R).tolist() for row in corr]
-def _planted_envelope(bids_dir, tasks, n_volumes, mask, signals, weights, scale, atlas):
+def _planted_envelope(bids_dir, tasks, n_volumes, mask, signals, weights, scale, atlas,
+                      acq: Profile = DEMO):
     """``signals``/``weights`` with one more source: each story's audio envelope (HRF
     convolved, z-scored, times ``scale``) in the Auditory network."""
     from bids_app.responses import envelope_regressor, frame_times_s
@@ -392,19 +423,21 @@ def _planted_envelope(bids_dir, tasks, n_volumes, mask, signals, weights, scale,
 
     vol = np.zeros(mask.shape, np.float32)
     vol[mask] = atlas.masks[list(atlas.network_names).index("Auditory")]
-    smooth = _smooth(vol, 5.0)[mask]
+    smooth = _smooth(vol, 5.0, acq.voxel_mm)[mask]
     weight = np.clip(smooth / smooth.max(), 0, None) * (smooth > 0.2 * smooth.max())
     out = {}
     for task in tasks:
         times_s, rms = audio_envelope(bids_dir / "stimuli" / audio_name(task))
-        course = envelope_regressor(rms, STORY_ONSETS_S[task] + times_s,
-                                    frame_times_s(n_volumes[task], T_R_S, START_TIME_S))
+        course = envelope_regressor(rms, acq.onsets_s[task] + times_s,
+                                    frame_times_s(n_volumes[task], acq.t_r_s,
+                                                  acq.start_time_s))
         course = scale * (course - course.mean()) / course.std()
         out[task] = np.column_stack([signals[task], course]).astype(np.float32)
     return out, np.vstack([weights, weight[None]]).astype(np.float32)
 
 
-def _write_raw_metadata(bids_dir: Path, n_subjects: int, tasks, planted: bool) -> None:
+def _write_raw_metadata(bids_dir: Path, n_subjects: int, tasks, planted: bool,
+                        acq: Profile = DEMO) -> None:
     _write_json(bids_dir / "dataset_description.json", {
         "Name": "llmfbn synthetic narratives" + ("" if planted else " (null)"),
         "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0",
@@ -420,24 +453,25 @@ def _write_raw_metadata(bids_dir: Path, n_subjects: int, tasks, planted: bool) -
     (bids_dir / ".bidsignore").write_text("stimuli/\n")
     for task in tasks:
         _write_json(bids_dir / f"task-{task}_bold.json",
-                    {"TaskName": task, "RepetitionTime": T_R_S,
+                    {"TaskName": task, "RepetitionTime": acq.t_r_s,
                      "Instructions": "Listen to the story."})
 
 
-def _save_series(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
+def _save_series(data: np.ndarray, affine: np.ndarray, path: Path,
+                 t_r_s: float = T_R_S) -> None:
     """A 4-D series with its units (mm, s) and its volume step (RepetitionTime) in the
     header, as the BIDS validator checks."""
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm", "sec")
-    img.header["pixdim"][4] = T_R_S
+    img.header["pixdim"][4] = t_r_s
     nib.save(img, path)
 
 
 def _write_run(bids_dir, fmriprep, sub, task, n, signal, weights, mask_img, mask, baseline,
-               noise_psc, rng) -> None:
+               noise_psc, rng, acq: Profile = DEMO) -> None:
     n_vox = int(mask.sum())
     motion = _motion(n, rng)
-    cosines = _cosines(n)
+    cosines = _cosines(n, acq.t_r_s)
     physio = _ar1((n, 10), 0.6, rng)
     physio = (physio - physio.mean(0)) / physio.std(0)
     # percent signal change around the baseline, (n, n_vox)
@@ -460,24 +494,25 @@ def _write_run(bids_dir, fmriprep, sub, task, n, signal, weights, mask_img, mask
     raw = np.clip(data[::2, ::2, ::2], 0, 32767).astype(np.int16)
     raw_affine = mask_img.affine.copy()
     raw_affine[:3, :3] *= 2
-    _save_series(raw, raw_affine, raw_func / f"{base}_bold.nii.gz")
+    _save_series(raw, raw_affine, raw_func / f"{base}_bold.nii.gz", acq.t_r_s)
     # RepetitionTime only here and in task-<task>_bold.json at the root (BIDS inheritance)
-    _write_json(raw_func / f"{base}_bold.json", {"RepetitionTime": T_R_S, "TaskName": task})
-    story_s = float(n * T_R_S - STORY_ONSETS_S[task] - 15.0)
+    _write_json(raw_func / f"{base}_bold.json", {"RepetitionTime": acq.t_r_s, "TaskName": task})
+    story_s = float(n * acq.t_r_s - acq.onsets_s[task] - 15.0)
     # stim_file is relative to stimuli/ and names a file that exists there
-    pd.DataFrame({"onset": [STORY_ONSETS_S[task]], "duration": [round(story_s, 2)],
+    pd.DataFrame({"onset": [acq.onsets_s[task]], "duration": [round(story_s, 2)],
                   "trial_type": [task], "stim_file": [audio_name(task)]}
                  ).to_csv(raw_func / f"{base}_events.tsv", sep="\t", index=False)
 
     func = fmriprep / f"sub-{sub}" / "func"
     func.mkdir(parents=True, exist_ok=True)
     space = "space-MNI152NLin2009cAsym_res-2"
-    _save_series(data, mask_img.affine, func / f"{base}_{space}_desc-preproc_bold.nii.gz")
+    _save_series(data, mask_img.affine, func / f"{base}_{space}_desc-preproc_bold.nii.gz",
+                 acq.t_r_s)
     resolution = {"Resolution": {"2": f"fMRIPrep's res-2 name kept; the synthetic grid has "
-                                      f"{VOXEL_MM:g} mm voxels"}}
+                                      f"{acq.voxel_mm:g} mm voxels"}}
     _write_json(func / f"{base}_{space}_desc-preproc_bold.json", {
-        "RepetitionTime": T_R_S, "StartTime": START_TIME_S, "SkullStripped": False,
-        "TaskName": task, "VoxelSizeMm": VOXEL_MM, **resolution,
+        "RepetitionTime": acq.t_r_s, "StartTime": acq.start_time_s, "SkullStripped": False,
+        "TaskName": task, "VoxelSizeMm": acq.voxel_mm, **resolution,
         "Sources": [f"bids:raw:sub-{sub}/func/{base}_bold.nii.gz"]})
     mask_out = nib.Nifti1Image(np.asarray(mask_img.dataobj), mask_img.affine)
     mask_out.header.set_xyzt_units("mm")

@@ -95,3 +95,32 @@ def test_story_audio_follows_the_words(small_dataset):
         (times > starts[np.clip(index, 0, None)] + 0.02)
     assert np.median(rms[in_word]) > 10 * np.median(rms[~in_word])     # unaligned words sound too
     assert times[-1] > csv.offsets_s[-1]
+
+
+def test_second_profile_has_its_own_tr_grid_and_story(tmp_path):
+    """The second planted dataset's generator (issue 9): another story in one run, TR 2.0 s,
+    6 mm voxels; its sidecars, headers, events and truth say so, and the BIDS layout is the
+    demo's."""
+    from bids_app.synthetic import SECOND, make_dataset
+
+    bids = make_dataset(tmp_path / "bids", n_subjects=3, planted=False, seed=4,
+                        profile="second")
+    func = bids / "derivatives" / "fmriprep" / "sub-002" / "func"
+    base = "sub-002_task-orchard_space-MNI152NLin2009cAsym_res-2"
+    sidecar = json.loads((func / f"{base}_desc-preproc_bold.json").read_text())
+    assert (sidecar["RepetitionTime"], sidecar["StartTime"], sidecar["VoxelSizeMm"]) == \
+        (2.0, 1.0, 6.0)
+    img = nib.load(func / f"{base}_desc-preproc_bold.nii.gz")
+    assert img.header.get_zooms() == (6.0, 6.0, 6.0, 2.0)
+    assert [p.name for p in sorted((bids / "sub-001" / "func").glob("*_events.tsv"))] == \
+        ["sub-001_task-orchard_events.tsv"]
+    assert story_onset_s(bids / "sub-001" / "func" / "sub-001_task-orchard_events.tsv",
+                         "orchard") == SECOND.onsets_s["orchard"]
+    words = read_word_timings(bids / "stimuli" / "gentle" / "orchard" / "align.csv").words
+    assert list(words[:3]) == ["The", "orchard", "sat"] and len(words) > 900
+    truth = json.loads((bids / "sourcedata" / "llmfbn_truth.json").read_text())
+    assert (truth["profile"], truth["t_r_s"], truth["voxel_mm"], truth["tasks"]) == \
+        ("second", 2.0, 6.0, ["orchard"])
+    confounds = pd.read_csv(next(func.glob("*_desc-confounds_timeseries.tsv")), sep="\t")
+    # the 128 s high-pass drift basis follows the TR: floor(2 n TR / 128) columns
+    assert confounds.filter(like="cosine").shape[1] == int(2 * img.shape[3] * 2.0 // 128)
