@@ -28,6 +28,13 @@ def _cost(codes, resid_sq, alpha) -> float:
     return float(0.5 * resid_sq.double().sum() + alpha * codes.abs().double().sum())
 
 
+def _extrapolate(update: torch.Tensor, last: torch.Tensor, beta: float) -> torch.Tensor:
+    """``update + beta * (update - last)`` (n_atoms, n_trs), rows scaled to norm <= 1."""
+    point = (update.double() + beta * (update.double() - last.double()))
+    point = point / point.norm(dim=1, keepdim=True).clamp_min(1.0)
+    return point.float()
+
+
 class Epochs:
     """The epochs of one fit, over its phases.
 
@@ -79,7 +86,7 @@ class Epochs:
         """Append an epoch's entry to ``history`` and log it."""
         self.history.append(dict(epoch=len(self.history) + 1, phase=phase,
                                  objective=total, alpha=alpha, mean_nonzero=mean_nonzero,
-                                 coding_iter=coding_iter, n_rows=n_rows))
+                                 coding_iter=coding_iter, n_rows=n_rows, accepted=True))
         LOGGER.info("epoch %d (%s, %d rows): objective %.6g, %.2f non-zeros per row, "
                     "%d FISTA iterations", len(self.history), phase, n_rows, total,
                     mean_nonzero, coding_iter)
@@ -182,14 +189,31 @@ class Phase:
         """Exact coding pass + exact block coordinate descent, until the relative change
         of the objective (same alpha) is below ``tol`` with no atom to restart, or until
         ``max_epochs`` (``epoch`` epochs ran already). Returns (atoms, alpha): if a restart
-        did not pay off, the atoms of the best epoch."""
-        previous = None
+        did not pay off, the atoms of the best epoch.
+
+        Extrapolation (Ang & Gillis 2019, for alternating minimisation): the next epoch
+        codes the rows not at the atoms D_k that BCD returned but at
+        ``D_k + beta * (D_k - D_{k-1})`` (rows projected to norm <= 1). When that epoch's
+        objective is not above the last accepted one, it is accepted and ``beta`` grows;
+        otherwise it is rejected (logged with ``accepted=False``), ``beta`` shrinks and the
+        next epoch codes at D_k. A restart of atoms or a new alpha resets the momentum."""
+        previous = None                  # (objective, alpha) of the last accepted epoch
         self.epochs.converged = False
         best = None                      # (objective, alpha, atoms) of the best epoch
         restart_rounds = 0
+        beta = settings.EXTRAPOLATION_START
+        anchor = last_update = None      # D_k (fallback of a rejected epoch), D_{k-1}
         while epoch < self.learner.max_epochs:
             total, coactive = self._coding_pass(atoms, alpha)
             epoch += 1
+            if anchor is not None and previous is not None and previous[1] == alpha \
+                    and total > previous[0]:
+                self.epochs.history[-1]["accepted"] = False
+                beta = beta / settings.EXTRAPOLATION_SHRINK
+                atoms, anchor = anchor, None
+                continue
+            if anchor is not None:
+                beta = min(beta * settings.EXTRAPOLATION_GROW, settings.EXTRAPOLATION_MAX)
             if best is None or best[1] != alpha or total < best[0]:
                 best = (total, alpha, atoms)
             converged = (previous is not None and previous[1] == alpha
@@ -207,8 +231,13 @@ class Phase:
                 self.epochs.converged = True
                 break
             previous = (total, alpha)
-            atoms = self._update_atoms(atoms, atoms64, wasted, pairs)
-            alpha = self.epochs.retune(atoms, alpha)
+            update, restarted = self._update_atoms(atoms, atoms64, wasted, pairs)
+            new_alpha = self.epochs.retune(update, alpha)
+            if restarted or new_alpha != alpha or last_update is None:
+                atoms, anchor = update, None
+            else:
+                atoms, anchor = _extrapolate(update, last_update, beta), update
+            last_update, alpha = update, new_alpha
         if best is not None and best[1] == alpha and best[0] < total:
             atoms = best[2]       # a re-initialisation did not pay off: keep the best atoms
         return atoms, alpha
@@ -241,7 +270,8 @@ class Phase:
 
     def _update_atoms(self, atoms, atoms64, wasted, pairs):
         """Block coordinate descent, then the split of the rotated ``pairs`` and the restart
-        of the unused and ``wasted`` atoms. Returns the new atoms, float32."""
+        of the unused and ``wasted`` atoms. Returns (the new atoms, float32, whether any
+        atom was split or restarted)."""
         unused = bcd(atoms64, self.stats.a, self.stats.b, passes=settings.BCD_PASSES)
         for i, j in pairs:
             store = self.store
@@ -259,7 +289,7 @@ class Phase:
             LOGGER.info("re-initialised %d unused and %d duplicate or rarely used "
                         "atoms from the principal directions of the residuals",
                         len(unused), len(replace) - len(unused))
-        return atoms64.float()
+        return atoms64.float(), bool(pairs or len(replace))
 
     def _restart(self, atoms, atoms64, replace):
         """Restart the atoms ``replace`` (in ``atoms64``) from what ``atoms`` leave

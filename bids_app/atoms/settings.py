@@ -10,7 +10,7 @@ from __future__ import annotations
 
 #: Identifies the stage (``patterns-v3``) and its learner with all the settings below
 #: (``torch-fista-bcd-v3``), in cache keys and sidecars: change it with any of them.
-ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v3"
+ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v4"
 
 # -- sparse coding (lasso by FISTA, stopped on the per-row duality gap / ||x||^2)
 #: Duality-gap tolerance in batch epochs (float32).
@@ -31,6 +31,13 @@ CHECK_EVERY = 5
 # -- dictionary update
 #: Most passes of block coordinate descent per batch epoch.
 BCD_PASSES = 20
+#: Extrapolation of the atoms between batch epochs (Ang & Gillis 2019): first weight of the
+#: step D_k - D_{k-1}, its growth after an accepted epoch, its division after a rejected
+#: one, and its largest value.
+EXTRAPOLATION_START = 0.5
+EXTRAPOLATION_GROW = 1.1
+EXTRAPOLATION_SHRINK = 2.0
+EXTRAPOLATION_MAX = 0.95
 
 # -- rows, memory and threads
 #: Rows drawn for the initialisation (and for the warm-up epochs when X has at least twice
