@@ -31,13 +31,16 @@ CHECK_EVERY = 5
 # -- dictionary update
 #: Most passes of block coordinate descent per batch epoch.
 BCD_PASSES = 20
-#: Extrapolation of the atoms between batch epochs (Ang & Gillis 2019): first weight of the
-#: step D_k - D_{k-1}, its growth after an accepted epoch, its division after a rejected
-#: one, and its largest value.
-EXTRAPOLATION_START = 0.5
-EXTRAPOLATION_GROW = 1.1
-EXTRAPOLATION_SHRINK = 2.0
-EXTRAPOLATION_MAX = 0.95
+#: Over-relaxed steps of the atoms between batch epochs (``epochs.StepLength``): first
+#: length t of the step D + t (U - D), its growth after an accepted step, its largest and
+#: (after a rejected step halves it) its smallest value.
+RELAX_START = 2.0
+RELAX_GROW = 1.5
+RELAX_MAX = 8.0
+RELAX_MIN = 1.5
+#: Steps are over-relaxed once an epoch's objective decrease is above this fraction of
+#: the previous epoch's (slow, linear convergence), and as long as they keep being accepted.
+RELAX_WHEN = 0.5
 
 # -- rows, memory and threads
 #: Rows drawn for the initialisation (and for the warm-up epochs when X has at least twice
