@@ -361,8 +361,8 @@ def participant(bids: Path, out: Path, work: Path, label: str, extra=()) -> dict
     return record
 
 
-def measure(root: Path, n_subjects: int, atoms_args: list[str], reuse_atoms: bool = False
-            ) -> dict:
+def measure(root: Path, n_subjects: int, atoms_args: list[str], reuse_atoms: bool = False,
+            nilearn: bool = True) -> dict:
     bids, out, work = root / "bids", root / "out", root / "work"
     func = bids / "derivatives" / "fmriprep" / "sub-001" / "func"
     bold = func / f"sub-001_task-{TASK}_{SPACE}_desc-preproc_bold.nii.gz"
@@ -392,8 +392,9 @@ def measure(root: Path, n_subjects: int, atoms_args: list[str], reuse_atoms: boo
     record["log_last"] = log
     design = next((out / "sub-001" / "func").glob("*_design.tsv"))
     sidecar = next((out / "sub-001" / "func").glob("*_stat-t_statmap.json"))
-    stamp("nilearn", _in_process("nilearn_glm", bold, mask, design, sidecar,
-                                 root / "nilearn"))
+    if nilearn:
+        stamp("nilearn", _in_process("nilearn_glm", bold, mask, design, sidecar,
+                                     root / "nilearn"))
     if not reuse_atoms:
         record["atoms_stage_s"] = round(record["first_run_with_atoms"]["wall_s"]
                                         - record["llmfbn_sub1"]["wall_s"], 1)
@@ -412,6 +413,7 @@ def main(argv=None) -> int:
     parser.add_argument("--build", type=int, default=0, metavar="N",
                         help="measure: first build N subjects (0: use ROOT/bids)")
     parser.add_argument("--no-atom-stability", action="store_true")
+    parser.add_argument("--no-nilearn", action="store_true")
     parser.add_argument("--reuse-atoms", action="store_true",
                         help="keep ROOT/work (atoms cached by an earlier measure)")
     parser.add_argument("--json", type=Path)
@@ -431,7 +433,8 @@ def main(argv=None) -> int:
     n_subjects = len(list((args.root / "bids").glob("sub-*")))
     atoms_args = ["--n-atoms", str(args.atoms)] + (
         ["--no-atom-stability"] if args.no_atom_stability else [])
-    record = {**header, **measure(args.root, n_subjects, atoms_args, args.reuse_atoms)}
+    record = {**header, **measure(args.root, n_subjects, atoms_args, args.reuse_atoms,
+                                         not args.no_nilearn)}
     log = record.pop("log_last")
     print(json.dumps(record))
     if args.json:
