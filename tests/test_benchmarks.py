@@ -7,7 +7,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -52,3 +54,22 @@ def test_bench_group_scale_runs_tiny(tmp_path, capsys):
     assert record["subjects"] == 5 and record["n_voxels"] > 1000
     assert record["group"]["peak_rss_mb"] > 0 and "bootstrap_s" in record["group"]
     assert (tmp_path / "out" / "sub-005" / "func").is_dir()
+
+
+def test_bench_scale_builds_tiny(tmp_path):
+    """The scale generator at 8 mm: one run per subject, hard links beyond --distinct, the
+    series' volume count in its header, confounds and raw series; the floors run on it."""
+    bench = _script("bench_scale")
+    bids = bench.build(tmp_path, n_subjects=3, distinct=2, n_volumes=215, grid="tiny")
+    func = bids / "derivatives" / "fmriprep"
+    name = "task-lighthouse_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz"
+    bolds = [func / f"sub-{s}" / "func" / f"sub-{s}_{name}" for s in ("001", "002", "003")]
+    assert [b.stat().st_nlink for b in bolds] == [2, 1, 2]
+    assert nib.load(bolds[1]).shape[3] == 215
+    assert not list(bids.rglob("*market*"))
+    confounds = func / "sub-003" / "func" / "sub-003_task-lighthouse_desc-confounds_timeseries.tsv"
+    assert len(pd.read_csv(confounds, sep="\t")) == 215
+    mask = Path(str(bolds[1]).replace("desc-preproc_bold", "desc-brain_mask"))
+    assert bench.floor_nibabel(bolds[1], mask)["read_mask_s"] >= 0
+    assert bench.floor_gunzip(bolds[1])["bytes"] == 352 + 4 * 215 * int(
+        np.prod(nib.load(mask).shape))

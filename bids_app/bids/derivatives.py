@@ -14,12 +14,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.arraywriters import get_slope_inter, make_array_writer
+from nibabel.openers import Opener
 
 from bids_app.atomic import atomic_path
 from bids_app.bids.naming import bids_name
 
-__all__ = ["atomic_path", "bids_name", "set_units", "write_json", "write_nifti", "write_text",
-           "write_tsv"]
+__all__ = ["atomic_path", "bids_name", "set_units", "write_json", "write_masked_nifti",
+           "write_nifti", "write_text", "write_tsv"]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -52,6 +54,35 @@ def write_nifti(path: Path, img: nib.Nifti1Image) -> Path:
     """``img`` with :func:`set_units`, atomically at ``path``."""
     with atomic_path(path) as tmp:
         nib.save(set_units(img), tmp)
+    return Path(path)
+
+
+def write_masked_nifti(path: Path, values: np.ndarray, mask: np.ndarray,
+                       affine: np.ndarray) -> Path:
+    """``write_nifti(path, unmask_img(values, mask, affine))``, the same bytes, written one
+    volume at a time: (n_maps, n_voxels) or (n_voxels,) ``values`` never become a whole 4-D
+    array in memory (277 MB for 64 maps at 2 mm).
+
+    The header is the one nibabel writes for a float32 image (``set_units``, no scaling);
+    the volumes follow in the file's (Fortran) order through nibabel's gzip opener (same
+    compression level, no time stamp).
+    """
+    values = np.asarray(values, dtype=np.float32)
+    maps = values[None] if values.ndim == 1 else values
+    shape = mask.shape if values.ndim == 1 else mask.shape + (maps.shape[0],)
+    img = set_units(nib.Nifti1Image(np.broadcast_to(np.float32(0), shape), affine))
+    img.update_header()
+    header = img.header
+    header.set_slope_inter(*get_slope_inter(make_array_writer(
+        np.zeros(1, np.float32), header.get_data_dtype(), header.has_data_slope,
+        header.has_data_intercept)))
+    volume = np.zeros(mask.shape, np.float32, order="F")
+    with atomic_path(path) as tmp, Opener(str(tmp), "wb") as stream:
+        header.write_to(stream)
+        stream.write(b"\0" * (int(header.get_data_offset()) - stream.tell()))
+        for row in maps:
+            volume[mask] = row
+            stream.write(memoryview(volume.T).cast("B"))
     return Path(path)
 
 

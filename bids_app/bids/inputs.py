@@ -1,10 +1,14 @@
 """The files of a run checked before anything is written: every byte of the images the run
 will read, their headers and grids, and the lengths of the series that must match.
 
-Reading an image later only takes the bytes it needs, so a damaged gzip (bad bytes or a cut
-end) could otherwise go unseen (nibabel never reaches the CRC at the end of the stream) or
-stop the run after outputs were written. :func:`check_run_inputs` decompresses each image
-once, in blocks of :data:`GZIP_BLOCK_BYTES`, so the CRC is checked.
+Reading an image with nibabel only takes the bytes it needs, so a damaged gzip (bad bytes
+or a cut end) could otherwise go unseen (nibabel never reaches the CRC at the end of the
+stream). :func:`check_run_inputs` decompresses each brain mask once, in blocks of
+:data:`GZIP_BLOCK_BYTES`, so the CRC is checked. The BOLD series are read in full, to the
+CRC, by the participant level itself (:func:`bids_app.bids.images.read_bold`), inside its
+deferred writes (a damaged series met then leaves no output); here only their gzip
+trailer is checked against the header, which catches a file cut short before any long
+step, without decompressing every run twice.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from bids_app.bids.images import AFFINE_ATOL_MM, load_image, unreadable
 from bids_app.bids.layout import TR_RTOL, RunFiles
 from bids_app.errors import LlmfbnError
 
-__all__ = ["GZIP_BLOCK_BYTES", "check_image_bytes", "check_run_inputs", "header_t_r_s"]
+__all__ = ["GZIP_BLOCK_BYTES", "check_image_bytes", "check_run_inputs", "check_series_bytes",
+           "header_t_r_s"]
 
 #: Bytes decompressed at a time when checking a gzip stream (memory stays flat).
 GZIP_BLOCK_BYTES = 1 << 24
@@ -50,6 +55,30 @@ def check_image_bytes(path: Path) -> None:
     size = path.stat().st_size
     if size < needed:
         raise unreadable(path, EOFError(f"{size} bytes, the header announces {needed}"))
+
+
+def check_series_bytes(path: Path) -> None:
+    """:func:`check_image_bytes` for a series that :func:`~bids_app.bids.images.read_bold`
+    reads in full later (and checks the CRC of then): a ``.nii.gz`` whose gzip trailer
+    states the length the header announces (vox_offset plus the data, modulo 2**32) is not
+    decompressed here, so the participant level reads each run once. A file cut short
+    fails this test (its last bytes are no trailer); so does a valid file of several gzip
+    members (the trailer is the last member's), which is then decompressed in full.
+    """
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        header = load_image(path).header
+        needed = int(header.get_data_offset()) + int(
+            np.prod(header.get_data_shape()) * header.get_data_dtype().itemsize)
+        try:
+            with path.open("rb") as raw:
+                raw.seek(-4, 2)
+                stated = int.from_bytes(raw.read(4), "little")
+        except OSError as err:
+            raise unreadable(path, err) from err
+        if stated == needed % 2**32:
+            return
+    check_image_bytes(path)
 
 
 def header_t_r_s(path: Path) -> float | None:
@@ -122,8 +151,9 @@ def _check_header_t_r(run: RunFiles) -> None:
 def check_run_inputs(run: RunFiles) -> None:
     """Everything a run will read, checked before any output is written.
 
-    The BOLD series and brain mask are read to their last byte
-    (:func:`check_image_bytes`), they share one grid, the mask is 3-D, the confounds have
+    The brain mask is read to its last byte (:func:`check_image_bytes`), the BOLD series'
+    gzip trailer agrees with its header (:func:`check_series_bytes`; its CRC is checked
+    when it is read), they share one grid, the mask is 3-D, the confounds have
     one row per BOLD volume, the raw series has as many volumes as the preprocessed one,
     and a header that states a time unit agrees with RepetitionTime.
 
@@ -135,5 +165,5 @@ def check_run_inputs(run: RunFiles) -> None:
     _check_grid(run)
     _check_lengths(run)
     _check_header_t_r(run)
-    for path in (run.mask, run.bold):
-        check_image_bytes(path)
+    check_image_bytes(run.mask)
+    check_series_bytes(run.bold)

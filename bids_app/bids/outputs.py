@@ -14,7 +14,6 @@ import scipy.sparse as sp
 
 from bids_app.bids import derivatives as out
 from bids_app.bids import naming
-from bids_app.bids.images import unmask_img
 
 ATOMS_COLUMNS = {"acquisition": "task/run whose clock the row is on",
                  "task": "BIDS task", "run": "BIDS run (n/a when the task has no runs)",
@@ -37,8 +36,9 @@ SUBJECT_MAPS = {
 
 def write_map(path: Path, values: np.ndarray, mask: np.ndarray, affine: np.ndarray,
               sidecar: dict) -> Path:
-    """A (n_maps, n_voxels) or (n_voxels,) array as a NIfTI map with its JSON sidecar."""
-    out.write_nifti(path, unmask_img(values, mask, affine))
+    """A (n_maps, n_voxels) or (n_voxels,) array as a NIfTI map with its JSON sidecar
+    (written a volume at a time: :func:`~bids_app.bids.derivatives.write_masked_nifti`)."""
+    out.write_masked_nifti(path, values, mask, affine)
     out.write_json(naming.sidecar_path(path), sidecar)
     return path
 

@@ -114,10 +114,12 @@ def subject_mask(runs: list[RunFiles]):
                            "use one --space/res for all runs")
 
 
-def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regressors):
+def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regressors,
+                 seconds: dict | None = None):
     """The subject's encoding model on the volumes that are steady-state and used frames,
     with confounds and stimulus nuisance regressors; its CV r, mask, and what the report's
-    data checks show (each run's checks and the mean BOLD, from the BOLD read for the fit)."""
+    data checks show (each run's checks and the mean BOLD, from the BOLD read for the fit).
+    ``seconds["read"]`` (when given) adds up the time spent reading the BOLD series."""
     confounds, nuisance = regressors
     mask_img, mask = subject_mask(runs)
     run_data, checks, mean_bold = [], [], 0.0
@@ -126,7 +128,10 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regre
         atoms, used, _ = atoms_by_acq[run.acquisition]
         volumes = used_volumes(steady, used[: run.n_volumes])
         extra = nuisance[run.acquisition].iloc[: run.n_volumes]
+        reading = time.monotonic()
         bold, mean = read_bold(run.bold, mask, mask_img)
+        if seconds is not None:
+            seconds["read"] = seconds.get("read", 0.0) + time.monotonic() - reading
         mean_bold = mean_bold + mean * (run.n_volumes / sum(r.n_volumes for r in runs))
         run_data.append(RunData(bold=bold, confounds=conf.loc[volumes], sample_mask=volumes,
                                 atoms=atoms[: run.n_volumes], name=run.name,
@@ -229,9 +234,12 @@ def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regresso
 
     started = time.monotonic()
     runs = dataset.runs[subject]
+    seconds = {"read": 0.0}
     with threadpool_limits(1), collect_warnings() as warned:
         fit, cv_r, mask_img, mask, checks, mean_bold = _fit_subject(
-            config, runs, atoms_by_acq, regressors)
+            config, runs, atoms_by_acq, regressors, seconds)
+        seconds["GLM"] = time.monotonic() - started - seconds["read"]
+        writing = time.monotonic()
         write_participant_outputs(config.output_dir, subject, config.space_entities,
                                   spec.label, fit, cv_r, mask_img, mask,
                                   _subject_sidecar(config, spec, runs, fit))
@@ -239,12 +247,16 @@ def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regresso
             write_nuisance_outputs(config.output_dir, subject, config.space_entities,
                                    fit.nuisance, mask_img, mask, _nuisance_sidecar(
                                        config, runs, fit))
+        seconds["maps"] = time.monotonic() - writing
     if config.reports:
+        reporting = time.monotonic()
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject,
                                            fit=fit, cv_r=cv_r, mask_img=mask_img, mask=mask,
                                            runs=checks, mean_bold=mean_bold,
                                            warnings=warned))
+        seconds["report"] = time.monotonic() - reporting
+    stages = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
     return (f"sub-{subject} ({spec.label}): {len(runs)} runs, {fit.n_volumes_used} volumes, "
             f"{int(mask.sum())} voxels, median R2 {float(np.median(fit.r2)):.3f}, "
             "median CV r " + ("n/a" if cv_r is None else f"{float(np.median(cv_r)):.3f}")
-            + f" ({time.monotonic() - started:.1f} s)")
+            + f" ({stages}; {time.monotonic() - started:.1f} s)")

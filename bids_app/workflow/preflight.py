@@ -6,11 +6,12 @@ what they check; this module puts them in order:
 
 participant level
     folders (where OUTPUT_DIR and the work directory lie, writable), the dataset (pybids
-    discovery, fMRIPrep files, RepetitionTime with BIDS inheritance), every run's images
-    to their last byte, grids and volume counts (BOLD = confounds rows = raw series), story
-    timings inside their runs, models and device, confounds, the atom count (against the
-    model's ANs and the volumes the GLM needs), the memory budget, and free disk space for
-    the work directory and the outputs;
+    discovery, fMRIPrep files, RepetitionTime with BIDS inheritance), every run's brain
+    mask to its last byte and BOLD series' gzip trailer (the BOLD itself is read once, by
+    the participant level, which checks its CRC), grids and volume counts (BOLD =
+    confounds rows = raw series), story timings inside their runs, models and device,
+    confounds, the atom count (against the model's ANs and the volumes the GLM needs), the
+    memory budget, and free disk space for the work directory and the outputs;
 group level
     folders, the participant level's settings and outputs of every model, the atlas on
     the group grid (coverage), and free disk space for the group outputs.
