@@ -145,16 +145,19 @@ def write_participant_outputs(output_dir: Path, subject: str, space_entities: di
             "Networks": list(fit.network_effect.columns[1:]),
             "NumberOfAtoms": n_atoms,
             "NullSurrogates": int(len(fit.network_effect) - n_atoms),
-            "Units": "percent signal change per unit of regressor"})
+            "Units": "percent signal change (effect per unit of regressor x the regressor's "
+                     "norm after the confounds; unit-noise standard errors)"})
 
 
 NETWORK_EFFECTS_TEXT = (
     "The coupling null's table: one row per regressor (the atoms, then the phase-randomised "
     "surrogate atoms null0001, ...), one column per network of the atlas; each value is the "
-    "regressor's effect on the network's mean signal (the BOLD in percent signal change "
-    "averaged over the subject's voxels in the network), fitted exactly as an atom is "
-    "fitted voxel by voxel (the same design, --glm), so an atom's value is the network mean "
-    "of its effect map")
+    "regressor's standardised effect on the network's mean signal (the BOLD in percent "
+    "signal change averaged over the subject's voxels in the network): its OLS effect, "
+    "fitted exactly as an atom is fitted voxel by voxel (the same design, --glm), divided "
+    "by its standard error per unit noise (for --glm separate, times the regressor's norm "
+    "after the confounds are projected out), so that atoms and surrogates have the same "
+    "spread under the null however much of them the confounds explain")
 
 
 NUISANCE_MAPS = {

@@ -262,7 +262,7 @@ def fit_participant(runs: Sequence[RunData], glm: str = "separate",
 
 
 def network_effects_of(design: pd.DataFrame, n_atoms: int, regressors, signals,
-                       glm: str = "separate") -> np.ndarray:
+                       glm: str = "separate", standardised: bool = False) -> np.ndarray:
     """(n_regressors, n_pools) effects of regressors on pooled signals, each regressor
     fitted exactly as :func:`fit_participant` fits an atom.
 
@@ -274,6 +274,13 @@ def network_effects_of(design: pd.DataFrame, n_atoms: int, regressors, signals,
     blocks of ``n_atoms`` regressors, each block in one model with the confounds, as the
     atoms are (a last, shorter block is fitted alone). With the atoms' own columns this
     gives the pool means of the effect maps, since OLS is linear in the targets.
+
+    ``standardised``: each effect divided by its standard error per unit of noise,
+    ``sqrt((X'X)^-1_kk)`` (for ``separate`` ``1 / ||x~_k||``, the regressor's norm after the
+    confounds are projected out). Under a null of noise with the same variance for every
+    regressor, this has the same spread for every regressor, however much of it the
+    confounds explain; the effect itself does not (a regressor the drifts nearly span gets
+    huge, noisy effects).
     """
     if glm not in GLM_MODES:
         raise LlmfbnError(f"unknown GLM mode {glm!r}", expected=" or ".join(GLM_MODES))
@@ -284,14 +291,20 @@ def network_effects_of(design: pd.DataFrame, n_atoms: int, regressors, signals,
     if glm == "separate":
         resid = regressors - confounds @ reduced.solve(regressors)[0]
         ss = np.sum(resid ** 2, axis=0)
-        return np.divide(resid.T @ signals, ss[:, None],
+        scale = np.sqrt(ss) if standardised else ss
+        return np.divide(resid.T @ signals, scale[:, None],
                          out=np.zeros((regressors.shape[1], signals.shape[1])),
                          where=ss[:, None] > 0)
     out = np.empty((regressors.shape[1], signals.shape[1]))
     for first in range(0, regressors.shape[1], n_atoms):
         block = regressors[:, first:first + n_atoms]
         solver = OLSSolver(np.column_stack([block, confounds]))
-        out[first:first + block.shape[1]] = solver.solve(signals)[0][:block.shape[1]]
+        effects = solver.solve(signals)[0][:block.shape[1]]
+        if standardised:
+            unit_se = np.sqrt(solver.cov_diag[:block.shape[1]])[:, None]
+            effects = np.divide(effects, unit_se, out=np.zeros_like(effects),
+                                where=unit_se > 0)
+        out[first:first + block.shape[1]] = effects
     return out
 
 

@@ -151,8 +151,9 @@ def coupling_table(t, significant, atlas: FBNAtlas) -> pd.DataFrame:
 
 
 def add_null(coupling: pd.DataFrame, r: np.ndarray, p: np.ndarray) -> pd.DataFrame:
-    """The coupling table with the surrogate null's columns ``network_effect`` (the atom's
-    group-mean effect over the network's voxels) and ``p_null``.
+    """The coupling table with the surrogate null's columns ``network_effect`` (the group
+    mean of the atom's standardised effect on the network's mean signal,
+    :mod:`bids_app.group.null`) and ``p_null``.
 
     ``r`` (n_atoms, n_networks) and ``p`` (2, n_atoms, n_networks) from
     :func:`bids_app.group.null.null_table`; rows of ``coupling`` are ordered atom, network,

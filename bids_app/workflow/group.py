@@ -83,9 +83,11 @@ def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: in
             "MembershipRule": MEMBERSHIP_RULE, "Atoms": naming.atom_names(n_atoms)}
 
 
-_NULL_TEXT = ("phase-randomised surrogate atoms fitted like the atoms; each atom's group-mean "
-              "effect over each network's voxels referred to the surrogates' distribution "
-              "(Student t, n_surrogates - 1 df); Bonferroni over atoms x networks x signs")
+_NULL_TEXT = ("phase-randomised surrogate atoms fitted like the atoms on each network's mean "
+              "signal; the group mean of each atom's standardised effect on it (effect / "
+              "unit-noise standard error) referred to the surrogates' distribution (Student "
+              "t, n_surrogates - 1 df); Bonferroni over atoms x networks x signs; an atom goes "
+              "to the passing network of smallest p with IoU >= MinIoU")
 MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the Pearson "
                    "correlation, over the frames the atoms were learned on, between its "
                    "response and the network's composite is at least MembershipThreshold; the "

@@ -156,8 +156,8 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regre
 def _network_effects(config: Config, fit, run_data, runs, atoms_by_acq, atlas):
     """The coupling null's table: the effects of the atoms and of the surrogate atoms on
     each network's mean signal (voxels of the subject's mask in the network), each fitted
-    exactly as an atom is fitted voxel by voxel (so the atoms' rows are the network means
-    of their effect maps)."""
+    exactly as an atom is fitted voxel by voxel and divided by its standard error per unit
+    noise (:func:`bids_app.encoding.network_effects_of`, ``standardised``)."""
     n_atoms = np.shape(run_data[0].atoms)[1]
     surrogates = np.concatenate([
         np.asarray(atoms_by_acq[run.acquisition][2][: run.n_volumes],
@@ -166,8 +166,9 @@ def _network_effects(config: Config, fit, run_data, runs, atoms_by_acq, atlas):
     design = fit.design
     effects = np.vstack([
         network_effects_of(design, n_atoms, design.iloc[:, :n_atoms], fit.network_signals,
-                           config.glm),
-        network_effects_of(design, n_atoms, surrogates, fit.network_signals, config.glm)])
+                           config.glm, standardised=True),
+        network_effects_of(design, n_atoms, surrogates, fit.network_signals, config.glm,
+                           standardised=True)])
     table = pd.DataFrame(effects, columns=list(atlas.network_names))
     table.insert(0, "regressor", list(design.columns[:n_atoms])
                  + naming.surrogate_names(surrogates.shape[1]))
