@@ -10,9 +10,6 @@ Run by hand (not part of the tests)::
         --dtype float32 --mem-gb 8 --path /big/disk/X.npy --keep        # LLM scale
     python benchmarks/bench_dictionary.py ours --device cuda --n-neurons 458752 \
         --n-trs 1000                              # GPU: Llama-3-8B's ANs (peak GPU memory too)
-    python benchmarks/bench_dictionary.py file --path work/llmfbn/responses/<key>/x.npy \
-        --threads 1                    # a real responses matrix (e.g. the demo's), as the
-                                       # pipeline fits it: its responding (non-zero) rows
 
 Each command runs in its own process, so its peak RSS (``ru_maxrss``) is its own, and
 prints one JSON line: wall time, final objective ``0.5 ||X - A D||^2 + alpha ||A||_1``
@@ -68,9 +65,8 @@ def peak_rss_gb() -> float:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["ours", "sklearn", "stream", "prepare", "file"])
-    parser.add_argument("--path", help="prepare/stream: where X is written (.npy); "
-                                       "file: the X to fit (.npy)")
+    parser.add_argument("which", choices=["ours", "sklearn", "stream", "prepare"])
+    parser.add_argument("--path", help="prepare/stream: where X is written (.npy)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="prepare/stream: dtype of X on disk")
     parser.add_argument("--keep", action="store_true", help="stream: keep the X file")
@@ -150,9 +146,8 @@ def _run_sklearn(args, X, record):
     record["mean_nonzero"] = float((codes != 0).sum(1).mean())
 
 
-def _run_ours(args, source, record, rows=None):
-    """Fit our DictionaryLearner (``--repeat`` times) on the ``rows`` of ``source`` (all
-    when None), into ``record``."""
+def _run_ours(args, source, record):
+    """Fit our DictionaryLearner (``--repeat`` times), into ``record``."""
     import torch
 
     from bids_app.atoms import DictionaryLearner, dictionary_objective
@@ -168,7 +163,7 @@ def _run_ours(args, source, record, rows=None):
                                   device=args.device, random_state=args.seed,
                                   n_threads=args.threads, max_epochs=args.max_epochs,
                                   mem_gb=args.mem_gb if args.which == "stream" else None)
-        model.fit(source, rows=rows)
+        model.fit(source)
         walls.append(time.perf_counter() - t0)
         cpus.append(cpu_s() - c0)
     record["wall_s"] = float(np.median(walls))
@@ -182,8 +177,7 @@ def _run_ours(args, source, record, rows=None):
     record["epochs"] = model.n_iter_
     record["converged"] = model.converged_
     if not args.no_objective_pass:
-        fitted = source if rows is None else np.asarray(source[rows])
-        record["objective"] = dictionary_objective(fitted, model.codes_,
+        record["objective"] = dictionary_objective(source, model.codes_,
                                                    model.components_, args.alpha)
     record["objective_attr"] = model.objective_
     record["mean_nonzero"] = model.codes_.nnz / model.codes_.shape[0]
@@ -201,16 +195,8 @@ def main(argv=None):
 
     if args.which == "prepare":
         return _prepare(args)
-    rows = None
     if args.which == "stream":
         X, path, reuse, prepare_s = _stream_input(args)
-    elif args.which == "file":
-        from bids_app.atoms import responding_rows
-
-        X = np.load(args.path, mmap_mode="r")
-        rows = responding_rows(X)
-        args.n_neurons, args.n_trs = len(rows), X.shape[1]
-        print(f"{args.path}: {X.shape}, {len(rows)} responding rows", file=sys.stderr)
     else:
         X = make_data(args.n_neurons, args.n_trs, seed=args.seed)
     rss_data = peak_rss_gb()
@@ -228,7 +214,7 @@ def main(argv=None):
             record["mem_gb"] = args.mem_gb
             record["prepare_s"] = round(prepare_s, 1)
             record["x_reused"] = reuse
-        _run_ours(args, X, record, rows)
+        _run_ours(args, X, record)
         if args.which == "stream" and not args.keep:
             del X
             os.remove(path)

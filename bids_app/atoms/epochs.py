@@ -28,38 +28,6 @@ def _cost(codes, resid_sq, alpha) -> float:
     return float(0.5 * resid_sq.double().sum() + alpha * codes.abs().double().sum())
 
 
-def _relax(base: torch.Tensor, update: torch.Tensor, step: float) -> torch.Tensor:
-    """``base + step * (update - base)`` (n_atoms, n_trs), rows scaled to norm <= 1."""
-    point = base.double() + step * (update.double() - base.double())
-    point = point / point.norm(dim=1, keepdim=True).clamp_min(1.0)
-    return point.float()
-
-
-class StepLength:
-    """The length ``t`` of the over-relaxed atom steps ``D + t (U - D)`` of batch epochs.
-
-    Along the step U - D of block coordinate descent (the best atoms for the current codes)
-    the objective keeps falling well beyond t = 1 while the supports of the codes follow
-    (on the demo's responses, t = 8 gained 4.5 times as much as t = 1), so ``t`` starts
-    at ``settings.RELAX_START`` and grows by ``settings.RELAX_GROW`` after every accepted
-    step, up to ``settings.RELAX_MAX``. A rejected step (the objective rose) is replaced
-    by the plain step (t = 1, which cannot raise it) and ``t`` is halved, to no less than
-    ``settings.RELAX_MIN``.
-    """
-
-    def __init__(self):
-        self.step = settings.RELAX_START
-
-    def outcome(self, before: float, after: float) -> bool:
-        """Whether the step that took the objective from ``before`` to ``after`` is
-        accepted; adapts ``step``."""
-        if after <= before:
-            self.step = min(self.step * settings.RELAX_GROW, settings.RELAX_MAX)
-            return True
-        self.step = max(settings.RELAX_MIN, self.step / 2.0)
-        return False
-
-
 class Epochs:
     """The epochs of one fit, over its phases.
 
@@ -111,7 +79,7 @@ class Epochs:
         """Append an epoch's entry to ``history`` and log it."""
         self.history.append(dict(epoch=len(self.history) + 1, phase=phase,
                                  objective=total, alpha=alpha, mean_nonzero=mean_nonzero,
-                                 coding_iter=coding_iter, n_rows=n_rows, accepted=True))
+                                 coding_iter=coding_iter, n_rows=n_rows))
         LOGGER.info("epoch %d (%s, %d rows): objective %.6g, %.2f non-zeros per row, "
                     "%d FISTA iterations", len(self.history), phase, n_rows, total,
                     mean_nonzero, coding_iter)
@@ -212,44 +180,20 @@ class Phase:
     # ------------------------------------------------------------------ batch epochs
     def _batch_epochs(self, atoms, alpha, epoch: int):
         """Exact coding pass + exact block coordinate descent, until the relative change
-        of the objective (same alpha) over a plain step is below ``tol`` with no atom to
-        restart, or until ``max_epochs`` (``epoch`` epochs ran already). Returns (atoms,
-        alpha): if a restart did not pay off, the atoms of the best epoch.
-
-        Over-relaxed steps (:class:`StepLength`): the next epoch codes the rows not at the
-        atoms U_k that BCD returns for the codes at D_k, but at ``D_k + t (U_k - D_k)``
-        (rows projected to norm <= 1), t > 1. An epoch whose objective is above the last
-        accepted one is rejected (logged with ``accepted=False``) and the next epoch codes
-        at U_k, so accepted objectives never increase. Convergence is only declared on a
-        plain step (t = 1): after an over-relaxed step that changed the objective by less
-        than ``tol``, the next step is plain. A restart of atoms or a new alpha takes the
-        plain step too."""
-        previous = None                  # (objective, alpha) of the last accepted epoch
+        of the objective (same alpha) is below ``tol`` with no atom to restart, or until
+        ``max_epochs`` (``epoch`` epochs ran already). Returns (atoms, alpha): if a restart
+        did not pay off, the atoms of the best epoch."""
+        previous = None
         self.epochs.converged = False
         best = None                      # (objective, alpha, atoms) of the best epoch
         restart_rounds = 0
-        steps = StepLength()
-        anchor = None                    # U_k, while the epoch coded an over-relaxed step
-        decrease = None                  # of the last accepted epoch (same alpha)
         while epoch < self.learner.max_epochs:
             total, coactive = self._coding_pass(atoms, alpha)
             epoch += 1
-            relaxed = anchor is not None
-            if relaxed and not steps.outcome(previous[0], total):
-                self.epochs.history[-1]["accepted"] = False
-                atoms, anchor = anchor, None             # the plain step, not tested
-                continue
-            anchor = None
             if best is None or best[1] != alpha or total < best[0]:
                 best = (total, alpha, atoms)
-            small = (previous is not None and previous[1] == alpha
-                     and abs(previous[0] - total) <= self.learner.tol * abs(previous[0]))
-            # relax only while convergence is slow: an epoch gained more than
-            # settings.RELAX_WHEN times the one before (fast problems keep plain steps)
-            slow = (previous is not None and previous[1] == alpha and decrease is not None
-                    and previous[0] - total > settings.RELAX_WHEN * decrease)
-            decrease = previous[0] - total if previous is not None and previous[1] == alpha \
-                else None
+            converged = (previous is not None and previous[1] == alpha
+                         and abs(previous[0] - total) <= self.learner.tol * abs(previous[0]))
             atoms64 = atoms.double()
             wasted, pairs = [], []
             if restart_rounds < settings.MAX_RESTART_ROUNDS:
@@ -259,17 +203,12 @@ class Phase:
                 wasted = wasted_atoms(atoms64, self.stats.a)
                 pairs = coactive_pairs(coactive.cpu().numpy(), skip=wasted)
                 restart_rounds += bool(len(wasted) or len(pairs))
-            if small and not relaxed and not len(wasted) and not pairs:
+            if converged and not len(wasted) and not pairs:
                 self.epochs.converged = True
                 break
             previous = (total, alpha)
-            update, restarted = self._update_atoms(atoms, atoms64, wasted, pairs)
-            new_alpha = self.epochs.retune(update, alpha)
-            if restarted or new_alpha != alpha or small or not (slow or relaxed):
-                atoms = update
-            else:
-                atoms, anchor = _relax(atoms, update, steps.step), update
-            alpha = new_alpha
+            atoms = self._update_atoms(atoms, atoms64, wasted, pairs)
+            alpha = self.epochs.retune(atoms, alpha)
         if best is not None and best[1] == alpha and best[0] < total:
             atoms = best[2]       # a re-initialisation did not pay off: keep the best atoms
         return atoms, alpha
@@ -302,8 +241,7 @@ class Phase:
 
     def _update_atoms(self, atoms, atoms64, wasted, pairs):
         """Block coordinate descent, then the split of the rotated ``pairs`` and the restart
-        of the unused and ``wasted`` atoms. Returns (the new atoms, float32, whether any
-        atom was split or restarted)."""
+        of the unused and ``wasted`` atoms. Returns the new atoms, float32."""
         unused = bcd(atoms64, self.stats.a, self.stats.b, passes=settings.BCD_PASSES)
         for i, j in pairs:
             store = self.store
@@ -321,7 +259,7 @@ class Phase:
             LOGGER.info("re-initialised %d unused and %d duplicate or rarely used "
                         "atoms from the principal directions of the residuals",
                         len(unused), len(replace) - len(unused))
-        return atoms64.float(), bool(pairs or len(replace))
+        return atoms64.float()
 
     def _restart(self, atoms, atoms64, replace):
         """Restart the atoms ``replace`` (in ``atoms64``) from what ``atoms`` leave

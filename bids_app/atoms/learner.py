@@ -25,12 +25,7 @@ Algorithm
    over all rows codes them against the current atoms (warm-started) and accumulates the
    exact statistics, whose objective is logged; BCD then minimises over the atoms exactly.
    Each epoch therefore cannot increase the objective (up to the coding tolerance),
-   except right after a restart (below). While it falls slowly (an epoch gains more
-   than half as much as the one before), the next epoch codes at the over-relaxed atoms
-   ``D + t (U - D)`` (U: the atoms from BCD, t from 2 growing by 1.5 per accepted epoch
-   up to 8): the objective keeps falling well beyond U along that step as the codes'
-   supports follow. An over-relaxed epoch that raises the objective is rejected and the
-   plain step U is coded instead; convergence (``tol``) is only declared on a plain step.
+   except right after a restart (below).
    Atoms that no AN uses are re-initialised. So are, in at most three epochs per phase,
    the marks of the usual local minima: an atom nearly duplicating another (|cos| > 0.9)
    or barely used (code energy < 5 % of the median atom's) while some pattern stays
@@ -124,7 +119,7 @@ class DictionaryLearner:
         Maximum number of epochs (online + batch).
     tol : float, default=1e-4
         Stop when the relative change of the objective between two batch epochs (same
-        alpha, the second one a plain, not over-relaxed, step) is below ``tol``.
+        alpha) is below ``tol``.
     mem_gb : float or None, default=None
         Memory budget in GiB for the copies this learner makes (float32 copy of X, codes,
         working chunks). ``None``: X is copied once as float32 (if it is not already) and
@@ -152,8 +147,6 @@ class DictionaryLearner:
         objectives as they were coded; for batch epochs the exact objective of the epoch's
         codes and the atoms they were coded with, which cannot increase while ``alpha`` is
         fixed, except in the epoch after atoms were restarted), ``alpha``,
-        ``accepted`` (False for a rejected over-relaxed batch epoch, whose objective rose;
-        the objectives of accepted batch epochs cannot increase),
         ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA iterations over the rows
         that ran FISTA; 0 when every row was solved exactly on the support of its warm
         start).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 #: Identifies the stage (``patterns-v3``) and its learner with all the settings below
 #: (``torch-fista-bcd-v3``), in cache keys and sidecars: change it with any of them.
-ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v4"
+ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v3"
 
 # -- sparse coding (lasso by FISTA, stopped on the per-row duality gap / ||x||^2)
 #: Duality-gap tolerance in batch epochs (float32).
@@ -31,16 +31,6 @@ CHECK_EVERY = 5
 # -- dictionary update
 #: Most passes of block coordinate descent per batch epoch.
 BCD_PASSES = 20
-#: Over-relaxed steps of the atoms between batch epochs (``epochs.StepLength``): first
-#: length t of the step D + t (U - D), its growth after an accepted step, its largest and
-#: (after a rejected step halves it) its smallest value.
-RELAX_START = 2.0
-RELAX_GROW = 1.5
-RELAX_MAX = 8.0
-RELAX_MIN = 1.5
-#: Steps are over-relaxed once an epoch's objective decrease is above this fraction of
-#: the previous epoch's (slow, linear convergence), and as long as they keep being accepted.
-RELAX_WHEN = 0.5
 
 # -- rows, memory and threads
 #: Rows drawn for the initialisation (and for the warm-up epochs when X has at least twice
