@@ -46,7 +46,7 @@ def test_null_dataset_couples_no_atom(null_run):
     assert metrics["diversity"]["ci95"]["n_coupled_atoms"][0] == 0
     # run with --no-reports: no HTML anywhere, the maps and tables all there
     assert not list(output.rglob("*.html"))
-    assert len(list(output.glob("sub-*/func/*_stat-t_statmap.nii.gz"))) == 6
+    assert len(list(output.glob("sub-*/func/*_desc-minilm_stat-t_statmap.nii.gz"))) == 6
 
 
 def _recovery(planted_run):
