@@ -73,3 +73,16 @@ def test_bench_scale_builds_tiny(tmp_path):
     assert bench.floor_nibabel(bolds[1], mask)["read_mask_s"] >= 0
     assert bench.floor_gunzip(bolds[1])["bytes"] == 352 + 4 * 215 * int(
         np.prod(nib.load(mask).shape))
+
+
+def test_bench_null_cost_runs_tiny(tmp_path, capsys):
+    """The null's cost benchmark on an 8 mm grid: both modes run in their own process and
+    report their steps; the null's steps are there only with the null."""
+    out = tmp_path / "r.jsonl"
+    assert _script("bench_null_cost").main(["--grid", "tiny", "--surrogates", "100",
+                                            "--volumes", "120", "--atoms", "8",
+                                            "--json", str(out)]) == 0
+    off, on = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (off["mode"], on["mode"], on["n_surrogates"]) == ("off", "on", 100)
+    assert set(on["seconds"]) == {"atlas", "fit", "surrogates", "total"}
+    assert set(off["seconds"]) == {"fit", "total"} and on["peak_mb"] > 0
