@@ -47,8 +47,10 @@ from bids_app.workflow.stimulus import compute_atoms, nuisance_regressors
 LOGGER = logging.getLogger("llmfbn")
 
 #: Peak memory of one subject's participant maps, in units of its BOLD runs as float32 on
-#: the whole grid (measured: 2.96 GB for one 2 mm, 300-volume run of 1.30 GB).
-SUBJECT_MEMORY_FACTOR = 2.5
+#: the whole grid: the runs are read streamed and masked, so measured 993 MB for one 2 mm,
+#: 300-volume run of 1.32 GB (0.75; it was 2.96 GB before streaming,
+#: benchmarks/results/scale.md); 1.0 keeps a margin.
+SUBJECT_MEMORY_FACTOR = 1.0
 
 
 def run_participant(config: Config) -> None:
