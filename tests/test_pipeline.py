@@ -69,6 +69,7 @@ def test_planted_ans_rank_first_in_their_networks_scores(planted_run):
     assert (table["auc"] >= 0.95).all(), table
     side = json.loads((output / "group" / "desc-minilm_members.json").read_text())
     assert side["MembershipThreshold"] == 0.6 and "joint effects" in side["MembershipRule"]
+    assert side["NullSurrogates"] == 1000 and "standardised" in side["CouplingNull"]
     networks = pd.read_csv(output / "group" / "desc-minilm_networksubgroups.tsv", sep="\t")
     assert set(networks["ridge"]) <= {0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1}
 

@@ -79,6 +79,7 @@ def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: in
             "Networks": list(atlas.network_names), "FDRq": config.fdr_q,
             "MinIoU": config.min_iou, "CouplingNull": _NULL_TEXT if config.null_surrogates
             else "none: hypergeometric voxel-count test (voxels taken as independent)",
+            "NullSurrogates": int(config.null_surrogates),
             "MembershipThreshold": config.membership_threshold,
             "MembershipRule": MEMBERSHIP_RULE, "Atoms": naming.atom_names(n_atoms)}
 
