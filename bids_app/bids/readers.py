@@ -128,7 +128,8 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
                       participant_label: list[str] | None,
                       null_surrogates: int = 0) -> GroupInputs:
     """Effect and t maps of every subject (``participant_label``, else all found), and the
-    surrogate atoms' effect maps when the participant level fitted ``null_surrogates``."""
+    coupling null's tables (``networkeffects.tsv``: the atoms' and surrogate atoms'
+    effects on each network's signal) when the participant level fitted the null."""
     root = Path(output_dir)
     found = sorted(p.name[4:] for p in root.glob("sub-*") if p.is_dir()) if root.is_dir() else []
     subjects = participant_label or found

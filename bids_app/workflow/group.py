@@ -112,8 +112,9 @@ def _coupling(config: Config, atlas, summaries):
 
 def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, summaries):
     """The AN sub-groups and the brain- and AN-side organisation metrics, with their
-    bootstrap intervals over subjects, from the streamed subjects' ``summaries`` (their
-    network means, as the maps hold them, test the coupling as in the point estimate)."""
+    bootstrap intervals over subjects, from the streamed subjects' ``summaries``: the
+    maps' network means weight the composites; the coupling-null tables' standardised
+    effects test the coupling in each resample as in the point estimate."""
     from bids_app import group
     from bids_app.encoding.design import residual_atom_gram
 
