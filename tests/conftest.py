@@ -50,6 +50,18 @@ def null_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def second_run(tmp_path_factory):
+    """The second planted dataset (another story in one run, TR 2.0 s, 6 mm voxels) and its
+    llmfbn outputs (defaults, without the stability refits and the reports)."""
+    from bids_app.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("second")
+    bids_dir = make_dataset(root / "bids", planted=True, seed=0, profile="second")
+    return bids_dir, _run_pipeline(bids_dir, root / "work", "--no-atom-stability",
+                                   both=("--no-reports",))
+
+
+@pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory):
     """A small null dataset (3 subjects) used as a template for bad-input tests."""
     from bids_app.synthetic import make_dataset

@@ -89,6 +89,33 @@ def test_planted_subgroups_recover_the_functional_truth(planted_run):
     assert (table["n_members"] <= 3 * table["n_truth"]).all(), table
 
 
+def test_second_planted_dataset_runs_end_to_end(second_run):
+    """The second planted dataset (one run, TR 2.0 s, 6 mm): both levels run with the
+    defaults; one run means no cross-validated map; its networks are scored."""
+    bids_dir, output = second_run
+    sidecar = json.loads(next((output / "sub-001" / "func").glob(
+        "*_desc-minilm_stat-t_statmap.json")).read_text())
+    assert sidecar["Tasks"] == ["orchard"]
+    assert not list(output.glob("sub-*/func/*_stat-cvr_statmap.nii.gz"))
+    assert len(list(output.glob("sub-*/func/*_desc-minilm_networkeffects.tsv"))) == 6
+    table, _ = _recovery(second_run)
+    assert len(table) == 3 and table["coupled"].any(), table
+
+
+@pytest.mark.xfail(strict=True, reason="issue 9: the second planted dataset meets none of the "
+                   "targets yet (docs/metrics.md, 2026-12-02: only FrontoParietal coupled, its "
+                   "sub-group 767 ANs against a truth of 20, F1 0, AUC 0.42; the ridge of its "
+                   "composite is chosen blind to the confound-hidden directions)")
+def test_second_planted_dataset_meets_the_targets(second_run):
+    """Issue 9: a second planted dataset with another TR, grid and story meets the demo's
+    targets (every planted network coupled, F1 >= 0.7, AUC >= 0.95, size <= 3 x truth)."""
+    table, _ = _recovery(second_run)
+    assert table["coupled"].all(), table
+    assert (table["f1"] >= 0.7).all(), table
+    assert (table["auc"] >= 0.95).all(), table
+    assert (table["n_members"] <= 3 * table["n_truth"]).all(), table
+
+
 def test_derivatives_dataset_is_indexed_by_pybids(planted_run):
     from bids_app.bids.describe import derivatives_layout
 
