@@ -15,6 +15,7 @@ from bids_app.group import (
     bootstrap_an_metrics,
     choose_ridge,
     joint_network_effects,
+    limit_hidden,
     network_effects,
     separate_network_effects,
 )
@@ -248,3 +249,59 @@ def test_ridge_chosen_by_left_out_subjects_follows_the_noise():
 
 
 
+
+
+def test_limit_hidden_raises_the_ridge_only_where_the_composite_hides_more_than_its_ans():
+    """The ridge is raised along the grid until the composite's hidden energy (energy over
+    the part the confounds leave) is at most the median of its top-scoring rows'; a
+    composite that its own ANs resemble keeps its ridge (noiseless planted network, ridge 0,
+    exact weights); otherwise the first passing grid value is taken, and every value
+    skipped fails the condition (checked by recomputing it)."""
+    from bids_app.group.subgroups import RIDGE_GRID, hidden_energy
+
+    rng = np.random.default_rng(13)
+    atoms, designs = _subject_designs(rng, n_subjects=6)
+    n_atoms = len(atoms)
+    grams = np.stack([residual_atom_gram(d, n_atoms) for d in designs])
+    gram = atoms @ atoms.T
+    weights = rng.normal(size=n_atoms)
+    planted = weights @ atoms
+    separate = []
+    for design in designs:
+        others = design[:, n_atoms:]
+        separate.append([np.linalg.lstsq(np.column_stack([design[:, k], others]), planted,
+                                         rcond=None)[0][0] for k in range(n_atoms)])
+    separate = np.asarray(separate)[:, :, None]
+    # ANs: the planted pattern itself (50 copies with small noise) and random others
+    centred = atoms - atoms.mean(axis=1, keepdims=True)
+    members = weights[None] + 0.01 * rng.normal(size=(50, n_atoms))
+    others = rng.normal(size=(500, n_atoms))
+    projections = np.vstack([members, others]) @ gram      # P = A G
+    assert limit_hidden(np.array([0.0]), separate, grams, atoms, projections)[0] == 0.0
+    # a composite that hides far more than the ANs that score highest: random weights
+    # chasing directions the confounds nearly span; the search stops at the first grid
+    # value whose composite passes
+    noisy = separate + 5.0 * rng.normal(size=separate.shape)
+    visible = grams.mean(axis=0)
+    gram_centred = centred @ centred.T
+    # ANs that the data see well: combinations of the three atom directions with the largest
+    # visible share (generalised eigenvectors of the visible and the total Gram)
+    from scipy.linalg import eigh
+
+    _, directions = eigh(visible, gram_centred)
+    ans = rng.normal(size=(500, 3)) @ directions[:, -3:].T @ gram
+    got = limit_hidden(np.array([0.0]), noisy, grams, atoms, ans)[0]
+
+    def passes(value):
+        w = joint_network_effects(noisy, grams, gram, value).mean(axis=0)[:, 0]
+        scores = ans @ w / np.linalg.norm(w @ centred)
+        top = np.sort(np.argsort(-scores, kind="stable")[:50])
+        rows = (ans[top] @ np.linalg.inv(gram)).T
+        return hidden_energy(w[:, None], gram_centred, visible)[0] <= np.median(
+            hidden_energy(rows, gram_centred, visible))
+
+    grid = np.asarray(RIDGE_GRID)
+    assert got in grid
+    assert all(not passes(v) for v in grid[grid < got])
+    assert passes(got) or got == grid[-1]
+    assert got > 0.0

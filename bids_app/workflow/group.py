@@ -95,7 +95,9 @@ MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the 
                    "composite is the network's mean signal as all atoms describe it together: "
                    "the atoms weighted by their joint effects on it (exact from each subject's "
                    "separate effects and design matrix, ridge chosen per network by "
-                   "leave-one-subject-out prediction, column 'ridge' of networksubgroups.tsv), "
+                   "leave-one-subject-out prediction and raised until the composite hides no "
+                   "more of its energy from the data than its 50 top-scoring ANs do, column "
+                   "'ridge' of networksubgroups.tsv), "
                    "averaged over subjects; with FIR delays (--hrf huth) the AN's best delay")
 
 
@@ -127,6 +129,9 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, s
     separate = (group.separate_network_effects(means, grams) if config.glm == "joint"
                 else means)          # --glm joint maps hold joint effects: back to separate
     ridge = group.choose_ridge(separate, grams, courses @ courses.T)
+    # ... raised where the composite would hide more of itself from the data than the ANs
+    # it selects do (the prediction error cannot see those directions)
+    ridge = group.limit_hidden(ridge, separate, grams, courses, atoms.projections)
     joint = group.joint_network_effects(separate, grams, courses @ courses.T, ridge)
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
                              joint.mean(axis=0), atlas.network_names,
