@@ -141,7 +141,7 @@ def hidden_energy(weights: np.ndarray, atom_gram_centred: np.ndarray,
 
 def limit_hidden(ridge: np.ndarray, subject_effects: np.ndarray, grams: np.ndarray,
                  atoms: np.ndarray, projections: np.ndarray, grid=RIDGE_GRID,
-                 n_top: int = N_TOP_ANS) -> np.ndarray:
+                 n_top: int = N_TOP_ANS, networks=None) -> np.ndarray:
     """(n_networks,) the ridge of each network raised, along ``grid``, until its composite
     hides no more of its energy from the data than the ANs it selects hide of theirs.
 
@@ -153,7 +153,8 @@ def limit_hidden(ridge: np.ndarray, subject_effects: np.ndarray, grams: np.ndarr
     check is self-consistency: the composite's :func:`hidden_energy` must not exceed the
     median of the ``n_top`` highest-scoring response rows' (their projections on the atoms'
     span, ``A = G^-1 P'``). A composite that the ANs it selects look like passes at the
-    ridge chosen (tested on the demo: no network changes).
+    ridge chosen (tested on the demo: no network changes). ``networks``: the indices to
+    check (e.g. the coupled ones: each check reads every AN's projections); default all.
     """
     atoms = np.asarray(atoms, dtype=np.float64)
     gram = atoms @ atoms.T
@@ -163,7 +164,7 @@ def limit_hidden(ridge: np.ndarray, subject_effects: np.ndarray, grams: np.ndarr
     to_weights = np.linalg.solve(gram, np.eye(len(gram)))        # G^-1 (symmetric)
     grid = np.asarray(grid, dtype=np.float64)
     out = np.array(ridge, dtype=np.float64)
-    for n in range(out.size):
+    for n in range(out.size) if networks is None else networks:
         for value in grid[grid >= out[n]]:
             w = joint_network_effects(subject_effects[:, :, n:n + 1], grams, gram,
                                       value).mean(axis=0)[:, 0]

@@ -129,14 +129,18 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, s
     separate = (group.separate_network_effects(means, grams) if config.glm == "joint"
                 else means)          # --glm joint maps hold joint effects: back to separate
     ridge = group.choose_ridge(separate, grams, courses @ courses.T)
-    # ... raised where the composite would hide more of itself from the data than the ANs
-    # it selects do (the prediction error cannot see those directions)
-    ridge = group.limit_hidden(ridge, separate, grams, courses, atoms.projections)
+    # ... raised, for the coupled networks (the only ones with a composite), where the
+    # composite would hide more of itself from the data than the ANs it selects do (the
+    # prediction error cannot see those directions)
+    names = list(atlas.network_names)
+    coupled = sorted({names.index(n) for n in assignments["network"].astype(str)
+                      if n in names})
+    ridge = group.limit_hidden(ridge, separate, grams, courses, atoms.projections,
+                               networks=coupled)
     joint = group.joint_network_effects(separate, grams, courses @ courses.T, ridge)
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
                              joint.mean(axis=0), atlas.network_names,
                              config.membership_threshold)
-    names = list(atlas.network_names)
     groups.networks.insert(3, "ridge", [float(ridge[names.index(n)])
                                         for n in groups.networks["network"]])
     metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names,
