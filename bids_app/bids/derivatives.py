@@ -15,9 +15,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from nibabel.arraywriters import get_slope_inter, make_array_writer
-from nibabel.openers import Opener
 
 from bids_app.atomic import atomic_path
+from bids_app.bids.compression import open_write
 from bids_app.bids.naming import bids_name
 
 __all__ = ["atomic_path", "bids_name", "set_units", "write_json", "write_masked_nifti",
@@ -64,8 +64,9 @@ def write_masked_nifti(path: Path, values: np.ndarray, mask: np.ndarray,
     array in memory (277 MB for 64 maps at 2 mm).
 
     The header is the one nibabel writes for a float32 image (``set_units``, no scaling);
-    the volumes follow in the file's (Fortran) order through nibabel's gzip opener (same
-    compression level, no time stamp).
+    the volumes follow in the file's (Fortran) order, gzip-compressed by
+    :func:`~bids_app.bids.compression.open_write` (ISA-L where installed: the same
+    decompressed bytes as ``nib.save``, a different, faster compressor).
     """
     values = np.asarray(values, dtype=np.float32)
     maps = values[None] if values.ndim == 1 else values
@@ -77,7 +78,7 @@ def write_masked_nifti(path: Path, values: np.ndarray, mask: np.ndarray,
         np.zeros(1, np.float32), header.get_data_dtype(), header.has_data_slope,
         header.has_data_intercept)))
     volume = np.zeros(mask.shape, np.float32, order="F")
-    with atomic_path(path) as tmp, Opener(str(tmp), "wb") as stream:
+    with atomic_path(path) as tmp, open_write(tmp, gz=str(path).endswith(".gz")) as stream:
         header.write_to(stream)
         stream.write(b"\0" * (int(header.get_data_offset()) - stream.tell()))
         for row in maps:

@@ -3,14 +3,13 @@ unmasking on one voxel grid."""
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.openers import Opener
 from nibabel.volumeutils import apply_read_scaling
 
+from bids_app.bids.compression import GZIP_ERRORS, open_read
 from bids_app.errors import LlmfbnError
 
 #: Affines closer than this (mm) are the same grid.
@@ -20,9 +19,9 @@ AFFINE_ATOL_MM = 1e-3
 READ_BLOCK_BYTES = 1 << 25
 
 #: What reading a damaged image raises: truncated gzip (EOFError), bad gzip bytes
-#: (zlib.error, gzip.BadGzipFile is an OSError), a short or unreadable file (OSError,
-#: ValueError), a file that is no image (ImageFileError).
-READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError)
+#: (zlib.error, ISA-L's error, gzip.BadGzipFile is an OSError), a short or unreadable file
+#: (OSError, ValueError), a file that is no image (ImageFileError).
+READ_ERRORS = (OSError, ValueError, nib.filebasedimages.ImageFileError, *GZIP_ERRORS)
 _REREAD = "replace the file with an intact copy (re-copy or re-download it, or re-run " \
           "the tool that made it, e.g. fMRIPrep)"
 
@@ -107,7 +106,7 @@ def read_bold(path: Path, mask: np.ndarray, mask_img) -> tuple[np.ndarray, np.nd
                           found=f"{img.shape[:3]} vs {mask.shape}",
                           todo="re-run fMRIPrep or check --space")
     try:
-        return _stream_masked(path, img, mask)
+        return _stream_masked(path, img, mask, with_mean=True)
     except READ_ERRORS as err:
         raise unreadable(path, err) from err
 
@@ -123,8 +122,9 @@ def _as_float32(raw: np.ndarray, proxy) -> np.ndarray:
     return np.asarray(apply_read_scaling(raw, slope, inter), dtype=np.float32)
 
 
-def _stream_masked(path: Path, img, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`read_bold`'s values and mean, a block of volumes at a time."""
+def _stream_masked(path: Path, img, mask: np.ndarray, with_mean: bool = False):
+    """:func:`read_bold`'s values and (``with_mean``) mean, a block of volumes at a time,
+    through :func:`~bids_app.bids.compression.open_read` (ISA-L's gzip where installed)."""
     shape = img.shape
     if len(shape) != 4:
         raise ValueError(f"a 4-D series is expected, found shape {shape}")
@@ -135,9 +135,9 @@ def _stream_masked(path: Path, img, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     per_volume = n_xyz * dtype.itemsize
     step = max(1, READ_BLOCK_BYTES // per_volume)
     values = np.empty((n_volumes, columns.size), np.float32)
-    total = np.zeros(n_xyz)
+    total = np.zeros(n_xyz) if with_mean else None
     block = bytearray(step * per_volume)
-    with Opener(str(path), "rb") as stream:
+    with open_read(path) as stream:
         stream.seek(int(img.dataobj.offset))
         for start in range(0, n_volumes, step):
             view = memoryview(block)[: min(step, n_volumes - start) * per_volume]
@@ -149,16 +149,27 @@ def _stream_masked(path: Path, img, mask: np.ndarray) -> tuple[np.ndarray, np.nd
                 filled += got
             chunk = _as_float32(np.frombuffer(view, dtype).reshape(-1, n_xyz), img.dataobj)
             np.take(chunk, columns, axis=1, out=values[start:start + len(chunk)])
-            for volume in chunk:           # in order, as numpy's mean over the 4th axis
-                total += volume
+            if with_mean:
+                for volume in chunk:       # in order, as numpy's mean over the 4th axis
+                    total += volume
         stream.read()                      # to the end: gzip checks its CRC and length
+    if not with_mean:
+        return values
     mean = (total / n_volumes).astype(np.float32).reshape(shape[:3], order="F")
     return values, mean
 
 
 def masked_maps(path: Path, mask: np.ndarray) -> np.ndarray:
-    """(n_maps, n_voxels) float32 values of a 4-D stack of maps inside ``mask``."""
-    return image_data(path)[mask].T
+    """(n_maps, n_voxels) float32 values of a 4-D stack of maps inside ``mask`` (a 3-D map:
+    (n_voxels,)), the values of ``np.asarray(img.dataobj, np.float32)[mask].T``; a 4-D
+    stack is read a block of maps at a time (never the whole 4-D array)."""
+    img = load_image(path)
+    if len(img.shape) != 4 or img.shape[:3] != mask.shape:
+        return image_data(path)[mask].T
+    try:
+        return _stream_masked(path, img, mask)
+    except READ_ERRORS as err:
+        raise unreadable(path, err) from err
 
 
 def unmask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
