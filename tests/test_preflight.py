@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_app.bids.layout import discover
+from bids_app.bids.layout import discover, subject_filter
 from bids_app.cli.parser import EXIT_CODES, build_parser, parse_args
 from bids_app.cli.run import main
 from bids_app.errors import LlmfbnError
@@ -43,6 +43,45 @@ def test_repetition_time_inherited_from_the_root(dataset_copy, tmp_path):
         ctx.edit_json(ctx.raw("001", task, "bold.json"), lambda d: d.pop("RepetitionTime"))
     dataset = discover(_config(dataset_copy, tmp_path, "--participant-label", "001"))
     assert {r.t_r_s for r in dataset.all_runs} == {1.5}
+
+
+def test_subject_filter_ignores_every_other_subject():
+    """The pybids ignore pattern keeps the chosen subjects' files (and only theirs: no
+    prefix confusion between 01 and 011)."""
+    pattern = subject_filter(["01", "1"])
+    kept = ["/sub-01/func/sub-01_task-a_bold.nii.gz", "/sub-1/anat/x.nii.gz", "/sub-01.html",
+            "/sub-01", "/dataset_description.json", "/task-a_bold.json"]
+    dropped = ["/sub-011/func/sub-011_task-a_bold.nii.gz", "/sub-02", "/sub-10.html",
+               "/sub-2/func/x.json"]
+    assert not [p for p in kept if pattern.search(p)]
+    assert [p for p in dropped if pattern.search(p)] == dropped
+    assert subject_filter([]) is None
+
+
+def test_participant_label_indexes_only_those_subjects(dataset_copy, tmp_path, monkeypatch):
+    """With --participant-label, pybids indexes the chosen subject's files only, in the raw
+    dataset and in fMRIPrep's folder; unknown labels are still named against every
+    subject's folder."""
+    from bids_app.bids import layout as layout_module
+
+    seen = []
+    original = layout_module._layout
+
+    def spy(root, validate, derivative, subjects=None):
+        result = original(root, validate, derivative, subjects)
+        seen.append((derivative, sorted(result.get_subjects())))
+        return result
+
+    monkeypatch.setattr(layout_module, "_layout", spy)
+    dataset = discover(_config(dataset_copy, tmp_path, "--participant-label", "002"))
+    assert dataset.subjects == ["002"]
+    assert seen == [(False, ["002"]), (True, ["002"])]
+    seen.clear()
+    assert discover(_config(dataset_copy, tmp_path)).subjects == ["001", "002", "003"]
+    assert seen == [(False, ["001", "002", "003"]), (True, ["001", "002", "003"])]
+    with pytest.raises(LlmfbnError, match="unknown participant label.*sub-009") as err:
+        discover(_config(dataset_copy, tmp_path, "--participant-label", "009"))
+    assert "sub-001, sub-002, sub-003" in str(err.value)
 
 
 def _fake_atoms(tmp_path: Path, n_atoms: int):

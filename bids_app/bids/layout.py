@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -99,19 +100,41 @@ def _read_description(folder: Path, what: str, todo: str) -> dict:
                           todo="fix the JSON file") from err
 
 
-def _layout(root: Path, validate: bool, derivative: bool):
+def subject_filter(subjects) -> re.Pattern | None:
+    """The pybids ignore pattern of every subject but ``subjects`` (paths relative to the
+    root, with a leading ``/``): a participant run of a few subjects indexes their files
+    only, not the whole dataset's (fMRIPrep does the same). ``None`` for all subjects."""
+    if not subjects:
+        return None
+    labels = "|".join(re.escape(s) for s in subjects)
+    return re.compile(rf"^/sub-(?!(?:{labels})(?:[/_.]|$))")
+
+
+def _layout(root: Path, validate: bool, derivative: bool, subjects=None):
+    """pybids' layout of ``root``; with ``subjects``, only their files are indexed."""
     from bids import BIDSLayout
     from bids.exceptions import BIDSValidationError
+    from bids.layout.index import BIDSLayoutIndexer
+    from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
 
+    others = subject_filter(subjects)
+    ignore = None if others is None else [*DEFAULT_LOCATIONS_TO_IGNORE, others]
     try:
         if derivative:
-            return BIDSLayout(root, validate=False, is_derivative=True)
-        return BIDSLayout(root, validate=validate)
+            return BIDSLayout(root, validate=False, is_derivative=True,
+                              indexer=BIDSLayoutIndexer(validate=False, ignore=ignore))
+        return BIDSLayout(root, validate=validate,
+                          indexer=BIDSLayoutIndexer(validate=validate, ignore=ignore))
     except (BIDSValidationError, ValueError) as err:
         raise LlmfbnError(
             f"pybids could not index {root}", found=str(err).splitlines()[0],
             todo="fix the dataset, or pass --skip-bids-validation if you know it is usable",
         ) from err
+
+
+def dataset_subjects(bids_dir: Path) -> list[str]:
+    """The subject labels of a BIDS dataset: its ``sub-<label>`` folders."""
+    return sorted(p.name[4:] for p in Path(bids_dir).glob("sub-*") if p.is_dir())
 
 
 def find_word_timings(bids_dir: Path, task: str) -> Path | None:
@@ -133,8 +156,8 @@ def _one(files, what: str, expected: str, todo: str) -> Path:
     return Path(files[0].path)
 
 
-def _select_subjects(config: Config, raw) -> list[str]:
-    subjects_all = sorted(raw.get_subjects())
+def _select_subjects(config: Config) -> list[str]:
+    subjects_all = dataset_subjects(config.bids_dir)
     if not subjects_all:
         raise LlmfbnError("no subjects in the BIDS dataset", expected="sub-*/ folders",
                           found=f"none under {config.bids_dir}")
@@ -150,7 +173,7 @@ def _select_subjects(config: Config, raw) -> list[str]:
     return list(config.participant_label)
 
 
-def _fmriprep_layout(config: Config):
+def _fmriprep_layout(config: Config, subjects=None):
     fmriprep_dir = config.derivatives
     if not fmriprep_dir.is_dir():
         raise LlmfbnError(
@@ -160,7 +183,8 @@ def _fmriprep_layout(config: Config):
     description = _read_description(
         fmriprep_dir, f"the fMRIPrep folder {fmriprep_dir}",
         "point --derivatives at fMRIPrep's output folder (it writes dataset_description.json)")
-    return _layout(fmriprep_dir, validate=False, derivative=True), description
+    return (_layout(fmriprep_dir, validate=False, derivative=True, subjects=subjects),
+            description)
 
 
 def _task_timings(config: Config, raw) -> tuple[dict, pd.DataFrame | None]:
@@ -218,9 +242,12 @@ def discover(config: Config) -> DatasetFiles:
         config.bids_dir, f"the BIDS dataset {config.bids_dir}",
         "point BIDS_DIR at the dataset root (the folder holding sub-*/)")
     LOGGER.info("Indexing %s with pybids", config.bids_dir)
-    raw = _layout(config.bids_dir, validate, derivative=False)
-    subjects = _select_subjects(config, raw)
-    deriv, fmriprep_description = _fmriprep_layout(config)
+    subjects = _select_subjects(config)
+    # with --participant-label, only those subjects' files are indexed (a SLURM array task
+    # of one subject of a 345-subject dataset does not index the other 344)
+    only = subjects if config.participant_label else None
+    raw = _layout(config.bids_dir, validate, derivative=False, subjects=only)
+    deriv, fmriprep_description = _fmriprep_layout(config, subjects=only)
     timings, stimuli = _task_timings(config, raw)
     runs = {subject: _subject_runs(config, raw, deriv, subject, timings, stimuli)
             for subject in subjects}
