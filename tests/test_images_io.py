@@ -112,3 +112,21 @@ def test_series_bytes_trailer(tmp_path, mask):
     cut.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(LlmfbnError, match="damaged, incomplete"):
         check_series_bytes(cut)
+
+
+def test_series_trailer_checked_without_decompressing(tmp_path, mask, monkeypatch):
+    """An intact series passes the trailer check without being decompressed: the length
+    stated is the data offset nibabel reads from (352 for a file nibabel or fMRIPrep
+    writes; a loaded header's ``vox_offset`` reads 0, which made every series fall back to
+    a full decompression in the pre-flight until 2026-12-02) plus the data."""
+    from bids_app.bids import inputs
+
+    path = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(mask.shape + (6,), np.float32), AFFINE), path)
+    assert nib.load(path).dataobj.offset == 352
+
+    def full_read(_):
+        raise AssertionError("decompressed in full")
+
+    monkeypatch.setattr(inputs, "check_image_bytes", full_read)
+    check_series_bytes(path)

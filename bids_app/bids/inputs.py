@@ -34,6 +34,15 @@ GZIP_BLOCK_BYTES = 1 << 24
 _SECONDS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 
 
+def _stated_bytes(img) -> int:
+    """Bytes of a NIfTI file (decompressed) as its header states them: where nibabel
+    starts reading the data (the file's ``vox_offset``, kept by the image's data object:
+    a loaded header's own ``vox_offset`` reads 0) plus the data."""
+    header = img.header
+    return int(img.dataobj.offset) + int(
+        np.prod(header.get_data_shape()) * header.get_data_dtype().itemsize)
+
+
 def check_image_bytes(path: Path) -> None:
     """Raise a clear :class:`LlmfbnError` naming ``path`` unless every byte can be read.
 
@@ -49,9 +58,7 @@ def check_image_bytes(path: Path) -> None:
         except (OSError, EOFError, zlib.error) as err:
             raise unreadable(path, err) from err
         return
-    header = load_image(path).header
-    needed = int(header.get_data_offset()) + int(
-        np.prod(header.get_data_shape()) * header.get_data_dtype().itemsize)
+    needed = _stated_bytes(load_image(path))
     size = path.stat().st_size
     if size < needed:
         raise unreadable(path, EOFError(f"{size} bytes, the header announces {needed}"))
@@ -67,9 +74,7 @@ def check_series_bytes(path: Path) -> None:
     """
     path = Path(path)
     if path.name.endswith(".gz"):
-        header = load_image(path).header
-        needed = int(header.get_data_offset()) + int(
-            np.prod(header.get_data_shape()) * header.get_data_dtype().itemsize)
+        needed = _stated_bytes(load_image(path))
         try:
             with path.open("rb") as raw:
                 raw.seek(-4, 2)
