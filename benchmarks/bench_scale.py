@@ -361,8 +361,25 @@ def participant(bids: Path, out: Path, work: Path, label: str, extra=()) -> dict
     return record
 
 
+def prewarm(gb: float) -> float:
+    """Touch ``gb`` GiB of fresh memory in a throw-away process; returns its seconds.
+
+    This sandbox is a virtual machine whose memory the host backs lazily and takes back a
+    while after it is freed: the first touch of 1 GiB took 7.0 s, the same right after in
+    a new process 0.37 s (2026-12-02, 07:50 UTC). A measured process that happens to get
+    cold pages pays that (a 2 mm subject touches ~1 GB, the nibabel floor ~2.6 GB), so
+    the same command varied by 2x from run to run. Warming first gives every measurement
+    the memory a real node has; ``--prewarm-gb 0`` measures the cold case."""
+    if gb <= 0:
+        return 0.0
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import numpy as np; "
+                    f"np.ones(int({gb} * 2**30) // 4, np.float32)"], check=True)
+    return round(time.perf_counter() - started, 2)
+
+
 def measure(root: Path, n_subjects: int, atoms_args: list[str], reuse_atoms: bool = False,
-            nilearn: bool = True) -> dict:
+            nilearn: bool = True, warm_gb: float = 0.0) -> dict:
     bids, out, work = root / "bids", root / "out", root / "work"
     func = bids / "derivatives" / "fmriprep" / "sub-001" / "func"
     bold = func / f"sub-001_task-{TASK}_{SPACE}_desc-preproc_bold.nii.gz"
@@ -371,21 +388,31 @@ def measure(root: Path, n_subjects: int, atoms_args: list[str], reuse_atoms: boo
               "bold_shape": list(nib.load(bold).shape)}
 
     def stamp(key, value):
+        value = {**value, "prewarm_s": warmed.pop()} if warmed else value
         record[key] = {**value, "date": time.strftime("%H:%M:%S UTC", time.gmtime()),
                        "load_1min": os.getloadavg()[0]}
         print(key, json.dumps({k: v for k, v in record[key].items() if k != "log"}),
               flush=True)
 
+    warmed = []
+
+    def warm():
+        warmed[:] = [prewarm(warm_gb)] if warm_gb > 0 else []
+
+    warm()
     stamp("floor_nibabel", _in_process("floor_nibabel", bold, mask))
+    warm()
     stamp("floor_gunzip", _in_process("floor_gunzip", bold))
     for path in (out, work) if not reuse_atoms else (out,):
         if path.exists():
             shutil.rmtree(path)
     if not reuse_atoms:
+        warm()
         first = participant(bids, out, work, "001", atoms_args)
         first.pop("log")
         stamp("first_run_with_atoms", first)
     for i in range(min(n_subjects, 2)):
+        warm()
         run = participant(bids, out, work, f"{i + 1:03d}", atoms_args)
         log = run.pop("log")
         stamp(f"llmfbn_sub{i + 1}", run)
@@ -393,6 +420,7 @@ def measure(root: Path, n_subjects: int, atoms_args: list[str], reuse_atoms: boo
     design = next((out / "sub-001" / "func").glob("*_design.tsv"))
     sidecar = next((out / "sub-001" / "func").glob("*_stat-t_statmap.json"))
     if nilearn:
+        warm()
         stamp("nilearn", _in_process("nilearn_glm", bold, mask, design, sidecar,
                                      root / "nilearn"))
     if not reuse_atoms:
@@ -417,6 +445,9 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse-atoms", action="store_true",
                         help="keep ROOT/work (atoms cached by an earlier measure)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--prewarm-gb", type=float, default=3.0,
+                        help="GiB of memory touched in a throw-away process before each "
+                        "measurement (see prewarm); 0: none")
     args = parser.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
     header = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -434,7 +465,7 @@ def main(argv=None) -> int:
     atoms_args = ["--n-atoms", str(args.atoms)] + (
         ["--no-atom-stability"] if args.no_atom_stability else [])
     record = {**header, **measure(args.root, n_subjects, atoms_args, args.reuse_atoms,
-                                         not args.no_nilearn)}
+                                         not args.no_nilearn, args.prewarm_gb)}
     log = record.pop("log_last")
     print(json.dumps(record))
     if args.json:

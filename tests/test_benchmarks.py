@@ -49,7 +49,7 @@ def test_bench_group_scale_runs_tiny(tmp_path, capsys):
     runs, reads every subject, and its peak memory and the reading floor are recorded."""
     assert _script("bench_group_scale").main(
         ["--subjects", "5", "--distinct", "3", "--atoms", "4", "--grid", "tiny",
-         "--root", str(tmp_path)]) == 0
+         "--root", str(tmp_path), "--prewarm-gb", "0"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["subjects"] == 5 and record["n_voxels"] > 1000
     assert record["group"]["peak_rss_mb"] > 0 and "bootstrap_s" in record["group"]

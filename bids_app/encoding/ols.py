@@ -15,8 +15,12 @@ __all__ = ["OLSResult", "OLSSolver", "VOXEL_BLOCK", "fit_ols", "percent_signal_c
 
 #: Voxels solved at once; bounds the float64 working memory to
 #: about 8 * n_samples * VOXEL_BLOCK bytes per array. Read at call time by
-#: :func:`voxel_blocks`, which every fit of this package iterates over.
-VOXEL_BLOCK = 20_000
+#: :func:`voxel_blocks`, which every fit of this package iterates over. At 4,096 a block's
+#: arrays (~10 MB for 300 volumes, ~20 MB for 600) stay under glibc's largest mmap
+#: threshold (32 MiB), so each block reuses the memory the previous one freed instead of
+#: mapping and page-faulting fresh memory: the 2 mm, 300-volume GLM took 3.0 s instead of
+#: 4.6-5.0 s with 20,000 (benchmarks/results/scale.md), with the same maps bit for bit.
+VOXEL_BLOCK = 4_096
 
 
 def voxel_blocks(n_voxels: int):
