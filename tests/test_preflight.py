@@ -112,6 +112,7 @@ def test_damaged_bold_met_late_leaves_no_final_file(dataset_copy, tmp_path, monk
     bold = ctx.fmriprep("002", "market", "desc-preproc_bold.nii.gz")
     ctx.replace(bold, bold.read_bytes()[:-200_000])
     monkeypatch.setattr("bids_app.workflow.preflight.check_run_inputs", lambda run: None)
+    monkeypatch.setattr("bids_app.workflow.preflight.atoms_cached", lambda *a: True)
     monkeypatch.setattr("bids_app.workflow.participant.compute_atoms", _fake_atoms(tmp_path, 3))
     out = tmp_path / "out"
     code = main([str(dataset_copy), str(out), "participant", "-w", str(tmp_path / "work"),
@@ -122,6 +123,44 @@ def test_damaged_bold_met_late_leaves_no_final_file(dataset_copy, tmp_path, monk
     if nprocs == "1":
         assert "[1/2] sub-001" in err      # sub-001's maps were ready before the failure
     assert _final_files(out) == []
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_series_read_in_full_only_before_the_atoms_are_computed(dataset_copy, tmp_path,
+                                                                monkeypatch, cached):
+    """The pre-flight reads every BOLD series to its end (CRC) only when the atoms must be
+    computed first (a long step before the series are read); with the atoms cached it
+    checks the gzip trailer only, and the one read of the subject meets damaged bytes."""
+    from bids_app.workflow import preflight
+
+    read = []
+    monkeypatch.setattr(preflight, "atoms_cached", lambda *a: cached)
+    monkeypatch.setattr(preflight, "check_image_bytes", lambda path: read.append(path))
+    checked = preflight.preflight_participant(
+        _config(dataset_copy, tmp_path, "--participant-label", "001", "002"))
+    bolds = sorted(r.bold for r in checked.dataset.all_runs)
+    assert len(bolds) == 4
+    assert sorted(read) == ([] if cached else bolds)
+
+
+def test_atoms_cached_after_a_participant_run(planted_run):
+    """After the demo's participant run, its work directory holds every model's atoms for
+    that plan (so a re-run reads no series twice); another --n-atoms does not."""
+    from bids_app.bids.acquisitions import plan_acquisitions
+    from bids_app.features import resolve_model
+    from bids_app.workflow.stimulus import atoms_cached
+
+    bids_dir, output = planted_run
+    work = bids_dir.parent / "work"
+
+    def cached(*extra):
+        config = parse_args([str(bids_dir), str(output), "participant", "-w", str(work),
+                             *extra]).resolve_paths()
+        plan = plan_acquisitions(discover(config))
+        return [atoms_cached(config, resolve_model(m), plan) for m in config.model]
+
+    assert cached() == [True]
+    assert cached("--n-atoms", "7") == [False]
 
 
 def test_nothing_written_before_the_atoms_exist(dataset_copy, tmp_path, monkeypatch, capsys):

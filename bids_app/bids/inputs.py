@@ -13,13 +13,12 @@ step, without decompressing every run twice.
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bids_app.bids.compression import GZIP_ERRORS, open_read
 from bids_app.bids.images import AFFINE_ATOL_MM, load_image, unreadable
 from bids_app.bids.layout import TR_RTOL, RunFiles
 from bids_app.errors import LlmfbnError
@@ -52,10 +51,10 @@ def check_image_bytes(path: Path) -> None:
     path = Path(path)
     if path.name.endswith(".gz"):
         try:
-            with gzip.open(path, "rb") as stream:
+            with open_read(path) as stream:
                 while stream.read(GZIP_BLOCK_BYTES):
                     pass
-        except (OSError, EOFError, zlib.error) as err:
+        except (OSError, *GZIP_ERRORS) as err:
             raise unreadable(path, err) from err
         return
     needed = _stated_bytes(load_image(path))
@@ -158,7 +157,9 @@ def check_run_inputs(run: RunFiles) -> None:
 
     The brain mask is read to its last byte (:func:`check_image_bytes`), the BOLD series'
     gzip trailer agrees with its header (:func:`check_series_bytes`; its CRC is checked
-    when it is read), they share one grid, the mask is 3-D, the confounds have
+    when it is read: damaged bytes inside the stream stop the run then, before its outputs
+    are in place; the participant pre-flight reads it to the end when the atoms must be
+    computed first), they share one grid, the mask is 3-D, the confounds have
     one row per BOLD volume, the raw series has as many volumes as the preprocessed one,
     and a header that states a time unit agrees with RepetitionTime.
 

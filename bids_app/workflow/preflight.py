@@ -32,7 +32,7 @@ from bids_app.atlases import check_coverage, load_fbn_atlas
 from bids_app.bids.acquisitions import plan_acquisitions
 from bids_app.bids.folders import check_folders, check_free_space
 from bids_app.bids.images import image_data
-from bids_app.bids.inputs import check_run_inputs
+from bids_app.bids.inputs import check_image_bytes, check_run_inputs
 from bids_app.bids.layout import DatasetFiles, discover
 from bids_app.bids.readers import read_atom_outputs, read_group_inputs
 from bids_app.config import Config, carry_participant_settings, read_participant_settings
@@ -41,6 +41,7 @@ from bids_app.errors import LlmfbnError
 from bids_app.features import expected_neurons, resolve_model
 from bids_app.group.metrics import bootstrap_block_bytes
 from bids_app.group.streaming import scratch_bytes, scratch_folder, stream_subjects
+from bids_app.workflow.stimulus import atoms_cached
 
 __all__ = ["GroupPlan", "ParticipantPlan", "preflight_group", "preflight_participant"]
 
@@ -157,6 +158,15 @@ def preflight_participant(config: Config) -> ParticipantPlan:
         check_run_inputs(run)
     plan = plan_acquisitions(dataset)
     specs = _models(config)
+    # damaged bytes inside a BOLD series are met when it is read, seconds after the start
+    # when the atoms are cached; otherwise the stimulus level (minutes to hours) runs
+    # first, so every series is read to its end (CRC) here
+    if not all(atoms_cached(config, spec, plan) for spec in specs):
+        LOGGER.info("Pre-flight: reading %d BOLD series to the end (the atoms are not "
+                    "cached yet: a damaged file must stop the run before they are "
+                    "computed)", len(dataset.all_runs))
+        for run in dataset.all_runs:
+            check_image_bytes(run.bold)
     device = resolve_device(config.device)
     confounds = {r.bold: load_run_confounds(r.bold) for r in dataset.all_runs}
     _check_atom_count(config, specs, dataset, confounds)

@@ -75,11 +75,7 @@ def compute_responses(config: Config, spec, plan: dict[str, Acquisition], device
 def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: str) -> Path:
     """Atoms and codes of the model's responses (cached folder): atoms.npy, codes.npz,
     meta.json, and the responses' frames.tsv and neurons.tsv."""
-    from bids_app.atoms import (  # torch: imported when used
-        ALGORITHM_ID,
-        learn_atoms,
-        response_projections,
-    )
+    from bids_app.atoms import learn_atoms, response_projections  # torch: imported when used
 
     responses_dir = compute_responses(config, spec, plan, device)
 
@@ -96,12 +92,26 @@ def compute_atoms(config: Config, spec, plan: dict[str, Acquisition], device: st
         for name in ("frames.tsv", "neurons.tsv"):
             (folder / name).write_bytes((responses_dir / name).read_bytes())
 
-    payload = {"responses": responses_dir.name, "n_atoms": config.n_atoms,
-               "lambda": config.sparsity_lambda, "target_sparsity": config.target_sparsity,
-               "seed": config.seed, "algorithm": ALGORITHM_ID,
-               "stability": config.atom_stability, "outputs": ["projections"]}
-    return cached_folder(config.work_dir, "atoms", cache_key(payload), compute,
+    return cached_folder(config.work_dir, "atoms",
+                         cache_key(_atoms_payload(config, responses_dir.name)), compute,
                          f"Atoms ({spec.label})")
+
+
+def _atoms_payload(config: Config, responses_name: str) -> dict:
+    from bids_app.atoms import ALGORITHM_ID  # torch: imported when used
+
+    return {"responses": responses_name, "n_atoms": config.n_atoms,
+            "lambda": config.sparsity_lambda, "target_sparsity": config.target_sparsity,
+            "seed": config.seed, "algorithm": ALGORITHM_ID,
+            "stability": config.atom_stability, "outputs": ["projections"]}
+
+
+def atoms_cached(config: Config, spec, plan: dict[str, Acquisition]) -> bool:
+    """Whether the work directory already holds this model's atoms for ``plan`` (then no
+    long stimulus-level step runs before the subjects are read)."""
+    responses = cache_key(_responses_payload(config, spec, plan))
+    return (is_cached(config.work_dir, "responses", responses)
+            and is_cached(config.work_dir, "atoms", cache_key(_atoms_payload(config, responses))))
 
 
 def nuisance_regressors(config: Config, plan: dict[str, Acquisition]
