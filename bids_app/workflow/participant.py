@@ -220,8 +220,11 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors
     > 1 runs that many subjects at once in forked worker processes
     (:func:`bids_app.parallel.forked_map`), giving the same files as one process."""
     atoms_by_acq = _atoms_by_acquisition(config, atoms_dir)
+    # one subject at a time (e.g. one SLURM task's subject): --nprocs draws its report's
+    # figures side by side; several at a time: each worker draws its own on one core
+    report_procs = int(config.nprocs) if n_workers == 1 else 1
     work = partial(_subject_outputs, config, spec, dataset, atoms_by_acq, regressors,
-                   write_nuisance)
+                   write_nuisance, report_procs)
     subjects = dataset.subjects
     for index, line in enumerate(
             forked_map(work, subjects, n_workers), 1):
@@ -229,7 +232,7 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors
 
 
 def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regressors,
-                     write_nuisance: bool, subject: str) -> str:
+                     write_nuisance: bool, report_procs: int, subject: str) -> str:
     """Fit one subject, write its maps, sidecars and report; returns its log line. BLAS
     runs on one thread (as in each of the forked workers), so that the maps are the same
     bits whatever ``--nprocs`` (a threaded matrix product rounds differently)."""
@@ -256,7 +259,7 @@ def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regresso
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject,
                                            fit=fit, cv_r=cv_r, mask_img=mask_img, mask=mask,
                                            runs=checks, mean_bold=mean_bold,
-                                           warnings=warned))
+                                           warnings=warned), n_procs=report_procs)
         seconds["report"] = time.monotonic() - reporting
     stages = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
     return (f"sub-{subject} ({spec.label}): {len(runs)} runs, {fit.n_volumes_used} volumes, "
