@@ -36,6 +36,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bids_app.synthetic import on_story  # noqa: E402  (after the path set-up)
+
 
 def _responses(bids: Path, truth: dict, model: str):
     """{task: (responses (n_frames, n_neurons) z-scored, story frames (n_frames,) bool)}."""
@@ -61,17 +63,6 @@ def _responses(bids: Path, truth: dict, model: str):
     return out
 
 
-def _on_story(arrays: dict, story: dict) -> np.ndarray:
-    """Stack the runs' story frames, each column z-scored per run, unit norm overall."""
-    parts = []
-    for task in sorted(arrays):
-        part = np.asarray(arrays[task], dtype=np.float64)[story[task]]
-        sd = part.std(axis=0)
-        parts.append((part - part.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
-    stacked = np.vstack(parts)
-    return stacked / np.sqrt(len(stacked))
-
-
 def _f1(found: np.ndarray, real: np.ndarray) -> float:
     hits = int((found & real).sum())
     if not hits:
@@ -86,7 +77,7 @@ def ceiling(bids: Path, output: Path, model: str = "minilm", threshold: float = 
     truth = json.loads((bids / "sourcedata" / "llmfbn_truth.json").read_text())
     responses = _responses(bids, truth, model)
     story = {t: s for t, (_, s) in responses.items()}
-    x = _on_story({t: r for t, (r, _) in responses.items()}, story)     # (T, n_neurons)
+    x = on_story({t: r for t, (r, _) in responses.items()}, story)     # (T, n_neurons)
     atoms_table = pd.read_csv(output / "atoms" / f"desc-{model}_atoms.tsv", sep="\t")
     used = atoms_table["used"].astype(bool) if "used" in atoms_table else slice(None)
     atoms = atoms_table.loc[used, [c for c in atoms_table if c.startswith("atom")]
@@ -105,7 +96,7 @@ def ceiling(bids: Path, output: Path, model: str = "minilm", threshold: float = 
     rows = []
     for entry in truth["networks"]:
         network, members = entry["network"], entry["neurons"]
-        signal = _on_story({t: r[:, members].mean(axis=1, keepdims=True)
+        signal = on_story({t: r[:, members].mean(axis=1, keepdims=True)
                             for t, (r, _) in responses.items()}, story)[:, 0]
         real = x.T @ signal >= threshold
         row = {"network": network, "n_truth": int(real.sum()),

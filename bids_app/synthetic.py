@@ -400,18 +400,23 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
     return signals, np.asarray(weights, np.float32), truth
 
 
+def on_story(arrays: dict, story: dict) -> np.ndarray:
+    """The runs' story frames stacked (``arrays[task][story[task]]``), each column z-scored
+    within each run and the whole scaled to unit norm per column: ``a.T @ b`` of two such
+    stacks is the correlation over the story frames."""
+    parts = []
+    for task in sorted(arrays):
+        part = np.asarray(arrays[task], dtype=np.float64)[story[task]]
+        sd = part.std(axis=0)
+        parts.append((part - part.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
+    stacked = np.vstack(parts)
+    return stacked / np.sqrt(len(stacked))
+
+
 def functional_truth(responses: dict, signals: dict, story: dict) -> list[list[int]]:
     """Per planted network, every AN whose response correlates >= FUNCTIONAL_TRUTH_R with
     the network's planted signal over the story frames (each run z-scored on them)."""
-    def on_story(arrays):
-        parts = []
-        for task in sorted(arrays):
-            part = np.asarray(arrays[task], dtype=np.float64)[story[task]]
-            sd = part.std(axis=0)
-            parts.append((part - part.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
-        stacked = np.vstack(parts)
-        return stacked / np.sqrt(len(stacked))
-    x, s = on_story(responses), on_story(signals)
+    x, s = on_story(responses, story), on_story(signals, story)
     corr = s.T @ x                                   # (n_networks, n_neurons)
     return [np.flatnonzero(row >= FUNCTIONAL_TRUTH_R).tolist() for row in corr]
 def _planted_envelope(bids_dir, tasks, n_volumes, mask, signals, weights, scale, atlas,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 try:
@@ -46,27 +47,16 @@ def open_read(path: Path):
     return _gzip.open(str(path), "rb") if is_gzip(path) else open(path, "rb")
 
 
-class open_write:
+@contextmanager
+def open_write(path: Path, gz: bool | None = None):
     """``with open_write(path) as stream``: a binary stream that writes ``path``, gzip at
     :data:`COMPRESS_LEVEL` (no name, no time stamp in the header) when it ends in
     ``.gz``, plain bytes otherwise. ``gz`` overrides the choice by name (e.g. for a
     temporary file whose name does not end in ``.gz``)."""
-
-    def __init__(self, path: Path, gz: bool | None = None):
-        self.path, self.gz = Path(path), is_gzip(path) if gz is None else gz
-
-    def __enter__(self):
-        self._raw = open(self.path, "wb")
-        if not self.gz:
-            return self._raw
-        self._stream = _gzip.GzipFile(filename="", mode="wb", compresslevel=COMPRESS_LEVEL,
-                                      fileobj=self._raw, mtime=0)
-        return self._stream
-
-    def __exit__(self, *exc):
-        try:
-            if self.gz:
-                self._stream.close()
-        finally:
-            self._raw.close()
-        return False
+    with open(path, "wb") as raw:
+        if not (is_gzip(path) if gz is None else gz):
+            yield raw
+            return
+        with _gzip.GzipFile(filename="", mode="wb", compresslevel=COMPRESS_LEVEL,
+                            fileobj=raw, mtime=0) as stream:
+            yield stream
