@@ -1,12 +1,18 @@
 """Figures of maps on the brain: thresholded stat maps (glass brain and slices, with a
-network outline), fit maps with their chance level, and the brain mask over the mean BOLD."""
+network outline), fit maps with their chance level, and the brain mask over the mean BOLD.
+
+The brains are composed as pixel arrays by :mod:`.rasters` (nilearn's conventions,
+schematics, template and colour maps; one matplotlib image per figure instead of one axes
+per view) and matplotlib adds the titles, labels, colour bars and histograms.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bids_app.bids.images import unmask_img
-from bids_app.report.figures import colorbar, png, pyplot
+from bids_app.bids.images import unmask
+from bids_app.report import rasters
+from bids_app.report.figures import DPI, colorbar, png, pyplot
 
 #: Where the colour bar sits, right of the brains (figure fraction).
 _CBAR_RECT = [0.93, 0.12, 0.012, 0.76]
@@ -16,44 +22,75 @@ OUTLINE_COLOR = "#00b050"
 FIT_CMAP = "YlOrRd"
 
 
-def _schematics_without_limit_updates(original):
-    """nilearn's ``plot_brain_schematics`` adding its outline patches with ``add_artist``.
-
-    It adds a few hundred patches per glass-brain view with ``Axes.add_patch``, which
-    recomputes the axes' data limits after each one (a third of the time of a subject's
-    report); nilearn then sets the view's limits itself (``GlassBrainAxes.
-    add_object_bounds``), so the data limits are never used and ``add_artist`` (the same
-    steps without that update) draws the same picture (tests/test_report_figures.py)."""
-    def plot_brain_schematics(ax, direction, **kwargs):
-        ax.add_patch = ax.add_artist
-        try:
-            return original(ax, direction, **kwargs)
-        finally:
-            del ax.add_patch
-    plot_brain_schematics.original = original
-    return plot_brain_schematics
+#: Grey levels of the MNI template under the slices (nilearn's dimmed template on white).
+_TEMPLATE_LEVELS = (0.35, 0.95)
+#: Label styles over the pictures.
+_SIDE = dict(fontsize=11, ha="center", va="center", color="k")
+_CUT = dict(fontsize=10, ha="left", va="top", color="k")
 
 
-def fast_glass_brains() -> None:
-    """Install :func:`_schematics_without_limit_updates` where nilearn's glass brains call
-    it (once; nothing happens if a nilearn version moved it)."""
-    from nilearn.plotting.displays import _axes
+def _rgb(colour) -> np.ndarray:
+    from matplotlib.colors import to_rgb
 
-    current = getattr(_axes, "plot_brain_schematics", None)
-    if current is not None and not hasattr(current, "original"):
-        _axes.plot_brain_schematics = _schematics_without_limit_updates(current)
+    return np.array(to_rgb(colour), np.float32)
 
 
-def _cut_coords(img, n_cuts: int, mask: np.ndarray, affine) -> list[float]:
-    """Axial cuts through the map's strongest parts, or evenly through the mask when the
-    map is empty."""
+def _even_cuts(in_brain: rasters.Volume, n_cuts: int) -> list[float]:
+    """``n_cuts`` axial cuts evenly through the slices that hold ``in_brain`` voxels."""
+    z = np.flatnonzero(in_brain.data.any(axis=(0, 1)))
+    if not len(z):
+        z = np.arange(in_brain.data.shape[2])
+    ijk = np.linspace(z[0], z[-1], n_cuts + 2)[1:-1]
+    return [float(in_brain.origin_mm[2] + in_brain.step_mm[2] * k) for k in ijk]
+
+
+def _cut_coords(shown_values: np.ndarray, affine, n_cuts: int,
+                in_brain: rasters.Volume) -> list[float]:
+    """Axial cuts through the map's strongest parts (nilearn's ``find_cut_slices``), or
+    evenly through the brain when nothing is shown."""
+    if not np.any(shown_values):
+        return _even_cuts(in_brain, n_cuts)
+    import nibabel as nib
     from nilearn.plotting import find_cut_slices
 
-    if np.any(np.asarray(img.dataobj)):
-        return list(find_cut_slices(img, direction="z", n_cuts=n_cuts))
-    z = np.flatnonzero(mask.any(axis=(0, 1)))
-    ijk = np.linspace(z[0], z[-1], n_cuts + 2)[1:-1]
-    return [float(affine[2, 2] * k + affine[2, 3]) for k in ijk]
+    return [float(z) for z in find_cut_slices(nib.Nifti1Image(shown_values, affine),
+                                              direction="z", n_cuts=n_cuts)]
+
+
+def _glass_row(picture: rasters.Picture, overlay: rasters.Overlay, directions: str,
+               box, outline=None, outline_rgb=None) -> None:
+    """Glass-brain views side by side in ``box``, L/R marked on the views that show both
+    hemispheres."""
+    views = [rasters.glass_view(d, overlay.vol) for d in directions]
+    for direction, view, placed in zip(directions, views,
+                                       rasters.row_layout(views, box, gap_px=12)):
+        x, y, w, h = placed
+        picture.paste(placed, rasters.glass_pixels(overlay, direction, view, w, h,
+                                                   outline, outline_rgb))
+        if direction in "yz":
+            picture.label(x + 0.08 * w, y + 8, "L", **_SIDE)
+            picture.label(x + 0.92 * w, y + 8, "R", **_SIDE)
+
+
+def _slice_row(picture: rasters.Picture, overlay, cuts: list[float], view: rasters.View,
+               box, background, **style) -> None:
+    """Axial slices at ``cuts`` (mm) side by side in ``box``: L/R above, z below."""
+    colour = "w" if style.get("empty", 1.0) < 0.5 else "k"
+    for z, placed in zip(cuts, rasters.row_layout([view] * len(cuts), box, gap_px=8)):
+        x, y, w, h = placed
+        picture.paste(placed, rasters.slice_pixels(overlay, z, view, w, h, background,
+                                                   **style))
+        picture.label(x + 6, y + 2, "L", **{**_SIDE, "color": colour})
+        picture.label(x + w - 6, y + 2, "R", **{**_SIDE, "color": colour})
+        picture.label(x, y + h + 2, f"z={int(round(z))}", **{**_CUT, "color": colour})
+
+
+def _figure(width_in: float, height_in: float):
+    plt = pyplot()
+    fig = plt.figure(figsize=(width_in, height_in), dpi=DPI)
+    return fig, rasters.Picture(int(round(width_in * DPI)), int(round(height_in * DPI)))
+
+
 
 
 def stat_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, threshold: float,
@@ -63,36 +100,38 @@ def stat_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, threshold: 
     projections) above axial slices on the MNI template, one symmetric colour scale
     (colour bar labelled ``label``, the threshold greyed out on it), and the outline of
     ``outline`` ((n_voxels,) bool, e.g. a network) drawn in green on both."""
-    from nilearn import plotting
     from nilearn.plotting.cm import cold_hot
 
-    fast_glass_brains()
-    plt = pyplot()
-    shown = np.where(np.abs(values) >= threshold, values, 0.0)
-    img = unmask_img(shown, mask, affine)
+    shown = np.abs(values) >= threshold
     vmax = float(max(np.abs(values).max(), threshold * 1.1, 1e-6))
-    fig = plt.figure(figsize=(10.5, 5.0))
-    common = dict(figure=fig, colorbar=False, threshold=threshold * (1 - 1e-6), vmax=vmax,
-                  cmap=cold_hot)
-    glass = plotting.plot_glass_brain(img, axes=fig.add_axes([0.0, 0.5, 0.92, 0.44]),
-                                      plot_abs=False, display_mode="lzry", vmin=-vmax,
-                                      **common)
-    slices = plotting.plot_stat_map(img, axes=fig.add_axes([0.0, 0.0, 0.92, 0.47]),
-                                    display_mode="z", vmin=-vmax, draw_cross=False,
-                                    cut_coords=_cut_coords(img, n_cuts, mask, affine),
-                                    **common)
+    volume = unmask(np.where(shown, values, 0.0).astype(np.float32), mask)
+    vol = rasters.volume(volume, affine)
+    overlay = rasters.Overlay(vol, np.abs(vol.data) >= threshold * (1 - 1e-6) if
+                              threshold > 0 else vol.data != 0, cold_hot, -vmax, vmax)
+    in_brain = rasters.volume(mask.astype(np.uint8), affine)
+    region = None
     if outline is not None and outline.any():
-        network = unmask_img(outline.astype(np.float32), mask, affine)
-        for display in (glass, slices):
-            display.add_contours(network, levels=[0.5], colors=OUTLINE_COLOR,
-                                 linewidths=1.2)
-    colorbar(fig, _CBAR_RECT, cold_hot, -vmax, vmax, label, threshold)
-    fig.suptitle(title, fontsize=11, y=1.03)
+        region = rasters.volume(unmask(outline.astype(np.uint8), mask), affine).data > 0
+    fig, picture = _figure(10.5, 5.0)
+    width, height = picture.rgb.shape[1], picture.rgb.shape[0]
+    top = 44 if outline_label else 30
+    green = _rgb(OUTLINE_COLOR)
+    _glass_row(picture, overlay, "lzry", (4, top, 0.92 * width - 8, 0.46 * height - top + 14),
+               region, green)
+    cuts = _cut_coords(volume, affine, n_cuts, in_brain)
+    _slice_row(picture, overlay, cuts, rasters.slice_view(in_brain, in_brain.data > 0),
+               (4, 0.52 * height + 6, 0.92 * width - 8, 0.48 * height - 34),
+               rasters.mni_template(), levels=_TEMPLATE_LEVELS, outline=region,
+               outline_grid=vol, outline_rgb=green)
+    picture.label(width / 2, 8, title, fontsize=11, ha="center", va="top")
     if outline_label:
-        fig.text(0.5, 0.975, f"green outline: {outline_label}", ha="center", fontsize=9,
-                 color=OUTLINE_COLOR)
+        picture.label(width / 2, 26, f"green outline: {outline_label}", fontsize=9,
+                      ha="center", va="top", color=OUTLINE_COLOR)
+    picture.draw(fig)
+    colorbar(fig, _CBAR_RECT, cold_hot, -vmax, vmax, label, threshold)
     return png(fig, f"{title}; colour bar: {label}"
-                    + (f"; green outline: {outline_label}" if outline_label else ""))
+                    + (f"; green outline: {outline_label}" if outline_label else ""),
+               crop=False)
 
 
 def fit_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, chance: float,
@@ -100,18 +139,21 @@ def fit_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, chance: floa
     """A (n_voxels,) goodness-of-fit map (R², correlation) beside the histogram of its
     values, the chance level drawn on both: the glass brain colours only the voxels above
     chance, the histogram marks chance and the median."""
-    from nilearn import plotting
+    from matplotlib import colormaps
 
-    fast_glass_brains()
-    plt = pyplot()
-    fig = plt.figure(figsize=(10.5, 2.8))
     vmax = max(float(np.percentile(values, 99.5)), chance + 1e-3)
-    plotting.plot_glass_brain(unmask_img(np.where(values > chance, values, 0.0), mask, affine),
-                              figure=fig, axes=fig.add_axes([0.0, 0.0, 0.56, 0.9]),
-                              colorbar=False, plot_abs=False, display_mode="lzr",
-                              threshold=chance, vmin=chance, vmax=vmax, cmap=FIT_CMAP)
+    vol = rasters.volume(unmask(values.astype(np.float32), mask), affine)
+    in_mask = rasters.volume(mask.astype(np.uint8), affine).data > 0
+    overlay = rasters.Overlay(vol, in_mask & (vol.data > chance), colormaps[FIT_CMAP],
+                              chance, vmax)
+    fig, picture = _figure(10.5, 2.8)
+    width, height = picture.rgb.shape[1], picture.rgb.shape[0]
+    _glass_row(picture, overlay, "lzr", (4, 30, 0.56 * width - 8, height - 36))
+    heading = f"{title} (coloured where above chance = {chance:.3g})"
+    picture.label(width / 2, 6, heading, fontsize=11, ha="center", va="top")
+    picture.draw(fig)
     colorbar(fig, [0.565, 0.1, 0.01, 0.75], FIT_CMAP, chance, vmax, label)
-    ax = fig.add_axes([0.71, 0.2, 0.28, 0.7])
+    ax = fig.add_axes([0.71, 0.2, 0.28, 0.68])
     ax.hist(values, bins=60, color="0.55")
     ax.axvline(chance, color="#c0392b", lw=1.5, label=f"chance {chance:.3g}")
     median = float(np.median(values))
@@ -120,21 +162,26 @@ def fit_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, chance: floa
     ax.set_ylabel("voxels", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=8, frameon=False)
-    heading = f"{title} (coloured where above chance = {chance:.3g})"
-    fig.suptitle(heading, fontsize=11)
     return png(fig, f"{heading}; histogram of the voxels' values, median {median:.3g}")
 
 
-def mask_figure(mean_bold: np.ndarray, mask_img, title: str) -> str:
+def mask_figure(mean_bold: np.ndarray, mask_img, title: str, n_cuts: int = 8) -> str:
     """The analysed brain mask (red outline) over the mean BOLD image, axial mosaic."""
-    import nibabel as nib
-    from nilearn import plotting
-
-    plt = pyplot()
-    mean_img = nib.Nifti1Image(np.asarray(mean_bold, np.float32), mask_img.affine)
-    fig = plt.figure(figsize=(10.5, 2.4))
-    display = plotting.plot_anat(mean_img, figure=fig, display_mode="z", cut_coords=8,
-                                 dim=-0.5, annotate=True, draw_cross=False, colorbar=False)
-    display.add_contours(mask_img, levels=[0.5], colors="r", linewidths=1)
-    fig.suptitle(title, fontsize=11)
-    return png(fig, title)
+    mask = np.asarray(mask_img.dataobj) > 0
+    mean = np.asarray(mean_bold, np.float32)
+    inside = mean[mask] if mask.any() else mean.ravel()
+    low, high = np.percentile(inside, [2, 98]) if inside.size else (0.0, 1.0)
+    scaled = np.clip((mean - low) / max(high - low, 1e-12), 0, 1)
+    background = rasters.volume(scaled.astype(np.float32), mask_img.affine)
+    in_brain = rasters.volume(mask.astype(np.uint8), mask_img.affine)
+    fig, picture = _figure(10.5, 2.4)
+    picture.rgb[:] = 0.0
+    width, height = picture.rgb.shape[1], picture.rgb.shape[0]
+    full = rasters.slice_view(in_brain, in_brain.data > 0, margin_mm=8.0)
+    _slice_row(picture, None, _even_cuts(in_brain, n_cuts), full,
+               (4, 32, width - 8, height - 54), background, floor=-1.0, levels=(0.0, 1.0),
+               empty=0.0, outline=in_brain.data > 0, outline_grid=in_brain,
+               outline_rgb=_rgb("r"))
+    picture.label(width / 2, 6, title, fontsize=11, ha="center", va="top", color="w")
+    picture.draw(fig)
+    return png(fig, title, crop=False)

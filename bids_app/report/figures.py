@@ -39,11 +39,13 @@ def tight_bbox(fig):
     return fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
 
 
-def png(fig, alt: str) -> str:
-    """Close ``fig`` and return it as an embedded PNG ``<img>`` tag with ``alt`` text."""
+def png(fig, alt: str, crop: bool = True) -> str:
+    """Close ``fig`` and return it as an embedded PNG ``<img>`` tag with ``alt`` text;
+    ``crop``: cropped to what is drawn (:func:`tight_bbox`), else the whole figure (one
+    laid out to its edges, as :mod:`.brains` lays out its pictures)."""
     plt = pyplot()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches=tight_bbox(fig))
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches=tight_bbox(fig) if crop else None)
     plt.close(fig)
     return (f'<img alt="{html.escape(alt)}" src="data:image/png;base64,'
             + base64.b64encode(buffer.getvalue()).decode() + '"/>')

@@ -57,21 +57,18 @@ class _Figures:
 
 
 def _ready_to_draw() -> None:
-    """Import matplotlib and nilearn's plotting and load nilearn's MNI template (the
-    background of the slices) in this process, so that forked workers inherit them
-    (each would otherwise spend ~1-2 s on them)."""
+    """Import matplotlib and nilearn's plotting and load its MNI template (the background
+    of the slices) in this process, so that forked workers inherit them (each would
+    otherwise spend ~1 s on them)."""
     from nilearn import plotting  # noqa: F401
 
-    from bids_app.report.brains import fast_glass_brains
+    from bids_app.report import rasters
     from bids_app.report.figures import pyplot
 
     pyplot()
-    fast_glass_brains()
-    try:
-        from nilearn.plotting.image.utils import MNI152TEMPLATE
-    except ImportError:       # another nilearn layout: the workers load it themselves
-        return
-    MNI152TEMPLATE.load()
+    for direction in "lryz":
+        rasters.schematic_bounds(direction)
+    rasters.mni_template()
 
 
 def _summary(result) -> str:

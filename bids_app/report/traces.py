@@ -35,6 +35,17 @@ def _spans(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1))
 
 
+def _row_labels(ax, labels: list[str], fontsize: float = 7) -> None:
+    """One label per image row on the left of ``ax``, written as plain texts: what
+    ``set_yticks(range(n), labels)`` shows without its tick objects (each tick is two
+    lines, two texts and a grid line: ~4 ms each, ~0.3 s for a design matrix's rows)."""
+    ax.set_yticks([])
+    where = ax.get_yaxis_transform()
+    for row, text in enumerate(labels):
+        ax.text(-0.004, row, text, transform=where, ha="right", va="center",
+                fontsize=fontsize)
+
+
 def atom_timecourse_figure(table: pd.DataFrame, column: str, title: str) -> str:
     """One atom's time course (``column`` of the atoms TSV, with its ``acquisition`` and
     ``time_s`` columns) in seconds, runs end to end; when the table has a ``used`` column
@@ -117,7 +128,7 @@ def confounds_figure(runs) -> str:
     fig, ax = plt.subplots(figsize=(10.5, 0.9 + 0.13 * len(names)))
     image = ax.imshow(np.concatenate(blocks).T, aspect="auto", cmap="RdBu_r", vmin=-3,
                       vmax=3, interpolation="nearest")
-    ax.set_yticks(range(len(names)), names, fontsize=7)
+    _row_labels(ax, names)
     _run_axis(ax, [r.name for r in runs], [s - 0.5 for s in starts])
     ax.set_xlabel("kept volume, runs end to end", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
@@ -143,7 +154,7 @@ def design_figure(design: pd.DataFrame, n_atoms: int) -> str:
     fig, ax = plt.subplots(figsize=(10.5, 1.2 + 0.105 * len(labels)))
     ax.imshow((values / np.where(scale > 0, scale, 1.0)).T, aspect="auto", cmap="gray",
               vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    _row_labels(ax, labels)
     rows = list(design.index.get_level_values(0))
     _run_axis(ax, runs, [rows.index(r) - 0.5 for r in runs])
     ax.set_xlabel("kept volume, runs end to end", fontsize=9)
