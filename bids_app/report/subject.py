@@ -71,6 +71,25 @@ def _ready_to_draw() -> None:
     rasters.mni_template()
 
 
+def start_drawing_setup():
+    """:func:`_ready_to_draw` in a background thread, started while the caller reads and
+    fits a subject (its imports and file reads interleave with the decompression and the
+    BLAS calls, which release the GIL); returns the function that waits for it, to be
+    called before the report is drawn and before any fork. A failure here is left to the
+    figures, which load the same things and raise it where it is reported."""
+    import threading
+
+    def setup():
+        try:
+            _ready_to_draw()
+        except Exception:  # noqa: BLE001 - the figures meet it again and report it
+            pass
+
+    thread = threading.Thread(target=setup, name="llmfbn-report-setup", daemon=True)
+    thread.start()
+    return thread.join
+
+
 def _summary(result) -> str:
     fit, runs = result.fit, result.runs
     trs = sorted({f"{r.t_r_s:g}" for r in runs})

@@ -41,6 +41,7 @@ from bids_app.encoding import (
 from bids_app.group.null import phase_randomised
 from bids_app.parallel import forked_map
 from bids_app.report import RunCheck, SubjectResult, collect_warnings, write_subject_report
+from bids_app.report.subject import start_drawing_setup
 from bids_app.workflow.preflight import preflight_participant
 from bids_app.workflow.stimulus import compute_atoms, nuisance_regressors
 
@@ -223,8 +224,11 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors
     # one subject at a time (e.g. one SLURM task's subject): --nprocs draws its report's
     # figures side by side; several at a time: each worker draws its own on one core
     report_procs = int(config.nprocs) if n_workers == 1 else 1
+    # one process for every subject: the report's libraries load while the first subject
+    # is read (not with forked workers: no thread may be running when a process forks)
+    drawing_ready = start_drawing_setup() if config.reports and n_workers == 1 else None
     work = partial(_subject_outputs, config, spec, dataset, atoms_by_acq, regressors,
-                   write_nuisance, report_procs)
+                   write_nuisance, report_procs, drawing_ready)
     subjects = dataset.subjects
     for index, line in enumerate(
             forked_map(work, subjects, n_workers), 1):
@@ -232,7 +236,8 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors
 
 
 def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regressors,
-                     write_nuisance: bool, report_procs: int, subject: str) -> str:
+                     write_nuisance: bool, report_procs: int, drawing_ready, subject: str
+                     ) -> str:
     """Fit one subject, write its maps, sidecars and report; returns its log line. BLAS
     runs on one thread (as in each of the forked workers), so that the maps are the same
     bits whatever ``--nprocs`` (a threaded matrix product rounds differently)."""
@@ -256,6 +261,8 @@ def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regresso
         seconds["maps"] = time.monotonic() - writing
     if config.reports:
         reporting = time.monotonic()
+        if drawing_ready is not None:
+            drawing_ready()
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject,
                                            fit=fit, cv_r=cv_r, mask_img=mask_img, mask=mask,
                                            runs=checks, mean_bold=mean_bold,
