@@ -119,3 +119,25 @@ def test_subject_report_figures_drawn_side_by_side_give_the_same_page(tmp_path):
                                n_procs=2).read_text()
     assert "llmfbn-figure-" not in two and two.count("data:image/png;base64,") >= 8
     assert one == two
+
+
+def test_drawing_setup_loads_the_plotting_libraries_in_one_thread():
+    """The participant level's background setup: started once however often it is asked,
+    and after wait() no thread of it is left (a fork may follow) and the libraries the
+    figures need are loaded."""
+    import sys
+    import threading
+
+    from bids_app.report import rasters
+    from bids_app.report.subject import DrawingSetup
+
+    setup = DrawingSetup()
+    setup.wait()                                   # never started: nothing to wait for
+    setup.start()
+    first = setup._thread
+    setup.start()
+    assert setup._thread is first
+    setup.wait()
+    assert not any(t.name == "llmfbn-report-setup" for t in threading.enumerate())
+    assert "matplotlib.pyplot" in sys.modules and "nilearn.plotting" in sys.modules
+    assert rasters.mni_template.cache_info().currsize == 1

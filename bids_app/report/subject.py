@@ -71,23 +71,36 @@ def _ready_to_draw() -> None:
     rasters.mni_template()
 
 
-def start_drawing_setup():
-    """:func:`_ready_to_draw` in a background thread, started while the caller reads and
-    fits a subject (its imports and file reads interleave with the decompression and the
-    BLAS calls, which release the GIL); returns the function that waits for it, to be
-    called before the report is drawn and before any fork. A failure here is left to the
-    figures, which load the same things and raise it where it is reported."""
-    import threading
+class DrawingSetup:
+    """:func:`_ready_to_draw` in a background thread: :meth:`start` it once the BOLD is
+    read (the GLM's BLAS calls release the GIL, so the imports and the template read run
+    on another core meanwhile; during the read they slowed the decompression as much as
+    they saved), :meth:`wait` before the report is drawn and before any fork. A failure
+    is left to the figures, which load the same things and raise it where it is
+    reported."""
 
-    def setup():
-        try:
-            _ready_to_draw()
-        except Exception:  # noqa: BLE001 - the figures meet it again and report it
-            pass
+    def __init__(self):
+        self._thread = None
 
-    thread = threading.Thread(target=setup, name="llmfbn-report-setup", daemon=True)
-    thread.start()
-    return thread.join
+    def start(self) -> None:
+        import threading
+
+        if self._thread is not None:
+            return
+
+        def setup():
+            try:
+                _ready_to_draw()
+            except Exception:  # noqa: BLE001 - the figures meet it again and report it
+                pass
+
+        self._thread = threading.Thread(target=setup, name="llmfbn-report-setup",
+                                        daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _summary(result) -> str:

@@ -41,7 +41,7 @@ from bids_app.encoding import (
 from bids_app.group.null import phase_randomised
 from bids_app.parallel import forked_map
 from bids_app.report import RunCheck, SubjectResult, collect_warnings, write_subject_report
-from bids_app.report.subject import start_drawing_setup
+from bids_app.report.subject import DrawingSetup
 from bids_app.workflow.preflight import preflight_participant
 from bids_app.workflow.stimulus import compute_atoms, nuisance_regressors
 
@@ -118,11 +118,12 @@ def subject_mask(runs: list[RunFiles]):
 
 
 def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regressors,
-                 seconds: dict | None = None):
+                 seconds: dict | None = None, after_reading=None):
     """The subject's encoding model on the volumes that are steady-state and used frames,
     with confounds and stimulus nuisance regressors; its CV r, mask, and what the report's
     data checks show (each run's checks and the mean BOLD, from the BOLD read for the fit).
-    ``seconds["read"]`` (when given) adds up the time spent reading the BOLD series."""
+    ``seconds["read"]`` (when given) adds up the time spent reading the BOLD series;
+    ``after_reading`` (when given) is called once every series is read."""
     confounds, nuisance = regressors
     mask_img, mask = subject_mask(runs)
     run_data, checks, mean_bold = [], [], 0.0
@@ -142,6 +143,8 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regre
         checks.append(RunCheck(name=run.name, t_r_s=run.t_r_s, n_volumes=run.n_volumes,
                                kept=volumes, confounds=conf.loc[volumes],
                                motion=load_run_motion(run.confounds)))
+    if after_reading is not None:
+        after_reading()
     atlas = pools = None
     if config.null_surrogates:
         from bids_app.atlases import load_fbn_atlas
@@ -224,11 +227,11 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors
     # one subject at a time (e.g. one SLURM task's subject): --nprocs draws its report's
     # figures side by side; several at a time: each worker draws its own on one core
     report_procs = int(config.nprocs) if n_workers == 1 else 1
-    # one process for every subject: the report's libraries load while the first subject
-    # is read (not with forked workers: no thread may be running when a process forks)
-    drawing_ready = start_drawing_setup() if config.reports and n_workers == 1 else None
+    # one process for every subject: the report's libraries load while the first subject's
+    # GLM runs (not with forked workers: no thread may be running when a process forks)
+    drawing = DrawingSetup() if config.reports and n_workers == 1 else None
     work = partial(_subject_outputs, config, spec, dataset, atoms_by_acq, regressors,
-                   write_nuisance, report_procs, drawing_ready)
+                   write_nuisance, report_procs, drawing)
     subjects = dataset.subjects
     for index, line in enumerate(
             forked_map(work, subjects, n_workers), 1):
@@ -236,8 +239,8 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors
 
 
 def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regressors,
-                     write_nuisance: bool, report_procs: int, drawing_ready, subject: str
-                     ) -> str:
+                     write_nuisance: bool, report_procs: int, drawing: DrawingSetup | None,
+                     subject: str) -> str:
     """Fit one subject, write its maps, sidecars and report; returns its log line. BLAS
     runs on one thread (as in each of the forked workers), so that the maps are the same
     bits whatever ``--nprocs`` (a threaded matrix product rounds differently)."""
@@ -248,7 +251,8 @@ def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regresso
     seconds = {"read": 0.0}
     with threadpool_limits(1), collect_warnings() as warned:
         fit, cv_r, mask_img, mask, checks, mean_bold = _fit_subject(
-            config, runs, atoms_by_acq, regressors, seconds)
+            config, runs, atoms_by_acq, regressors, seconds,
+            after_reading=None if drawing is None else drawing.start)
         seconds["GLM"] = time.monotonic() - started - seconds["read"]
         writing = time.monotonic()
         write_participant_outputs(config.output_dir, subject, config.space_entities,
@@ -261,8 +265,8 @@ def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regresso
         seconds["maps"] = time.monotonic() - writing
     if config.reports:
         reporting = time.monotonic()
-        if drawing_ready is not None:
-            drawing_ready()
+        if drawing is not None:
+            drawing.wait()
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject,
                                            fit=fit, cv_r=cv_r, mask_img=mask_img, mask=mask,
                                            runs=checks, mean_bold=mean_bold,
