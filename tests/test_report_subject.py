@@ -111,12 +111,11 @@ def test_collect_warnings_keeps_python_warnings_and_log_records():
     assert len(found) == 2
 
 
-def test_subject_report_figures_drawn_side_by_side_give_the_same_page(tmp_path):
-    """--nprocs with one subject at a time: the report's figures are drawn by forked
-    workers, and the page is the very page one process writes (every figure in its place)."""
+def test_subject_report_figures_in_their_places_and_deterministic(tmp_path):
+    """Every figure's placeholder is replaced by its PNG, and the same result gives the
+    very same page."""
     one = write_subject_report(subject_result(tmp_path / "a"), n_best_atoms=2).read_text()
-    two = write_subject_report(subject_result(tmp_path / "b"), n_best_atoms=2,
-                               n_procs=2).read_text()
+    two = write_subject_report(subject_result(tmp_path / "b"), n_best_atoms=2).read_text()
     assert "llmfbn-figure-" not in two and two.count("data:image/png;base64,") >= 8
     assert one == two
 

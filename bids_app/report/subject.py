@@ -15,7 +15,6 @@ import numpy as np
 
 from bids_app.bids import derivatives as out
 from bids_app.bids.naming import atom_name, subject_report
-from bids_app.parallel import forked_map
 from bids_app.report.brains import fit_map_figure, mask_figure, stat_map_figure
 from bids_app.report.checks import (
     SUBJECT_T_ALPHA,
@@ -36,9 +35,10 @@ from bids_app.report.traces import (
 
 class _Figures:
     """The report's figures, drawn once the page is laid out: :meth:`add` returns a
-    placeholder, :meth:`fill` draws every figure (with ``n_procs`` > 1 in that many forked
-    worker processes, :func:`bids_app.parallel.forked_map`; the same HTML as one process)
-    and puts each in its place."""
+    placeholder, :meth:`fill` draws every figure and puts each in its place. (They were
+    drawn by forked workers with ``--nprocs`` >= 2 while a 2 mm figure took ~1 s; at
+    ~0.2 s, :mod:`.rasters`, forking a process that holds the subject's BOLD cost more
+    than it saved: report 1.8 s with one process, 2.2-2.5 s with two.)"""
 
     def __init__(self):
         self.jobs = []
@@ -47,19 +47,17 @@ class _Figures:
         self.jobs.append((func, args, kwargs))
         return f"<!--llmfbn-figure-{len(self.jobs) - 1}-->"
 
-    def fill(self, text: str, n_procs: int = 1) -> str:
-        if n_procs > 1 and len(self.jobs) > 1:
-            _ready_to_draw()          # once here, not once in every worker
-        drawn = forked_map(lambda job: job[0](*job[1], **job[2]), self.jobs, n_procs)
-        for k, figure in enumerate(drawn):
+    def fill(self, text: str) -> str:
+        for k, (func, args, kwargs) in enumerate(self.jobs):
+            figure = func(*args, **kwargs)
             text = text.replace(f"<!--llmfbn-figure-{k}-->", figure, 1)
         return text
 
 
 def _ready_to_draw() -> None:
     """Import matplotlib and nilearn's plotting and load its MNI template (the background
-    of the slices) in this process, so that forked workers inherit them (each would
-    otherwise spend ~1 s on them)."""
+    of the slices): ~1 s the first figure would otherwise spend (:class:`DrawingSetup`
+    does it while the GLM runs)."""
     from nilearn import plotting  # noqa: F401
 
     from bids_app.report import rasters
@@ -189,11 +187,9 @@ def _warnings(result, r2_chance: float) -> str:
     return section("Errors and warnings", *parts)
 
 
-def write_subject_report(result, n_best_atoms: int = 4, n_procs: int = 1) -> Path:
+def write_subject_report(result, n_best_atoms: int = 4) -> Path:
     """The subject report of a :class:`SubjectResult`: data checks, fit maps against chance,
-    the best atoms' thresholded t maps, the labelled design matrix, errors and warnings.
-    ``n_procs`` > 1: its figures (~0.5-1 s each at 2 mm) are drawn by that many forked
-    worker processes, the same HTML as one process."""
+    the best atoms' thresholded t maps, the labelled design matrix, errors and warnings."""
     config, spec, fit = result.config, result.spec, result.fit
     r2_chance = partial_r2_chance(fit.t.shape[0], fit.design)
     figures = _Figures()
@@ -210,5 +206,5 @@ def write_subject_report(result, n_best_atoms: int = 4, n_procs: int = 1) -> Pat
              _warnings(result, r2_chance),
              *methods(citation_text(config, spec, config.fbn_atlas))]
     path = subject_report(config.output_dir, result.subject)
-    out.write_text(path, figures.fill(page(f"llmfbn sub-{result.subject}", parts), n_procs))
+    out.write_text(path, figures.fill(page(f"llmfbn sub-{result.subject}", parts)))
     return path

@@ -224,14 +224,11 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors
     > 1 runs that many subjects at once in forked worker processes
     (:func:`bids_app.parallel.forked_map`), giving the same files as one process."""
     atoms_by_acq = _atoms_by_acquisition(config, atoms_dir)
-    # one subject at a time (e.g. one SLURM task's subject): --nprocs draws its report's
-    # figures side by side; several at a time: each worker draws its own on one core
-    report_procs = int(config.nprocs) if n_workers == 1 else 1
     # one process for every subject: the report's libraries load while the first subject's
     # GLM runs (not with forked workers: no thread may be running when a process forks)
     drawing = DrawingSetup() if config.reports and n_workers == 1 else None
     work = partial(_subject_outputs, config, spec, dataset, atoms_by_acq, regressors,
-                   write_nuisance, report_procs, drawing)
+                   write_nuisance, drawing)
     subjects = dataset.subjects
     for index, line in enumerate(
             forked_map(work, subjects, n_workers), 1):
@@ -239,8 +236,8 @@ def _participant_maps(config: Config, spec, dataset, atoms_dir: Path, regressors
 
 
 def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regressors,
-                     write_nuisance: bool, report_procs: int, drawing: DrawingSetup | None,
-                     subject: str) -> str:
+                     write_nuisance: bool, drawing: DrawingSetup | None, subject: str
+                     ) -> str:
     """Fit one subject, write its maps, sidecars and report; returns its log line. BLAS
     runs on one thread (as in each of the forked workers), so that the maps are the same
     bits whatever ``--nprocs`` (a threaded matrix product rounds differently)."""
@@ -270,7 +267,7 @@ def _subject_outputs(config: Config, spec, dataset, atoms_by_acq: dict, regresso
         write_subject_report(SubjectResult(config=config, spec=spec, subject=subject,
                                            fit=fit, cv_r=cv_r, mask_img=mask_img, mask=mask,
                                            runs=checks, mean_bold=mean_bold,
-                                           warnings=warned), n_procs=report_procs)
+                                           warnings=warned))
         seconds["report"] = time.monotonic() - reporting
     stages = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
     return (f"sub-{subject} ({spec.label}): {len(runs)} runs, {fit.n_volumes_used} volumes, "
