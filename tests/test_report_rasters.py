@@ -211,3 +211,28 @@ def test_oblique_grid_is_resampled_to_an_axis_aligned_one():
     centre = nib.affines.apply_affine(affine, [21.5, 15.5, 9.5])
     ijk = np.argwhere(vol.data == 5).mean(axis=0)
     assert np.allclose(vol.origin_mm + ijk * vol.step_mm, centre, atol=3.0)
+
+
+def test_brain_figures_with_not_a_number_voxels():
+    """A t or R² map with NaN voxels (e.g. a voxel without variance) is drawn, the NaNs
+    not coloured, and the colour scale set by the finite values."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from bids_app.report.brains import fit_map_figure, stat_map_figure
+
+    img = _toy_map("RAS")
+    mask = np.ones(img.shape, bool)
+    values = np.asarray(img.dataobj)[mask]
+    values[::7] = np.nan
+    for tag, brains in ((stat_map_figure(values, mask, img.affine, threshold=1.5,
+                                         label="t", title="with NaN"), 0.9),
+                        (fit_map_figure(np.abs(values) / 4, mask, img.affine, chance=0.1,
+                                        label="R²", title="with NaN"), 0.55)):
+        png = re.search(r'base64,([^"]+)"', tag).group(1)
+        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB"))
+        left = pixels[:, : int(brains * pixels.shape[1])] / 255.0    # not the colour bar
+        assert _coloured(left).sum() > 2000

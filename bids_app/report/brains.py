@@ -103,7 +103,8 @@ def stat_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, threshold: 
     from nilearn.plotting.cm import cold_hot
 
     shown = np.abs(values) >= threshold
-    vmax = float(max(np.abs(values).max(), threshold * 1.1, 1e-6))
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)  # not-a-number: not shown
+    vmax = float(max(np.abs(values).max(initial=0.0), threshold * 1.1, 1e-6))
     volume = unmask(np.where(shown, values, 0.0).astype(np.float32), mask)
     vol = rasters.volume(volume, affine)
     overlay = rasters.Overlay(vol, np.abs(vol.data) >= threshold * (1 - 1e-6) if
@@ -141,7 +142,8 @@ def fit_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, chance: floa
     chance, the histogram marks chance and the median."""
     from matplotlib import colormaps
 
-    vmax = max(float(np.percentile(values, 99.5)), chance + 1e-3)
+    finite = values[np.isfinite(values)]             # not-a-number voxels: not shown
+    vmax = max(float(np.percentile(finite, 99.5)) if finite.size else chance, chance + 1e-3)
     vol = rasters.volume(unmask(values.astype(np.float32), mask), affine)
     in_mask = rasters.volume(mask.astype(np.uint8), affine).data > 0
     overlay = rasters.Overlay(vol, in_mask & (vol.data > chance), colormaps[FIT_CMAP],
@@ -154,9 +156,9 @@ def fit_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, chance: floa
     picture.draw(fig)
     colorbar(fig, [0.565, 0.1, 0.01, 0.75], FIT_CMAP, chance, vmax, label)
     ax = fig.add_axes([0.71, 0.2, 0.28, 0.68])
-    ax.hist(values, bins=60, color="0.55")
+    ax.hist(finite, bins=60, color="0.55")
     ax.axvline(chance, color="#c0392b", lw=1.5, label=f"chance {chance:.3g}")
-    median = float(np.median(values))
+    median = float(np.median(finite)) if finite.size else float("nan")
     ax.axvline(median, color="k", ls="--", lw=1, label=f"median {median:.3g}")
     ax.set_xlabel(label, fontsize=9)
     ax.set_ylabel("voxels", fontsize=9)
