@@ -303,12 +303,16 @@ def test_organisation_metrics_edge_cases():
 # --------------------------------------------------------------------------- brain-side bootstrap
 
 
+@pytest.mark.parametrize("max_counts", [0, 1, 32])
 @pytest.mark.parametrize("df", [2, 5, 40])
-def test_fdr_mask_from_t_equals_fdr_mask_of_p(df):
+def test_fdr_mask_from_t_equals_fdr_mask_of_p(df, max_counts, monkeypatch):
     """The critical-|t| form of Benjamini-Hochberg rejects the same voxels as
-    :func:`fdr_mask` on the two-sided p values, on random maps with and without signal."""
+    :func:`fdr_mask` on the two-sided p values, on random maps with and without signal:
+    by counting alone, by counting then sorting, and by sorting alone (``_MAX_COUNTS``)."""
+    from bids_app.group import stats as group_stats
     from bids_app.group.stats import fdr_critical_t, fdr_mask_from_t
 
+    monkeypatch.setattr(group_stats, "_MAX_COUNTS", max_counts)
     rng = np.random.default_rng(df)
     t = rng.standard_t(df, size=(8, 3000))
     t[1, :300] += 100.0                     # strong signal in part of a map

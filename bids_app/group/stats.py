@@ -110,8 +110,33 @@ def fdr_mask_from_t(t, critical: np.ndarray) -> np.ndarray:
     threshold = np.full((rows.shape[0], 1), np.inf, dtype=critical.dtype)
     candidate = rows >= critical[-1]
     for row in np.flatnonzero(candidate.any(axis=1)):
-        top = -np.sort(-rows[row, candidate[row]])          # descending
-        passing = np.flatnonzero(top >= critical[:top.size])
-        if passing.size:
-            threshold[row] = top[passing[-1]]
+        threshold[row] = _step_up_threshold(rows[row, candidate[row]], critical)
     return (rows >= threshold).reshape(t.shape)
+
+
+#: Counting passes of :func:`_step_up_threshold` before it sorts instead.
+_MAX_COUNTS = 32
+
+
+def _step_up_threshold(top: np.ndarray, critical: np.ndarray):
+    """The |t| from which a map's values pass Benjamini-Hochberg, given ``top``, its values
+    that reach the least strict critical value (unsorted); inf when none passes.
+
+    The rule keeps the k* largest values, k* = max{k : N(c[k-1]) >= k}, N(v) the number of
+    values >= v (the k-th largest reaches c[k-1] exactly when k values do). From
+    k = top.size, k <- N(c[k-1]) never skips it: N(c[k-1]) <= k for every k reached (c
+    decreases), and every k' between N(c[k-1]) and k fails, as N(c[k'-1]) <= N(c[k-1]) <
+    k'. It stops at the first k with N(c[k-1]) = k: k*, whose passing values are exactly
+    those >= c[k*-1]. Each step counts the values left instead of sorting them (a few
+    steps in practice; after ``_MAX_COUNTS`` the sorted form finishes)."""
+    k = top.size
+    for _ in range(_MAX_COUNTS):
+        top = top[top >= critical[k - 1]]
+        if top.size == k:
+            return critical[k - 1]
+        if top.size == 0:
+            return np.inf
+        k = top.size
+    top = -np.sort(-top)                                  # descending
+    passing = np.flatnonzero(top >= critical[:top.size])
+    return top[passing[-1]] if passing.size else np.inf
