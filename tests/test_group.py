@@ -466,3 +466,32 @@ def test_overlap_arrays_count_sets(overlapping):
                 assert atom_size[sign, atom, net] == len(a)
                 assert network_size[sign, atom, net] == len(n)
                 assert iou[sign, atom, net] == pytest.approx(len(a & n) / len(a | n))
+
+
+@pytest.mark.parametrize("disjoint", [True, False])
+def test_signed_overlaps_equal_overlap_arrays_of_the_stacked_parts(disjoint):
+    """The bootstrap's overlaps from the significant voxels' indices: the same integers
+    and IoU as overlap_arrays of the positive and negative parts, with t = 0 and NaN
+    voxels, empty maps, and disjoint or overlapping networks."""
+    from bids_app.group.coupling import overlap_arrays, signed_overlaps
+
+    rng = np.random.default_rng(11)
+    n_voxels = 5000
+    t = rng.standard_normal((4, n_voxels)) * 3
+    t[1] = 0.0                                        # nothing significant
+    t[2, :50] = 0.0
+    t[3, ::13] = np.nan
+    significant = np.abs(t) >= 2.0
+    significant[2, :50] = True                        # t = 0 marked: in neither part
+    labels = rng.integers(0, 6, n_voxels)
+    masks = np.stack([labels == k for k in range(5)])  # label 5: no network
+    if not disjoint:
+        masks[0, :300] = True                         # overlaps network of voxel
+    parts = np.stack([significant & (t > 0), significant & (t < 0)])
+    overlap, atom_size, _, iou, _ = overlap_arrays(parts, masks)
+    for sizes in (None, masks.sum(axis=1)):
+        got = signed_overlaps(t, significant, masks, sizes)
+        np.testing.assert_array_equal(got[0], overlap)
+        np.testing.assert_array_equal(got[1], atom_size)
+        np.testing.assert_array_equal(got[2], iou)
+    assert overlap[:, 1].sum() == 0 and overlap.sum() > 1000

@@ -79,6 +79,40 @@ def overlap_arrays(parts, masks):
     return overlap, atom_size, network_size, iou, overlap_rate
 
 
+def signed_overlaps(t: np.ndarray, significant: np.ndarray, masks,
+                    network_size: np.ndarray | None = None):
+    """:func:`overlap_arrays` of the positive and negative significant parts of t maps
+    (``np.stack([significant & (t > 0), significant & (t < 0)])``): ``overlap``,
+    ``atom_size`` and ``iou``, each (2, n_maps, n_networks), the same integers and ratios.
+
+    With disjoint networks it reads the significant voxels once, by index, instead of
+    stacking and scanning both whole parts (the bootstrap calls it once per resample and
+    atom); ``network_size`` (each network's voxels) may be given so that it is not
+    recounted each time."""
+    masks = np.asarray(masks, dtype=bool)
+    label = _voxel_labels(masks)
+    if label is None:
+        parts = np.stack([significant & (t > 0), significant & (t < 0)])
+        overlap, atom_size, _, iou, _ = overlap_arrays(parts, masks)
+        return overlap, atom_size, iou
+    n_maps, n_networks = t.shape[0], masks.shape[0]
+    rows, cols = np.nonzero(significant)
+    values = t[rows, cols]
+    signed = values != 0                          # t = 0 is in neither part
+    part = (values < 0).astype(np.int64)
+    index = (part * n_maps + rows) * (n_networks + 1) + label[cols]
+    counts = np.bincount(index[signed], minlength=2 * n_maps * (n_networks + 1))
+    counts = counts.reshape(2, n_maps, n_networks + 1)
+    overlap = counts[..., :n_networks].astype(np.int64)
+    atom_size = np.broadcast_to(counts.sum(axis=-1)[..., None], overlap.shape)
+    if network_size is None:
+        network_size = masks.sum(axis=1)
+    union = atom_size + network_size - overlap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, overlap / union, 0.0)
+    return overlap, atom_size, iou
+
+
 _LABELS: dict = {}
 
 

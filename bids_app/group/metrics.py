@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bids_app.bids.naming import NO_NETWORK
-from bids_app.group.coupling import best_networks, hypergeometric_p, overlap_arrays
+from bids_app.group.coupling import best_networks, hypergeometric_p, signed_overlaps
 from bids_app.group.disk import DiskStack
 from bids_app.group.null import null_p_values
 from bids_app.group.stats import fdr_critical_t, fdr_mask_from_t
@@ -149,6 +149,7 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
     # (BLOCK_COPIES of them) within block_bytes; one atom at least (n_subjects x n_voxels:
     # the only term that grows with the subjects)
     per_block = max(1, int(block_bytes) // max(BLOCK_COPIES * 4 * n_voxels * n_subjects, 1))
+    network_size = masks.sum(axis=1)
     scale = np.float32(n_subjects - 1)        # var / n = (E[c^2] - E[c]^2) / (n - 1)
     shape = (2, n_atoms, n_networks)
 
@@ -188,9 +189,8 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
             t[bad] = 0.0
             t = t.reshape(n_block, n_voxels)
             significant = fdr_mask_from_t(t, critical)
-            parts = np.stack([significant & (t > 0), significant & (t < 0)])
-            overlap, atom_size, _, iou, _ = overlap_arrays(parts, masks)
-            out[0][draw], out[1][draw], out[2][draw] = overlap, atom_size, iou
+            out[0][draw], out[1][draw], out[2][draw] = signed_overlaps(
+                t, significant, masks, network_size)
         return out
 
     def run(indices) -> np.ndarray:
@@ -205,7 +205,6 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
                 atoms = slice(first, min(first + per_block, n_atoms))
                 overlap[:, :, atoms], atom_size[:, :, atoms], iou[:, :, atoms] = \
                     block_draws(effects[:, atoms, :], weights)
-            network_size = masks.sum(axis=1)
             networks = np.full((len(chosen), n_atoms), -1, dtype=np.int64)
             for draw, sample in enumerate(chosen):
                 if null_network_means is not None:
