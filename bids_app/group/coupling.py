@@ -63,27 +63,24 @@ def overlap_arrays(parts, masks):
         # disjoint networks (every atlas but overlapping user masks): each suprathreshold
         # voxel counted once under its network's label, one pass over the parts
         rows, cols = np.nonzero(flat)
-        overlap = np.bincount(rows * (n_networks + 1) + label[cols],
-                              minlength=flat.shape[0] * (n_networks + 1))
-        overlap = overlap.reshape(flat.shape[0], n_networks + 1)[:, :n_networks]
+        overlap = _label_counts(rows, label[cols], flat.shape[0], n_networks)[:, :n_networks]
     else:
         overlap = np.stack([np.count_nonzero(flat[:, m], axis=-1) for m in network_masks],
                            axis=-1)
     overlap = overlap.astype(np.int64).reshape(*parts.shape[:-1], n_networks)
     atom_size = np.broadcast_to(np.count_nonzero(parts, axis=-1)[..., None], overlap.shape)
     network_size = np.broadcast_to(network_masks.sum(axis=1), overlap.shape)
-    union = atom_size + network_size - overlap
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, overlap / union, 0.0)
         overlap_rate = np.where(atom_size > 0, overlap / atom_size, 0.0)
-    return overlap, atom_size, network_size, iou, overlap_rate
+    return overlap, atom_size, network_size, _iou(overlap, atom_size, network_size), \
+        overlap_rate
 
 
 def signed_overlaps(t: np.ndarray, significant: np.ndarray, masks,
                     network_size: np.ndarray | None = None):
     """:func:`overlap_arrays` of the positive and negative significant parts of t maps
-    (``np.stack([significant & (t > 0), significant & (t < 0)])``): ``overlap``,
-    ``atom_size`` and ``iou``, each (2, n_maps, n_networks), the same integers and ratios.
+    (:func:`_signed_parts`): ``overlap``, ``atom_size`` and ``iou``, each (2, n_maps,
+    n_networks), the same integers and ratios.
 
     With disjoint networks it reads the significant voxels once, by index, instead of
     stacking and scanning both whole parts (the bootstrap calls it once per resample and
@@ -92,25 +89,35 @@ def signed_overlaps(t: np.ndarray, significant: np.ndarray, masks,
     masks = np.asarray(masks, dtype=bool)
     label = _voxel_labels(masks)
     if label is None:
-        parts = np.stack([significant & (t > 0), significant & (t < 0)])
-        overlap, atom_size, _, iou, _ = overlap_arrays(parts, masks)
+        overlap, atom_size, _, iou, _ = overlap_arrays(_signed_parts(t, significant), masks)
         return overlap, atom_size, iou
     n_maps, n_networks = t.shape[0], masks.shape[0]
     rows, cols = np.nonzero(significant)
     values = t[rows, cols]
     signed = values != 0                          # t = 0 is in neither part
-    part = (values < 0).astype(np.int64)
-    index = (part * n_maps + rows) * (n_networks + 1) + label[cols]
-    counts = np.bincount(index[signed], minlength=2 * n_maps * (n_networks + 1))
+    rows = (values[signed] < 0) * n_maps + rows[signed]      # (sign, map) as one row index
+    counts = _label_counts(rows, label[cols[signed]], 2 * n_maps, n_networks)
     counts = counts.reshape(2, n_maps, n_networks + 1)
     overlap = counts[..., :n_networks].astype(np.int64)
     atom_size = np.broadcast_to(counts.sum(axis=-1)[..., None], overlap.shape)
     if network_size is None:
         network_size = masks.sum(axis=1)
+    return overlap, atom_size, _iou(overlap, atom_size, network_size)
+
+
+def _label_counts(rows: np.ndarray, labels: np.ndarray, n_rows: int,
+                  n_networks: int) -> np.ndarray:
+    """(n_rows, n_networks + 1) counts of each (row, label) pair; label n_networks is no
+    network."""
+    return np.bincount(rows * (n_networks + 1) + labels,
+                       minlength=n_rows * (n_networks + 1)).reshape(n_rows, n_networks + 1)
+
+
+def _iou(overlap, atom_size, network_size) -> np.ndarray:
+    """|A ∩ N| / |A ∪ N|, 0 when both are empty."""
     union = atom_size + network_size - overlap
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, overlap / union, 0.0)
-    return overlap, atom_size, iou
+        return np.where(union > 0, overlap / union, 0.0)
 
 
 _LABELS: dict = {}

@@ -20,8 +20,6 @@ _CBAR_RECT = [0.93, 0.12, 0.012, 0.76]
 OUTLINE_COLOR = "#00b050"
 #: Colours of goodness-of-fit maps, from chance (pale yellow) to the best voxels (red).
 FIT_CMAP = "YlOrRd"
-
-
 #: Grey levels of the MNI template under the slices (nilearn's dimmed template on white).
 _TEMPLATE_LEVELS = (0.35, 0.95)
 #: Label styles over the pictures.
@@ -91,8 +89,6 @@ def _figure(width_in: float, height_in: float):
     return fig, rasters.Picture(int(round(width_in * DPI)), int(round(height_in * DPI)))
 
 
-
-
 def stat_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, threshold: float,
                     label: str, title: str, outline: np.ndarray | None = None,
                     outline_label: str = "", n_cuts: int = 7) -> str:
@@ -107,8 +103,8 @@ def stat_map_figure(values: np.ndarray, mask: np.ndarray, affine, *, threshold: 
     vmax = float(max(np.abs(values).max(initial=0.0), threshold * 1.1, 1e-6))
     volume = unmask(np.where(shown, values, 0.0).astype(np.float32), mask)
     vol = rasters.volume(volume, affine)
-    overlay = rasters.Overlay(vol, np.abs(vol.data) >= threshold * (1 - 1e-6) if
-                              threshold > 0 else vol.data != 0, cold_hot, -vmax, vmax)
+    shown_vol = rasters.volume(unmask(shown.astype(np.uint8), mask), affine).data > 0
+    overlay = rasters.Overlay(vol, shown_vol, cold_hot, -vmax, vmax)
     in_brain = rasters.volume(mask.astype(np.uint8), affine)
     region = None
     if outline is not None and outline.any():

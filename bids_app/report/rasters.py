@@ -96,8 +96,8 @@ def projection(vol: Volume, shown: np.ndarray, direction: str):
 
 @dataclass(frozen=True)
 class View:
-    """One picture of a figure: its extent in mm ((h0, h1) left to right, (v0, v1) bottom
-    to top; h0 > h1 mirrors it) and its top-left pixel once laid out."""
+    """The extent in mm of one picture of a figure: (h0, h1) left to right, (v0, v1)
+    bottom to top; h0 > h1 mirrors it."""
 
     h_mm: tuple[float, float]
     v_mm: tuple[float, float]
@@ -153,27 +153,27 @@ def slice_view(vol: Volume, in_view: np.ndarray, margin_mm: float = 4.0) -> View
 # --- nilearn's pieces, loaded once per process ------------------------------------------
 
 
-def _schematic_source(direction: str):
-    """nilearn's schematic JSON and its transform to mm for a direction, or None when this
-    nilearn has moved them."""
+@functools.cache
+def _schematic(direction: str):
+    """nilearn's glass-brain schematic of ``direction``, read once per process: its
+    outline patches (as ``plot_brain_schematics`` builds them), their transform to mm and
+    their bounds with nilearn's margin; None when this nilearn has moved them."""
+    import json
+
     try:
         from nilearn.plotting import glass_brain
         filename, transform = glass_brain._get_json_and_transform(direction)
-    except (ImportError, AttributeError, ValueError):
+        content = json.loads(filename.read_text())
+        return (glass_brain._get_mpl_patches(content), transform,
+                glass_brain._get_object_bounds(content, transform))
+    except (ImportError, AttributeError, ValueError, OSError):
         return None
-    return glass_brain, filename, transform
 
 
-@functools.cache
 def schematic_bounds(direction: str):
     """(h0, h1, v0, v1) mm of nilearn's schematic of ``direction`` with its margin."""
-    import json
-
-    source = _schematic_source(direction)
-    if source is None:
-        return None
-    glass_brain, filename, transform = source
-    return glass_brain._get_object_bounds(json.loads(filename.read_text()), transform)
+    found = _schematic(direction)
+    return None if found is None else found[2]
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,16 +184,14 @@ def schematic_pixels(direction: str, view: View, width: int, height: int,
     line widths in points and ``alpha``), but as one collection on a bare canvas:
     premultiplied RGBA float32 (height, width, 4), or None when this nilearn has moved
     its schematics. Cached: a report's figures repeat their views' sizes."""
-    import json
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import PathCollection
     from matplotlib.figure import Figure
 
-    source = _schematic_source(direction)
-    if source is None:
+    found = _schematic(direction)
+    if found is None:
         return None
-    glass_brain, filename, transform = source
+    patches, transform, _ = found
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     canvas = FigureCanvasAgg(fig)
     fig.patch.set_alpha(0)
@@ -204,7 +202,6 @@ def schematic_pixels(direction: str, view: View, width: int, height: int,
     ax.set_ylim(*view.v_mm)
     # nilearn's own patches (plot_brain_schematics adds them one artist each), drawn as
     # one collection: the same paths, colours and widths, several times faster
-    patches = glass_brain._get_mpl_patches(json.loads(filename.read_text()))
     ax.add_collection(PathCollection(
         [p.get_path() for p in patches], facecolors="none",
         edgecolors=[p.get_edgecolor() for p in patches],
@@ -292,12 +289,6 @@ class Picture:
         ax.set_axis_off()
         for x, y, text, style in self.labels:
             ax.text(x, y, text, **style)
-
-
-def over(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``colour`` ((h, w, 3) or (3,)) laid over ``rgb`` with opacity ``alpha`` (h, w)."""
-    a = alpha[..., None]
-    return rgb * (1 - a) + colour * a
 
 
 @dataclass(frozen=True)

@@ -33,31 +33,10 @@ from bids_app.report.traces import (
 )
 
 
-class _Figures:
-    """The report's figures, drawn once the page is laid out: :meth:`add` returns a
-    placeholder, :meth:`fill` draws every figure and puts each in its place. (They were
-    drawn by forked workers with ``--nprocs`` >= 2 while a 2 mm figure took ~1 s; at
-    ~0.2 s, :mod:`.rasters`, forking a process that holds the subject's BOLD cost more
-    than it saved: report 1.8 s with one process, 2.2-2.5 s with two.)"""
-
-    def __init__(self):
-        self.jobs = []
-
-    def add(self, func, *args, **kwargs) -> str:
-        self.jobs.append((func, args, kwargs))
-        return f"<!--llmfbn-figure-{len(self.jobs) - 1}-->"
-
-    def fill(self, text: str) -> str:
-        for k, (func, args, kwargs) in enumerate(self.jobs):
-            figure = func(*args, **kwargs)
-            text = text.replace(f"<!--llmfbn-figure-{k}-->", figure, 1)
-        return text
-
-
 def _ready_to_draw() -> None:
-    """Import matplotlib and nilearn's plotting and load its MNI template (the background
-    of the slices): ~1 s the first figure would otherwise spend (:class:`DrawingSetup`
-    does it while the GLM runs)."""
+    """Import matplotlib and nilearn's plotting, read its glass-brain schematics and load
+    its MNI template (the background of the slices): ~1 s the first figure would otherwise
+    spend (:class:`DrawingSetup` does it while the GLM runs)."""
     from nilearn import plotting  # noqa: F401
 
     from bids_app.report import rasters
@@ -117,24 +96,24 @@ def _summary(result) -> str:
     })
 
 
-def _data_checks(result, figures: _Figures) -> str:
+def _data_checks(result) -> str:
     if not result.runs:
         return section("Data checks", note("No run information was handed to the report."))
     parts = [table(runs_table(result.runs)),
              note(f"FD: framewise displacement (fMRIPrep, Power et al. 2012); volumes above "
                   f"{FD_THRESHOLD_MM:g} mm are counted but kept. Nuisance regressors: the "
                   "confounds below plus the run's intercept."),
-             "<h3>Motion</h3>", figures.add(motion_figure, result.runs),
-             "<h3>Confounds in the model</h3>", figures.add(confounds_figure, result.runs)]
+             "<h3>Motion</h3>", motion_figure(result.runs),
+             "<h3>Confounds in the model</h3>", confounds_figure(result.runs)]
     if result.mean_bold is not None:
         parts += ["<h3>Brain mask</h3>",
-                  figures.add(mask_figure, result.mean_bold, result.mask_img,
+                  mask_figure(result.mean_bold, result.mask_img,
                               "Analysed voxels (red outline: intersection of the runs' "
                               "fMRIPrep brain masks) over the mean BOLD")]
     return section("Data checks", *parts)
 
 
-def _fit_maps(result, r2_chance: float, figures: _Figures) -> str:
+def _fit_maps(result, r2_chance: float) -> str:
     fit, mask, affine = result.fit, result.mask, result.mask_img.affine
     n_atoms = fit.t.shape[0]
     parts = [note(f"In-sample partial R² of the {n_atoms} atoms beyond the confounds. Its "
@@ -143,21 +122,21 @@ def _fit_maps(result, r2_chance: float, figures: _Figures) -> str:
                   "voxels above it are coloured. Autocorrelated BOLD raises the in-sample R² "
                   "of any regressors above that level; the cross-validated r below has no "
                   "such bias."),
-             figures.add(fit_map_figure, fit.r2, mask, affine, chance=r2_chance,
-                         label="partial R²", title="Partial R² of the atoms")]
+             fit_map_figure(fit.r2, mask, affine, chance=r2_chance, label="partial R²",
+                            title="Partial R² of the atoms")]
     if result.cv_r is None:
         parts.append(note("Cross-validated r not computed: it needs at least two runs.",
                           "warn"))
     else:
         parts += [note("Leave-one-run-out prediction correlation of the joint atom model "
                        "(held-out runs, confounds projected out); chance level 0."),
-                  figures.add(fit_map_figure, result.cv_r, mask, affine, chance=0.0,
-                              label="cross-validated r",
-                              title="Cross-validated prediction r")]
+                  fit_map_figure(result.cv_r, mask, affine, chance=0.0,
+                                 label="cross-validated r",
+                                 title="Cross-validated prediction r")]
     return section("Model fit", *parts)
 
 
-def _best_atoms(result, n_best: int, figures: _Figures) -> str:
+def _best_atoms(result, n_best: int) -> str:
     fit, mask, affine = result.fit, result.mask, result.mask_img.affine
     n_atoms = fit.t.shape[0]
     threshold = t_threshold(fit.dof)
@@ -167,9 +146,8 @@ def _best_atoms(result, n_best: int, figures: _Figures) -> str:
                   f"(p < {SUBJECT_T_ALPHA:g} uncorrected, two-sided, df = {fit.dof}); "
                   "only those voxels are coloured.")]
     for k in best:
-        parts.append(figures.add(
-            stat_map_figure, fit.t[k], mask, affine, threshold=threshold,
-            label=f"t (df = {fit.dof})",
+        parts.append(stat_map_figure(
+            fit.t[k], mask, affine, threshold=threshold, label=f"t (df = {fit.dof})",
             title=f"{atom_name(k, n_atoms)}: {int(n_above[k]):,} voxels with |t| ≥ "
                   f"{threshold:.2f}"))
     return section("Atom maps", *parts)
@@ -192,19 +170,18 @@ def write_subject_report(result, n_best_atoms: int = 4) -> Path:
     the best atoms' thresholded t maps, the labelled design matrix, errors and warnings."""
     config, spec, fit = result.config, result.spec, result.fit
     r2_chance = partial_r2_chance(fit.t.shape[0], fit.design)
-    figures = _Figures()
     parts = [f"<h1>llmfbn: sub-{html.escape(result.subject)}, model "
              f"{html.escape(spec.name)}</h1>",
-             _summary(result), _data_checks(result, figures),
-             _fit_maps(result, r2_chance, figures), _best_atoms(result, n_best_atoms, figures),
+             _summary(result), _data_checks(result), _fit_maps(result, r2_chance),
+             _best_atoms(result, n_best_atoms),
              section("Design matrix",
                      note("One row per regressor (a column of the design): the atoms, "
                           "shared by all runs, then each run's confounds and intercept, "
                           "zero on the other runs' volumes; each scaled to its largest "
                           "|value|."),
-                     figures.add(design_figure, fit.design, fit.t.shape[0])),
+                     design_figure(fit.design, fit.t.shape[0])),
              _warnings(result, r2_chance),
              *methods(citation_text(config, spec, config.fbn_atlas))]
     path = subject_report(config.output_dir, result.subject)
-    out.write_text(path, figures.fill(page(f"llmfbn sub-{result.subject}", parts)))
+    out.write_text(path, page(f"llmfbn sub-{result.subject}", parts))
     return path
