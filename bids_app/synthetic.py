@@ -28,9 +28,9 @@ tens of seconds as a speaker's voice is; the events' ``stim_file`` names it (rel
 Auditory network too (a low-level auditory signal, off by default).
 
 Planted truth: for each planted network, a sub-group of artificial neurons of the real model
-(a seed AN and the ANs whose responses correlate most with it) drives the BOLD signal of that
-network of the chosen atlas (Seitzman 2018 by default), smoothed, with a subject-specific
-amplitude. ``planted=False`` gives the null dataset: same generator, no planted signal.
+(a seed AN and the ANs whose responses correlate most with it; coherent and not low-level,
+see :func:`choose_subgroups`) drives the BOLD signal of that network of the chosen atlas
+(Seitzman 2018 by default), smoothed, with a subject-specific amplitude. ``planted=False`` gives the null dataset: same generator, no planted signal.
 """
 
 from __future__ import annotations
@@ -83,6 +83,12 @@ PROFILES = {p.name: p for p in (DEMO, SECOND)}
 #: An AN is in a planted network's functional truth when its response correlates at least
 #: this much with the network's planted signal over the story frames.
 FUNCTIONAL_TRUTH_R = 0.6
+#: A planted sub-group is coherent: at least this share of its ANs belong to its functional
+#: truth (correlate >= FUNCTIONAL_TRUTH_R with the sub-group's mean response).
+MIN_COHERENT = 0.75
+#: A planted signal is not low-level: the word rate and the audio envelope explain at most
+#: this share of its variance over the story frames.
+MAX_LOW_LEVEL_R2 = 0.25
 #: Sampling rate of the synthetic audio (Hz): low, to keep the files small.
 AUDIO_RATE_HZ = 8000
 WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['\u2019\-][A-Za-z0-9]+)*")
@@ -198,35 +204,58 @@ def _smooth(vol: np.ndarray, fwhm_mm: float, voxel_mm: float = VOXEL_MM) -> np.n
     return gaussian_filter(vol, fwhm_mm / voxel_mm / 2.3548)
 
 
-def choose_subgroups(responses: np.ndarray, layers: np.ndarray, n_groups: int,
+def choose_subgroups(responses: dict, story: dict, layers: np.ndarray, n_groups: int,
                      rng: np.random.Generator, size: int = SUBGROUP_SIZE,
-                     max_corr: float = 0.3) -> list[np.ndarray]:
+                     max_corr: float = 0.3, low_level: dict | None = None,
+                     max_low_level_r2: float = MAX_LOW_LEVEL_R2,
+                     min_coherent: float = MIN_COHERENT) -> list[np.ndarray]:
     """Sub-groups of ANs with coherent responses whose mean time courses differ.
 
-    ``responses`` (n_trs, n_neurons) z-scored. A seed AN is drawn (from a different layer
-    for each group when possible); its sub-group is the ``size`` ANs most correlated with it.
-    Groups whose mean response correlates above ``max_corr`` with an earlier one are redrawn.
+    ``responses``: ``{task: (n_frames, n_neurons)}``, each run's responses; ``story``:
+    ``{task: boolean (n_frames,)}``, the frames each choice is judged on (the story frames).
+    A seed AN is drawn (from a different layer for each group when possible); its sub-group
+    is the ``size`` ANs most correlated with it, its signal their mean response. A candidate
+    is kept only when
+
+    - it is coherent: at least ``min_coherent`` of its ANs correlate >= FUNCTIONAL_TRUTH_R
+      with its signal, i.e. belong to its functional truth (a sub-group whose members do
+      not follow their own mean is no "sub-group of neurons behind a network", and a truth
+      of a few ANs makes F1 a count of coin flips);
+    - its signal is not low-level: the ``low_level`` regressors (``{task: (n_frames, k)}``,
+      e.g. the word rate and the audio envelope, as the participant GLM has them) explain at
+      most ``max_low_level_r2`` of its variance (the GLM credits the atoms only with what
+      they do not explain, so a planted "word-rate network" would be removed by design);
+    - its signal correlates below ``max_corr`` with every sub-group kept before.
     """
-    n_trs = responses.shape[0]
-    std = responses.std(axis=0)
+    x = on_story(responses, story)                       # unit-norm columns, story frames
+    std = np.concatenate([np.asarray(responses[t])[story[t]] for t in sorted(responses)]
+                         ).std(axis=0)
     candidates = np.flatnonzero(std > 0.5)
-    unit = responses[:, candidates] / np.linalg.norm(responses[:, candidates], axis=0)
+    unit = x[:, candidates]
+    low = None
+    if low_level is not None:
+        low, _ = np.linalg.qr(on_story(low_level, story))
     groups, signals = [], []
     layer_order = rng.permutation(np.unique(layers))
-    for _attempt in range(400):
-        layer = layer_order[len(groups) % len(layer_order)]
+    for _attempt in range(2000):
+        # a layer per group when possible: the next layer after 50 fruitless draws
+        layer = layer_order[(len(groups) + _attempt // 50) % len(layer_order)]
         pool = candidates[layers[candidates] == layer]
         seed = rng.choice(pool)
         corr = unit.T @ unit[:, np.searchsorted(candidates, seed)]
-        members = candidates[np.argsort(-corr)[:size]]
-        signal = responses[:, members].mean(axis=1)
-        signal = (signal - signal.mean()) / signal.std()
-        if all(abs(np.dot(signal, s)) / n_trs < max_corr for s in signals):
-            groups.append(np.sort(members))
+        members = np.sort(candidates[np.argsort(-corr)[:size]])
+        signal = on_story({t: np.asarray(r)[:, members].mean(axis=1, keepdims=True)
+                           for t, r in responses.items()}, story)[:, 0]
+        if np.mean(signal @ x[:, members] >= FUNCTIONAL_TRUTH_R) < min_coherent:
+            continue
+        if low is not None and float(np.sum((low.T @ signal) ** 2)) > max_low_level_r2:
+            continue
+        if all(abs(float(signal @ s)) < max_corr for s in signals):
+            groups.append(members)
             signals.append(signal)
             if len(groups) == n_groups:
                 return groups
-    raise RuntimeError("could not find distinct AN sub-groups to plant")
+    raise RuntimeError("could not find distinct, coherent AN sub-groups to plant")
 
 
 def _motion(n: int, rng) -> pd.DataFrame:
@@ -355,16 +384,18 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
                      load_fbn_atlas, acq: Profile = DEMO):
     from bids_app.features import load_model, neuron_table, resolve_model, word_activations
     from bids_app.responses import (
+        envelope_regressor,
         frame_times_s,
         story_frames,
         temporal_responses,
+        word_rate_regressor,
         zscore_time,
     )
-    from bids_app.stimulus import read_word_timings
+    from bids_app.stimulus import audio_envelope, read_word_timings
 
     lm = load_model(resolve_model(model), device="cpu")
     layers = neuron_table(lm)["layer"].to_numpy()
-    per_task, onsets = {}, {}
+    per_task, onsets, low_level, story = {}, {}, {}, {}
     for task in tasks:
         # read back the Gentle file just written: the pipeline sees exactly these words and
         # onsets (unaligned words interpolated by the same reader)
@@ -374,8 +405,13 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
         frames = frame_times_s(n_volumes[task], acq.t_r_s, acq.start_time_s)
         per_task[task] = zscore_time(temporal_responses(
             acts, acq.onsets_s[task] + timings.onsets_s, frames))
-    stacked = np.vstack([per_task[t] for t in sorted(per_task)])
-    groups = choose_subgroups(stacked, layers, len(networks), rng)
+        story[task] = story_frames([acq.onsets_s[task] + onsets[task]], frames)
+        times_s, rms = audio_envelope(bids_dir / "stimuli" / audio_name(task))
+        low_level[task] = np.column_stack([
+            word_rate_regressor(acq.onsets_s[task] + onsets[task], frames),
+            envelope_regressor(rms, acq.onsets_s[task] + times_s, frames)])
+    groups = choose_subgroups(per_task, story, layers, len(networks), rng,
+                              low_level=low_level)
     atlas = load_fbn_atlas("seitzman", mask_img)
     names = list(atlas.network_names)
     weights, truth = [], []
@@ -391,9 +427,6 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
     for task, resp in per_task.items():
         sig = np.stack([resp[:, g].mean(axis=1) for g in groups], axis=1)
         signals[task] = ((sig - sig.mean(0)) / sig.std(0)).astype(np.float32)
-    story = {task: story_frames([acq.onsets_s[task] + onsets[task]],
-                                frame_times_s(n_volumes[task], acq.t_r_s, acq.start_time_s))
-             for task in tasks}
     for entry, column in zip(truth, functional_truth(per_task, signals, story)):
         entry["functional_truth"] = column
         entry["functional_truth_threshold"] = FUNCTIONAL_TRUTH_R

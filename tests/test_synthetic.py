@@ -124,3 +124,76 @@ def test_second_profile_has_its_own_tr_grid_and_story(tmp_path):
     confounds = pd.read_csv(next(func.glob("*_desc-confounds_timeseries.tsv")), sep="\t")
     # the 128 s high-pass drift basis follows the TR: floor(2 n TR / 128) columns
     assert confounds.filter(like="cosine").shape[1] == int(2 * img.shape[3] * 2.0 // 128)
+
+
+def _toy_runs(seed: int = 0):
+    """Two runs of 300 toy ANs over 300 frames (the story frames 10-279 of each): ANs 0-59
+    follow a word-rate-like regressor, 60-119 a signal A, 120-179 a signal B, 180-239 are
+    loosely tied to a signal C (each AN correlates ~0.45 with it), the rest are noise."""
+    rng = np.random.default_rng(seed)
+    n_frames, n_ans = 300, 300
+
+    def smooth(n, k):
+        x = rng.standard_normal((n + 20, k))
+        kernel = np.exp(-0.5 * (np.arange(-8, 9) / 1.5) ** 2)
+        return np.stack([np.convolve(x[:, j], kernel, "same")[10:-10] for j in range(k)], 1)
+
+    runs, story, low = {}, {}, {}
+    for task in ("a", "b"):
+        low_level = smooth(n_frames, 1)
+        sources = smooth(n_frames, 3)                          # A, B, C
+        resp = smooth(n_frames, n_ans)
+        resp /= resp.std(0)
+        for first, course, noise in ((0, low_level[:, 0], 0.3), (60, sources[:, 0], 0.3),
+                                     (120, sources[:, 1], 0.3), (180, sources[:, 2], 2.0)):
+            course = (course - course.mean()) / course.std()
+            resp[:, first:first + 60] = course[:, None] + noise * resp[:, first:first + 60]
+        runs[task] = (resp - resp.mean(0)) / resp.std(0)
+        story[task] = np.zeros(n_frames, bool)
+        story[task][10:280] = True
+        low[task] = low_level
+    return runs, story, low
+
+
+def test_planted_subgroups_are_coherent_and_not_low_level():
+    """The generator plants only coherent sub-groups (>= 3/4 of their ANs in their own
+    functional truth) whose signal the low-level regressors explain at most 25 % of: on toy
+    responses with a word-rate group, two clean groups and a loose one, it picks the clean
+    ones, whatever the draw; without the low-level check it also takes the word-rate group."""
+    from bids_app.synthetic import FUNCTIONAL_TRUTH_R, choose_subgroups, on_story
+
+    runs, story, low = _toy_runs()
+    layers = np.repeat(np.arange(3), 100)
+    x = on_story(runs, story)
+    for seed in range(5):
+        groups = choose_subgroups(runs, story, layers, 2, np.random.default_rng(seed),
+                                  size=20, low_level=low)
+        for members in groups:
+            signal = on_story({t: r[:, members].mean(1, keepdims=True)
+                               for t, r in runs.items()}, story)[:, 0]
+            assert np.mean(signal @ x[:, members] >= FUNCTIONAL_TRUTH_R) >= 0.75
+        # mostly the clean groups A (ANs 60-119) and B (120-179), never the word rate or C
+        assert sorted(_source(g) for g in groups) == [1, 2], groups
+    picked = {_source(g) for seed in range(10) for g in choose_subgroups(
+        runs, story, layers, 2, np.random.default_rng(seed), size=20)}
+    assert 0 in picked and 3 not in picked
+
+
+def _source(members) -> int:
+    """The toy source (0: word rate, 1: A, 2: B, 3: C, 4: noise) of at least 3/4 of
+    ``members``."""
+    counts = np.bincount(np.asarray(members) // 60, minlength=5)
+    assert counts.max() >= 0.75 * len(members), members
+    return int(np.argmax(counts))
+
+
+def test_choose_subgroups_says_when_it_cannot():
+    import pytest
+
+    from bids_app.synthetic import choose_subgroups
+
+    runs, story, low = _toy_runs()
+    layers = np.repeat(np.arange(3), 100)
+    with pytest.raises(RuntimeError, match="coherent"):
+        choose_subgroups(runs, story, layers, 3, np.random.default_rng(0), size=20,
+                         low_level=low)
