@@ -61,28 +61,29 @@ def _recovery(planted_run):
 
 def test_planted_ans_rank_first_in_their_networks_scores(planted_run):
     """Every planted network has scores; its planted ANs rank first among all ANs (rank AUC
-    >= 0.95, issue 9's target; measured 0.98-0.99 with the defaults, 0.93 for Auditory with
-    the over-relaxed dictionary that was therefore not merged); the members table's
-    sidecar states the rule."""
+    >= 0.95, issue 9's target; measured 0.997-1.000 with the defaults); the members table's
+    sidecar states the rule; the planted sub-groups are coherent (>= 3/4 of their ANs in
+    their functional truth, as the generator guarantees)."""
     table, output = _recovery(planted_run)
     assert len(table) == 3 and table["coupled"].all(), table
     assert (table["auc"] >= 0.95).all(), table
     side = json.loads((output / "group" / "desc-minilm_members.json").read_text())
     assert side["MembershipThreshold"] == 0.6 and "joint effects" in side["MembershipRule"]
+    assert "AN prior" in side["MembershipRule"]
     assert side["NullSurrogates"] == 1000 and "standardised" in side["CouplingNull"]
     networks = pd.read_csv(output / "group" / "desc-minilm_networksubgroups.tsv", sep="\t")
-    assert set(networks["ridge"]) <= {0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1}
+    assert set(networks["ridge"]) <= {0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 0.3, 1.0}
+    truth = json.loads((planted_run[0] / "sourcedata" / "llmfbn_truth.json").read_text())
+    for entry in truth["networks"]:
+        inside = set(entry["neurons"]) & set(entry["functional_truth"])
+        assert len(inside) >= 0.75 * len(entry["neurons"]), entry["network"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9's F1 target not met yet (docs/metrics.md, "
-                   "2026-12-02, defaults: story frames, word rate + envelope, 1,000-surrogate "
-                   "null: F1 Auditory 0.63, DefaultMode 0.93, FrontoParietal 0.53; every "
-                   "planted network coupled, AUC and size targets met); strict: an "
-                   "unexpected pass fails, so the mark is removed when the targets are "
-                   "reached")
 def test_planted_subgroups_recover_the_functional_truth(planted_run):
     """Issue 9's targets at the demo's SNR: for every planted network, F1 >= 0.7 against the
-    functional truth, rank AUC of the planted ANs >= 0.95, sub-group <= 3 x the truth."""
+    functional truth, rank AUC of the planted ANs >= 0.95, sub-group <= 3 x the truth
+    (measured with the defaults, 2026-12-02: F1 0.89 / 0.81 / 0.93). Other generator seeds
+    do not all meet them (docs/metrics.md, "Status": 3 of 5 seeds)."""
     table, _ = _recovery(planted_run)
     assert (table["f1"] >= 0.7).all(), table
     assert (table["auc"] >= 0.95).all(), table
@@ -100,16 +101,17 @@ def test_second_planted_dataset_runs_end_to_end(second_run):
     assert len(list(output.glob("sub-*/func/*_desc-minilm_networkeffects.tsv"))) == 6
     table, _ = _recovery(second_run)
     assert len(table) == 3 and table["coupled"].any(), table
-    # FrontoParietal's composite with the ridge raised by limit_hidden: rank AUC 0.995
-    # (0.42 with the leave-one-subject-out ridge alone, which chose 0)
+    # the coupled networks' composites (AN prior, one-standard-error ridge): rank AUC 0.997
+    # and 0.998 (FrontoParietal: 0.42 on the old generator's dataset with the plain ridge
+    # at its best left-out-subject error, which chose 0)
     coupled = table[table["coupled"]]
     assert (coupled["auc"] >= 0.95).all(), table
 
 
 @pytest.mark.xfail(strict=True, reason="issue 9: the second planted dataset does not meet the "
-                   "targets yet (docs/metrics.md, 2026-12-02: only FrontoParietal coupled, its "
-                   "sub-group 4 ANs against a truth of 20, F1 0.17, AUC 0.995; Auditory "
-                   "follows the word rate, which the nuisance regressors remove)")
+                   "targets yet (docs/metrics.md, 2026-12-02: DefaultMode not coupled, its "
+                   "best atoms' null p 7e-4 against the Bonferroni 3e-5 of 1,664 tests with "
+                   "one 202-frame run; FrontoParietal F1 0.55, Auditory 0.88)")
 def test_second_planted_dataset_meets_the_targets(second_run):
     """Issue 9: a second planted dataset with another TR, grid and story meets the demo's
     targets (every planted network coupled, F1 >= 0.7, AUC >= 0.95, size <= 3 x truth)."""

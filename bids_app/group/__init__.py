@@ -36,18 +36,18 @@ from bids_app.group.stats import fdr_mask, one_sample_t
 from bids_app.group.subgroups import (
     MEMBERSHIP_THRESHOLD,
     SubGroups,
+    an_prior_penalty,
     choose_ridge,
     joint_network_effects,
-    limit_hidden,
     network_effects,
     separate_network_effects,
 )
 
 __all__ = ["DEFAULT_N_SURROGATES", "MEMBERSHIP_THRESHOLD", "NO_NETWORK", "N_BOOTSTRAP", "SIGNS",
-           "SubGroups", "add_null", "an_metrics", "assign_atoms", "bootstrap_an_metrics",
-           "bootstrap_diversity", "choose_ridge", "coupling_p_fwe", "coupling_table",
+           "SubGroups", "add_null", "an_metrics", "an_prior_penalty", "assign_atoms",
+           "bootstrap_an_metrics", "bootstrap_diversity", "choose_ridge", "coupling_p_fwe",
+           "coupling_table",
            "diversity_metrics", "fdr_mask", "group_coupling", "joint_network_effects",
-           "limit_hidden",
            "network_effects", "null_table", "one_sample_t", "organisation_metrics",
            "phase_randomised", "separate_network_effects",
            "subject_assignments"]

@@ -8,14 +8,16 @@ The rule **(ours)**, one parameter ``threshold`` (default 0.6):
    over subjects. They are exact from what the participant level wrote: each subject's
    separate-model effects averaged over the network's voxels ``b_s`` and the Gram matrix of
    its atoms after its confounds are projected out ``G~_s`` (from its design matrix):
-   ``w_s = (G~_s + lambda G)^-1 (diag(G~_s) * b_s)``, with ``G = D D^T``. The atoms are
-   strongly collinear and the confounds remove most of some (slow drifts), so the plain
-   joint fit (``lambda = 0``) lets noise into directions the data hardly constrain; the
-   ridge ``lambda`` (in the metric of the atoms' own energy) is chosen per network by
-   leave-one-subject-out prediction of each left-out subject's network signal from the
-   others' ``w`` (:func:`choose_ridge`), then raised where the composite would hide more of
-   its energy from the data than the ANs it selects hide of theirs (:func:`limit_hidden`:
-   the prediction error cannot see the directions the confounds nearly span).
+   ``w_s = (G~_s + lambda Omega)^-1 (diag(G~_s) * b_s)``. The atoms are strongly collinear
+   and the confounds remove most of some (slow drifts), so the plain joint fit
+   (``lambda = 0``) lets noise into directions the data hardly constrain. The ridge's
+   matrix ``Omega`` is the **AN prior** (:func:`an_prior_penalty`): the inverse second
+   moment of the ANs' own coordinates in the atoms' span, so that the composite is filled
+   in, where the confounds hide it, as the ANs' responses are. ``lambda`` is chosen per
+   network by leave-one-subject-out prediction of each left-out subject's network signal
+   from the others' ``w``, with the **one-standard-error rule** (:func:`choose_ridge`: the
+   prediction error cannot see the directions the confounds nearly span, so among the
+   ridges it cannot tell apart from the best, the one leaning most on the prior).
    Separate-model effects ("marginal" weights) are not used: with collinear atoms they mix
    the networks' signals (measured in ``docs/metrics.md``).
 2. An AN's **score** for network ``n`` is the Pearson correlation, over the frames the atoms
@@ -61,10 +63,10 @@ def network_effects(effects: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 #: Ridge values tried for the joint composite weights, in units of the atoms' energy.
-RIDGE_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+RIDGE_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
 
-def joint_network_effects(subject_effects: np.ndarray, grams: np.ndarray, atom_gram: np.ndarray,
+def joint_network_effects(subject_effects: np.ndarray, grams: np.ndarray, penalty: np.ndarray,
                           ridge) -> np.ndarray:
     """(n_subjects, n_atoms, n_networks) each subject's joint effects of the atoms on each
     network's mean signal, from its separate-model effects.
@@ -72,7 +74,8 @@ def joint_network_effects(subject_effects: np.ndarray, grams: np.ndarray, atom_g
     ``subject_effects`` (n_subjects, n_atoms, n_networks) separate-model effects averaged
     over each network's voxels (:func:`network_effects`); ``grams`` (n_subjects, n_atoms,
     n_atoms) each subject's residualised atom Gram matrix
-    (:func:`bids_app.encoding.design.residual_atom_gram`); ``atom_gram`` ``D D^T``;
+    (:func:`bids_app.encoding.design.residual_atom_gram`); ``penalty`` the ridge's
+    matrix (``D D^T`` for a plain ridge, :func:`an_prior_penalty` for the pipeline's);
     ``ridge`` a scalar or one value per network. With ``ridge`` 0 this is exactly the
     joint OLS (``--glm joint``) of the network's mean signal.
     """
@@ -85,7 +88,7 @@ def joint_network_effects(subject_effects: np.ndarray, grams: np.ndarray, atom_g
         projected = np.diag(gram)[:, None] * subject_effects[s]     # D~ y~ per network
         for value in np.unique(ridge):
             columns = np.flatnonzero(ridge == value)
-            out[s][:, columns] = np.linalg.lstsq(gram + value * atom_gram,
+            out[s][:, columns] = np.linalg.lstsq(gram + value * penalty,
                                                  projected[:, columns], rcond=None)[0]
     return out
 
@@ -98,97 +101,81 @@ def separate_network_effects(joint_effects: np.ndarray, grams: np.ndarray) -> np
                      for g, w in zip(grams, np.asarray(joint_effects, dtype=np.float64))])
 
 
-def choose_ridge(subject_effects: np.ndarray, grams: np.ndarray, atom_gram: np.ndarray,
-                 grid=RIDGE_GRID) -> np.ndarray:
-    """(n_networks,) the ridge of :data:`RIDGE_GRID` that best predicts each left-out
-    subject's network signal from the other subjects' mean joint effects.
+def an_prior_penalty(atoms: np.ndarray, projections, rows: int = 200_000) -> np.ndarray:
+    """(n_atoms, n_atoms) the ridge's penalty matrix: the inverse second moment of the ANs'
+    own coordinates in the atoms' span, scaled to the trace of ``G = D D^T``.
 
-    The prediction error of weights ``w`` on subject ``s`` is, up to a constant,
-    ``-2 w . (diag(G~_s) * b_s) + w^T G~_s w`` (its residualised signal's squared error),
-    so no time series is needed; it is summed over subjects (leave-one-subject-out).
+    A response row ``x_i`` is best approximated in the atoms' span by ``a_i D`` with
+    ``a_i = G^-1 P_i`` (``P = X D^T``, the projections). Their second moment over the rows is
+    ``S = G^-1 (P'P / n) G^-1`` and the penalty ``Omega = S^-1 = G (P'P / n)^-1 G``. As a
+    prior ``w ~ N(0, S)`` it says that a network's composite is a time course like the ANs'
+    responses: where the confounds hide a direction of the composite, the fit fills it in
+    as the ANs' responses tie it to the directions the data see, instead of shrinking it
+    to 0 as the plain ridge (``Omega = G``) does. Scaled so that ``trace(Omega) =
+    trace(G)``: the grid of ridge values keeps its units. ``projections`` may be a memory
+    map of millions of rows (read in blocks).
+    """
+    atoms = np.asarray(atoms, dtype=np.float64)
+    gram = atoms @ atoms.T
+    moment = np.zeros_like(gram)
+    for first in range(0, len(projections), rows):
+        block = np.asarray(projections[first:first + rows], dtype=np.float64)
+        moment += block.T @ block
+    moment /= max(len(projections), 1)
+    penalty = gram @ np.linalg.pinv(moment, hermitian=True) @ gram
+    penalty = 0.5 * (penalty + penalty.T)
+    trace = np.trace(penalty)
+    return penalty * (np.trace(gram) / trace) if trace > 0 else gram
+
+
+def ridge_errors(subject_effects: np.ndarray, grams: np.ndarray, penalty: np.ndarray,
+                 grid=RIDGE_GRID) -> np.ndarray:
+    """(n_grid, n_subjects, n_networks) each left-out subject's prediction error of its
+    network signals from the other subjects' mean joint effects, for each ridge of ``grid``.
+
+    The squared error of weights ``w`` on subject ``s`` is, up to a constant of the subject,
+    ``-2 w . (diag(G~_s) * b_s) + w^T G~_s w`` (its residualised signal's), so no time
+    series is needed.
     """
     subject_effects = np.asarray(subject_effects, dtype=np.float64)
     n_subjects, _, n_networks = subject_effects.shape
     grams = np.asarray(grams, dtype=np.float64)
     projected = np.stack([np.diag(g)[:, None] * e for g, e in zip(grams, subject_effects)])
-    errors = np.zeros((len(grid), n_networks))
+    errors = np.zeros((len(grid), n_subjects, n_networks))
     for i, value in enumerate(grid):
-        joint = joint_network_effects(subject_effects, grams, atom_gram, value)
+        joint = joint_network_effects(subject_effects, grams, penalty, value)
         total = joint.sum(axis=0)
         for s in range(n_subjects):
             others = (total - joint[s]) / (n_subjects - 1)          # (n_atoms, n_networks)
-            errors[i] += (-2.0 * np.einsum("kn,kn->n", others, projected[s])
-                          + np.einsum("kn,kj,jn->n", others, grams[s], others))
-    return np.asarray(grid, dtype=np.float64)[np.argmin(errors, axis=0)]
+            errors[i, s] = (-2.0 * np.einsum("kn,kn->n", others, projected[s])
+                            + np.einsum("kn,kj,jn->n", others, grams[s], others))
+    return errors
 
 
-#: ANs of highest score whose hidden energy bounds their composite's (:func:`limit_hidden`).
-N_TOP_ANS = 50
+def choose_ridge(subject_effects: np.ndarray, grams: np.ndarray, penalty: np.ndarray,
+                 grid=RIDGE_GRID) -> np.ndarray:
+    """(n_networks,) per network, the largest ridge of ``grid`` whose leave-one-subject-out
+    prediction error is within one standard error of the smallest (the one-standard-error
+    rule).
 
-
-def hidden_energy(weights: np.ndarray, atom_gram_centred: np.ndarray,
-                  visible_gram: np.ndarray) -> np.ndarray:
-    """(n,) a composite's (or any atom combination's) energy over its visible energy:
-    ``w' Dc Dc' w / w' G~ w`` for each column of ``weights`` (n_atoms, n), with ``Dc`` the
-    atoms centred over frames and ``G~`` the atoms' Gram after the confounds are projected
-    out (averaged over subjects). 1 when the confounds remove nothing of it; large when
-    most of it lies where the confounds remove the BOLD, so that the data never saw it."""
-    weights = np.asarray(weights, dtype=np.float64)
-    total = np.einsum("kn,kj,jn->n", weights, atom_gram_centred, weights)
-    visible = np.einsum("kn,kj,jn->n", weights, visible_gram, weights)
-    return total / np.maximum(visible, 1e-300)
-
-
-def limit_hidden(ridge: np.ndarray, subject_effects: np.ndarray, grams: np.ndarray,
-                 atoms: np.ndarray, projections: np.ndarray, grid=RIDGE_GRID,
-                 n_top: int = N_TOP_ANS, networks=None) -> np.ndarray:
-    """(n_networks,) the ridge of each network raised, along ``grid``, until its composite
-    hides no more of its energy from the data than the ANs it selects hide of theirs.
-
-    The leave-one-subject-out error of :func:`choose_ridge` only sees what the confounds
-    leave of the BOLD, and the confounds that hide most (drifts, word rate, envelope) are
-    the same for every subject, so it cannot see weights that the data hardly constrain:
-    on a one-run dataset it chose ridge 0 and a composite with 16 times more energy than
-    the data saw, correlating 0.16 with the planted signal (0.92 at ridge 0.01). The
-    check is self-consistency: the composite's :func:`hidden_energy` must not exceed the
-    median of the ``n_top`` highest-scoring response rows' (their projections on the atoms'
-    span, ``A = G^-1 P'``). A composite that the ANs it selects look like passes at the
-    ridge chosen (tested on the demo: no network changes). ``networks``: the indices to
-    check (e.g. the coupled ones: each check reads every AN's projections); default all.
+    The error (:func:`ridge_errors`) only sees what the confounds leave of the BOLD; along
+    the directions they nearly span (drifts, word rate, envelope, the same in every
+    subject) it is flat, so its minimum says nothing there, and the smallest ridge that
+    reaches it lets noise into them. Among the ridges the data cannot tell apart from the
+    best, the rule takes the one that leans most on the prior (:func:`an_prior_penalty`).
+    The standard error is that of the paired differences with the best ridge over
+    subjects (each subject's error has its own constant, which cancels).
     """
-    atoms = np.asarray(atoms, dtype=np.float64)
-    gram = atoms @ atoms.T
-    centred = atoms - atoms.mean(axis=1, keepdims=True)
-    gram_centred = centred @ centred.T
-    visible = np.mean(np.asarray(grams, dtype=np.float64), axis=0)
-    to_weights = np.linalg.solve(gram, np.eye(len(gram)))        # G^-1 (symmetric)
     grid = np.asarray(grid, dtype=np.float64)
-    out = np.array(ridge, dtype=np.float64)
-    for n in range(out.size) if networks is None else networks:
-        for value in grid[grid >= out[n]]:
-            w = joint_network_effects(subject_effects[:, :, n:n + 1], grams, gram,
-                                      value).mean(axis=0)[:, 0]
-            norm = np.linalg.norm(w @ centred)
-            if norm == 0:
-                break
-            scores = _row_scores(projections, w) / norm
-            top = np.argsort(-scores, kind="stable")[:n_top]
-            rows = (np.asarray(projections[np.sort(top)], dtype=np.float64)
-                    @ to_weights).T                                  # (n_atoms, n_top)
-            out[n] = value
-            if hidden_energy(w[:, None], gram_centred, visible)[0] <= np.median(
-                    hidden_energy(rows, gram_centred, visible)):
-                break
-    return out
-
-
-def _row_scores(projections, w: np.ndarray, rows: int = 200_000) -> np.ndarray:
-    """``projections @ w`` a block of rows at a time (the projections may be a memory map
-    of millions of rows)."""
-    out = np.empty(len(projections))
-    for first in range(0, len(projections), rows):
-        out[first:first + rows] = np.asarray(projections[first:first + rows],
-                                             dtype=np.float64) @ w
+    errors = ridge_errors(subject_effects, grams, penalty, grid)
+    n_subjects = errors.shape[1]
+    out = np.empty(errors.shape[2])
+    for n in range(errors.shape[2]):
+        best = int(np.argmin(errors[:, :, n].mean(axis=1)))
+        diff = errors[:, :, n] - errors[best, :, n]                   # (n_grid, n_subjects)
+        se = diff.std(axis=1, ddof=1) / np.sqrt(n_subjects) if n_subjects > 1 else 0.0
+        within = np.flatnonzero((diff.mean(axis=1) <= se) & (np.arange(len(grid)) >= best))
+        out[n] = grid[within.max()]
     return out
 
 

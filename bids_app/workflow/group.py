@@ -94,10 +94,11 @@ MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the 
                    "response and the network's composite is at least MembershipThreshold; the "
                    "composite is the network's mean signal as all atoms describe it together: "
                    "the atoms weighted by their joint effects on it (exact from each subject's "
-                   "separate effects and design matrix, ridge chosen per network by "
-                   "leave-one-subject-out prediction and raised until the composite hides no "
-                   "more of its energy from the data than its 50 top-scoring ANs do, column "
-                   "'ridge' of networksubgroups.tsv), "
+                   "separate effects and design matrix; a ridge whose matrix is the inverse "
+                   "second moment of the ANs' own coordinates in the atoms' span (the AN "
+                   "prior), its size chosen per network by leave-one-subject-out prediction "
+                   "with the one-standard-error rule, column 'ridge' of "
+                   "networksubgroups.tsv), "
                    "averaged over subjects; with FIR delays (--hrf huth) the AN's best delay")
 
 
@@ -122,22 +123,17 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, s
 
     means, null_means = summaries.network_means, summaries.null_network_means
     # the composites' weights: each subject's joint effects of all atoms on each network's
-    # signal, exact from its separate effects and its design, with a ridge chosen per network
-    # by leave-one-subject-out prediction (bids_app.group.subgroups)
+    # signal, exact from its separate effects and its design, with the AN prior as the
+    # ridge's matrix and the ridge chosen per network by leave-one-subject-out prediction
+    # (one-standard-error rule; bids_app.group.subgroups)
     courses = np.asarray(atoms.courses, dtype=np.float64)
     grams = np.stack([residual_atom_gram(d, len(courses)) for d in inputs.designs])
     separate = (group.separate_network_effects(means, grams) if config.glm == "joint"
                 else means)          # --glm joint maps hold joint effects: back to separate
-    ridge = group.choose_ridge(separate, grams, courses @ courses.T)
-    # ... raised, for the coupled networks (the only ones with a composite), where the
-    # composite would hide more of itself from the data than the ANs it selects do (the
-    # prediction error cannot see those directions)
+    penalty = group.an_prior_penalty(courses, atoms.projections)
+    ridge = group.choose_ridge(separate, grams, penalty)
     names = list(atlas.network_names)
-    coupled = sorted({names.index(n) for n in assignments["network"].astype(str)
-                      if n in names})
-    ridge = group.limit_hidden(ridge, separate, grams, courses, atoms.projections,
-                               networks=coupled)
-    joint = group.joint_network_effects(separate, grams, courses @ courses.T, ridge)
+    joint = group.joint_network_effects(separate, grams, penalty, ridge)
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
                              joint.mean(axis=0), atlas.network_names,
                              config.membership_threshold)
