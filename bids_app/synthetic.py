@@ -30,7 +30,8 @@ Auditory network too (a low-level auditory signal, off by default).
 Planted truth: for each planted network, a sub-group of artificial neurons of the real model
 (a seed AN and the ANs whose responses correlate most with it; coherent and not low-level,
 see :func:`choose_subgroups`) drives the BOLD signal of that network of the chosen atlas
-(Seitzman 2018 by default), smoothed, with a subject-specific amplitude. ``planted=False`` gives the null dataset: same generator, no planted signal.
+(Seitzman 2018 by default), smoothed, with a subject-specific amplitude. ``planted=False``
+gives the null dataset: same generator, no planted signal.
 """
 
 from __future__ import annotations
