@@ -96,3 +96,81 @@ def test_standardised_network_effects_have_the_same_null_spread():
     # the joint GLM (both regressors in one model) standardises by its own (X'X)^-1
     joint = network_effects_of(design, 2, regressors, noise, glm="joint", standardised=True)
     np.testing.assert_allclose(joint.std(axis=1), 2.0, rtol=0.06)
+
+
+def test_partial_network_effects_equal_refits_with_the_surrogate_in_its_atoms_place():
+    """The coupling null's statistics equal explicit OLS refits: atom k's standardised
+    effect in the model with every regressor (effect / sqrt((X'X)^-1_kk)), and surrogate
+    s's in the same model with the surrogate in place of atom s mod K; collinear atoms,
+    drifts, random signals; rtol 1e-8. Under noise both have the noise's spread, for a
+    nearly collinear atom too."""
+    import pandas as pd
+
+    from bids_app.encoding import partial_network_effects
+
+    rng = np.random.default_rng(8)
+    n, k = 240, 4
+    t = np.arange(n)
+    confounds = np.column_stack([np.cos(np.pi * (2 * t + 1) * (j + 1) / (2 * n))
+                                 for j in range(3)] + [np.ones(n)])
+    base = rng.standard_normal((n, 3))
+    atoms = np.column_stack([base @ rng.standard_normal(3) + 0.3 * rng.standard_normal(n)
+                             for _ in range(k)])
+    atoms[:, 3] = atoms[:, 0] + 0.05 * rng.standard_normal(n)       # nearly collinear
+    design = pd.DataFrame(np.column_stack([atoms, confounds]))
+    surrogates = rng.standard_normal((n, 10))
+    signals = rng.standard_normal((n, 3)) + atoms[:, :2] @ rng.standard_normal((2, 3))
+    got_atoms, got_surrogates = partial_network_effects(design, k, surrogates, signals)
+
+    def standardised(x, column):
+        inverse = np.linalg.inv(x.T @ x)
+        return (inverse @ x.T @ signals)[column] / np.sqrt(inverse[column, column])
+
+    x = design.to_numpy()
+    for j in range(k):
+        np.testing.assert_allclose(got_atoms[j], standardised(x, j), rtol=1e-8, atol=1e-10)
+    for s in range(surrogates.shape[1]):
+        swapped = x.copy()
+        swapped[:, s % k] = surrogates[:, s]
+        np.testing.assert_allclose(got_surrogates[s], standardised(swapped, s % k),
+                                   rtol=1e-8, atol=1e-10)
+    noise = 2.0 * rng.standard_normal((n, 4000))
+    null_atoms, null_surrogates = partial_network_effects(design, k, surrogates, noise)
+    np.testing.assert_allclose(null_atoms.std(axis=1), 2.0, rtol=0.06)
+    np.testing.assert_allclose(null_surrogates.std(axis=1), 2.0, rtol=0.06)
+
+
+def test_two_statistics_combine_by_bonferroni():
+    """With the table's two statistics (alone, then given the other atoms), p_null is
+    min(1, 2 min(p_alone, p_given)) per atom, network and sign; one statistic is left as it
+    is; columns that are not whole blocks of networks are an error. The coupling table gets
+    both statistics' columns."""
+    import pandas as pd
+    import pytest
+
+    from bids_app.group.coupling import add_null
+    from bids_app.group.null import combined_null_p
+
+    rng = np.random.default_rng(9)
+    n_atoms, n_networks = 3, 2
+    null = rng.normal(size=(500, 2 * n_networks))
+    atoms = rng.normal(size=(n_atoms, 2 * n_networks))
+    atoms[0, 0], atoms[1, 3] = 6.0, -6.0          # atom 1 alone, atom 2 given the others
+    alone = null_p_values(atoms[:, :n_networks], null[:, :n_networks])
+    given = null_p_values(atoms[:, n_networks:], null[:, n_networks:])
+    got = combined_null_p(atoms, null, n_networks)
+    np.testing.assert_allclose(got, np.minimum(1.0, 2 * np.minimum(alone, given)))
+    assert got[0, 0, 0] < 1e-4 and got[1, 1, 1] < 1e-4
+    np.testing.assert_allclose(combined_null_p(atoms[:, :n_networks], null[:, :n_networks]),
+                               alone)
+    with pytest.raises(ValueError, match="blocks"):
+        combined_null_p(atoms[:, :3], null[:, :3], n_networks)
+    statistic, p = null_table(atoms, null, n_networks)
+    coupling = pd.DataFrame({"atom": np.repeat(np.arange(1, n_atoms + 1), 2 * n_networks),
+                             "network": np.tile(np.repeat(["A", "B"], 2), n_atoms),
+                             "sign": np.tile(["+", "-"], n_atoms * n_networks)})
+    table = add_null(coupling, statistic, p)
+    np.testing.assert_allclose(table["network_effect"], np.repeat(atoms[:, :2].ravel(), 2))
+    np.testing.assert_allclose(table["network_effect_given"],
+                               np.repeat(atoms[:, 2:].ravel(), 2))
+    np.testing.assert_allclose(table["p_null"], np.moveaxis(p, 0, -1).ravel())

@@ -65,7 +65,9 @@ label (the `desc` entity), `<space>` the space of the analysed BOLD series.
   voxels analysed (one mask for all the subject's runs, written once per task).
 - `sub-<label>/func/sub-<label>_desc-<model>_design.tsv`: the subject's design matrix.
 - `sub-<label>/func/sub-<label>_desc-<model>_networkeffects.tsv`: the coupling null's table:
-  each atom's and each surrogate atom's effect on the mean signal of each network.
+  each atom's and each surrogate atom's standardised effect on the mean signal of each
+  network, alone with the confounds (`<network>`) and given the other atoms
+  (`<network>_given`).
 - `{group}/space-<space>_desc-<model>_stat-<stat>_statmap.nii.gz`: group maps, `<stat>`
   one of {group_stats}; `{group}/desc-<model>_*.tsv`, `_metrics.json`, `_report.html`:
   coupling, assignments, AN sub-groups, metrics, report.

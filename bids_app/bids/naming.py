@@ -87,6 +87,12 @@ def surrogate_names(n_surrogates: int) -> list[str]:
     return [f"null{k + 1:0{width}d}" for k in range(n_surrogates)]
 
 
+def given_column(network: str) -> str:
+    """``<network>_given``: the coupling null's table column of the statistic given the
+    other atoms (the column ``<network>`` holds the atom alone with the confounds)."""
+    return f"{network}_given"
+
+
 # --------------------------------------------------------------------------- output stems
 def model_desc(label: str) -> str:
     """``desc-<label>``: the model's label is the ``desc`` entity of every output."""

@@ -142,22 +142,28 @@ def write_participant_outputs(output_dir: Path, subject: str, space_entities: di
         out.write_json(naming.sidecar_path(path), {
             **sidecar, "Description": NETWORK_EFFECTS_TEXT,
             "FBNAtlas": fit.network_effect.attrs.get("atlas"),
-            "Networks": list(fit.network_effect.columns[1:]),
+            "Networks": fit.network_effect.attrs.get(
+                "networks", list(fit.network_effect.columns[1:])),
+            "Columns": {"<network>": "alone with the confounds",
+                        "<network>_given": "given the other atoms"},
             "NumberOfAtoms": n_atoms,
             "NullSurrogates": int(len(fit.network_effect) - n_atoms),
             "Units": "percent signal change (effect per unit of regressor x the regressor's "
-                     "norm after the confounds; unit-noise standard errors)"})
+                     "norm after the rest of its model is projected out; unit-noise "
+                     "standard errors)"})
 
 
 NETWORK_EFFECTS_TEXT = (
     "The coupling null's table: one row per regressor (the atoms, then the phase-randomised "
-    "surrogate atoms null0001, ...), one column per network of the atlas; each value is the "
-    "regressor's standardised effect on the network's mean signal (the BOLD in percent "
-    "signal change averaged over the subject's voxels in the network): its OLS effect, "
-    "fitted exactly as an atom is fitted voxel by voxel (the same design, --glm), divided "
-    "by its standard error per unit noise (for --glm separate, times the regressor's norm "
-    "after the confounds are projected out), so that atoms and surrogates have the same "
-    "spread under the null however much of them the confounds explain")
+    "surrogate atoms null0001, ..., surrogate s standing for atom s mod n_atoms); for each "
+    "network of the atlas two columns of standardised effects on the network's mean signal "
+    "(the BOLD in percent signal change averaged over the subject's voxels in the network), "
+    "each an OLS effect divided by its standard error per unit noise, so that atoms and "
+    "surrogates have the same spread under the null however much of them the rest of the "
+    "model explains: '<network>', the regressor alone with the confounds and nuisance "
+    "regressors, fitted as an atom is fitted voxel by voxel (the same design, --glm); "
+    "'<network>_given', the regressor given the other atoms (all atoms in one model, a "
+    "surrogate in place of its own atom)")
 
 
 NUISANCE_MAPS = {

@@ -157,8 +157,9 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
                      "unique contribution (weak when atoms are collinear) (ours)")
     enc.add_argument("--null-surrogates", type=_count, default=cfg.DEFAULT_NULL_SURROGATES,
                      metavar="N", help="phase-randomised surrogate atoms, the null of the "
-                     "group-level coupling test: each is fitted like an atom on the mean signal "
-                     "of each network of --fbn-atlas (cheap: no maps); 0: no null (a "
+                     "group-level coupling test: each is fitted like an atom, alone and in "
+                     "place of its own atom among the others, on the mean signal of each "
+                     "network of --fbn-atlas (cheap: no maps); 0: no null (a "
                      "voxel-count hypergeometric test, too liberal for smooth maps) "
                      "(default %(default)s; ours)")
     enc.add_argument("--nuisance", nargs="+", choices=[*NUISANCE_REGRESSORS, "none"],

@@ -45,6 +45,7 @@ from bids_app.encoding.participant import (
     fit_participant,
     minimum_volumes,
     network_effects_of,
+    partial_network_effects,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "design_matrix",
     "fit_ols",
     "network_effects_of",
+    "partial_network_effects",
     "fit_participant",
     "load_run_confounds",
     "load_run_motion",

@@ -193,19 +193,24 @@ def coupling_table(t, significant, atlas: FBNAtlas) -> pd.DataFrame:
 
 def add_null(coupling: pd.DataFrame, r: np.ndarray, p: np.ndarray) -> pd.DataFrame:
     """The coupling table with the surrogate null's columns ``network_effect`` (the group
-    mean of the atom's standardised effect on the network's mean signal,
-    :mod:`bids_app.group.null`) and ``p_null``.
+    mean of the atom's standardised effect on the network's mean signal, alone with the
+    confounds), ``network_effect_given`` (the same given the other atoms, when ``r`` has
+    it; :mod:`bids_app.group.null`) and ``p_null`` (both tests combined).
 
-    ``r`` (n_atoms, n_networks) and ``p`` (2, n_atoms, n_networks) from
-    :func:`bids_app.group.null.null_table`; rows of ``coupling`` are ordered atom, network,
-    sign as :func:`coupling_table` writes them.
+    ``r`` (n_atoms, n_networks) or (n_atoms, 2 n_networks) and ``p`` (2, n_atoms,
+    n_networks) from :func:`bids_app.group.null.null_table`; rows of ``coupling`` are
+    ordered atom, network, sign as :func:`coupling_table` writes them.
     """
-    n_atoms, n_networks = r.shape
-    statistic = np.repeat(r.reshape(-1), len(SIGNS))
-    p_null = np.moveaxis(p, 0, -1).reshape(-1)
-    if len(coupling) != n_atoms * n_networks * len(SIGNS):
+    n_atoms, n_networks = p.shape[1:]
+    if len(coupling) != n_atoms * n_networks * len(SIGNS) or r.shape[1] % n_networks:
         raise ValueError("the null's arrays do not match the coupling table")
-    return coupling.assign(network_effect=statistic, p_null=p_null)
+    columns = {}
+    for name, block in zip(("network_effect", "network_effect_given"),
+                           range(r.shape[1] // n_networks)):
+        part = r[:, block * n_networks:(block + 1) * n_networks]
+        columns[name] = np.repeat(part.reshape(-1), len(SIGNS))
+    columns["p_null"] = np.moveaxis(p, 0, -1).reshape(-1)
+    return coupling.assign(**columns)
 
 
 def coupling_p_fwe(coupling: pd.DataFrame, n_atoms: int) -> np.ndarray:
@@ -303,9 +308,10 @@ def group_coupling(effects, atlas: FBNAtlas, q: float = 0.05, min_iou: float = 0
     q, min_iou : float
         As in :func:`fdr_mask` and :func:`assign_atoms`.
     network_means, null_network_means : array-like, optional
-        (n_subjects, n_atoms, n_networks) and (n_subjects, n_surrogates, n_networks): each
-        subject's mean effect of each atom (surrogate atom) over each network's voxels
-        (:func:`bids_app.group.subgroups.network_effects`); both or neither.
+        (n_subjects, n_atoms, n_statistics * n_networks) and (n_subjects, n_surrogates,
+        same): each subject's null statistics of each atom (surrogate atom) on each
+        network (the participant level's tables, :mod:`bids_app.group.null`); both or
+        neither.
 
     Returns
     -------
@@ -319,7 +325,8 @@ def group_coupling(effects, atlas: FBNAtlas, q: float = 0.05, min_iou: float = 0
         if network_means is None:
             raise ValueError("the surrogate null needs the atoms' network means too")
         coupling = add_null(coupling, *null_table(np.mean(network_means, axis=0),
-                                                  np.mean(null_network_means, axis=0)))
+                                                  np.mean(null_network_means, axis=0),
+                                                  len(atlas.network_names)))
     assignments = assign_atoms(coupling, n_atoms=t.shape[0], min_iou=min_iou)
     return t, significant, coupling, assignments
 

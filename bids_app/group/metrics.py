@@ -10,7 +10,7 @@ import pandas as pd
 from bids_app.bids.naming import NO_NETWORK
 from bids_app.group.coupling import best_networks, hypergeometric_p, signed_overlaps
 from bids_app.group.disk import DiskStack
-from bids_app.group.null import null_p_values
+from bids_app.group.null import combined_null_p
 from bids_app.group.stats import fdr_critical_t, fdr_mask_from_t
 
 #: Bootstrap resamples of the subjects for the confidence intervals.
@@ -208,8 +208,9 @@ def resampled_networks(effects, atlas, samples, q: float = 0.05, min_iou: float 
             networks = np.full((len(chosen), n_atoms), -1, dtype=np.int64)
             for draw, sample in enumerate(chosen):
                 if null_network_means is not None:
-                    p = null_p_values(np.mean(network_means[sample], axis=0),
-                                      np.mean(null_network_means[sample], axis=0))
+                    p = combined_null_p(np.mean(network_means[sample], axis=0),
+                                        np.mean(null_network_means[sample], axis=0),
+                                        shape[-1])
                 else:
                     p = np.ones(shape)
                     can_pass = iou[draw] >= min_iou

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bids_app.bids.naming import given_column
 from bids_app.bids.readers import GroupInputs, subject_maps
 from bids_app.errors import LlmfbnError
 from bids_app.group.coupling import subject_assignments
@@ -50,8 +51,9 @@ class SubjectSummaries:
     subject_assign: pd.DataFrame              # subject, atom, network, sign
     #: the coupling null (participant level's tables, :func:`null_network_arrays`): the
     #: atoms' and the surrogate atoms' effects on each network's mean signal
-    null_atom_means: np.ndarray | None = None      # (n_subjects, n_atoms, n_networks)
-    null_network_means: np.ndarray | None = None   # (n_subjects, n_surrogates, n_networks)
+    # (n_subjects, n_atoms | n_surrogates, n_statistics * n_networks), null_network_arrays
+    null_atom_means: np.ndarray | None = None
+    null_network_means: np.ndarray | None = None
 
 
 def scratch_folder(work_dir: Path | None) -> Path:
@@ -90,9 +92,11 @@ def stream_subjects(inputs: GroupInputs, atlas, q: float, min_iou: float,
 
 
 def null_network_arrays(inputs: GroupInputs, atlas):
-    """(n_subjects, n_atoms, n_networks) and (n_subjects, n_surrogates, n_networks): the
-    atoms' and the surrogate atoms' effects on each network of ``atlas`` from the
-    participant level's coupling-null tables, or ``(None, None)`` without the null.
+    """(n_subjects, n_atoms, n_statistics * n_networks) and (n_subjects, n_surrogates,
+    same): the atoms' and the surrogate atoms' standardised effects on each network of
+    ``atlas`` from the participant level's coupling-null tables (alone, then given the
+    other atoms when every table has the ``<network>_given`` columns), or ``(None, None)``
+    without the null.
 
     The participant level fitted them on the networks of its own ``--fbn-atlas``; a table
     of another atlas, or without one of ``atlas``'s networks, is an error.
@@ -100,6 +104,12 @@ def null_network_arrays(inputs: GroupInputs, atlas):
     if not inputs.network_effects:
         return None, None
     names = list(atlas.network_names)
+    # the statistic alone with the confounds, then (tables since 2026-12-02) given the other
+    # atoms, when every subject's table has it: the group combines both tests
+    # (bids_app.group.null.null_table)
+    given = [given_column(n) for n in names]
+    columns = names + given if all(c in table.columns for c in given
+                                   for table in inputs.network_effects) else names
     atoms, nulls = [], []
     for subject, table in zip(inputs.subjects, inputs.network_effects):
         missing = [n for n in names if n not in table.columns]
@@ -112,7 +122,7 @@ def null_network_arrays(inputs: GroupInputs, atlas):
                 found=f"atlas {used}, networks " + ", ".join(map(str, table.columns)),
                 todo="run both levels with the same --fbn-atlas (the participant level "
                 "fits the null on the atlas's networks)")
-        values = table[names].to_numpy(np.float64)
+        values = table[columns].to_numpy(np.float64)
         atoms.append(values[:inputs.n_atoms])
         nulls.append(values[inputs.n_atoms:])
     return np.stack(atoms), np.stack(nulls)

@@ -84,11 +84,13 @@ def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: in
             "MembershipRule": MEMBERSHIP_RULE, "Atoms": naming.atom_names(n_atoms)}
 
 
-_NULL_TEXT = ("phase-randomised surrogate atoms fitted like the atoms on each network's mean "
-              "signal; the group mean of each atom's standardised effect on it (effect / "
-              "unit-noise standard error) referred to the surrogates' distribution (Student "
-              "t, n_surrogates - 1 df); Bonferroni over atoms x networks x signs; an atom goes "
-              "to the passing network of smallest p with IoU >= MinIoU")
+_NULL_TEXT = ("phase-randomised surrogate atoms on each network's mean signal; two statistics, "
+              "the group mean of each atom's standardised effect on it (effect / unit-noise "
+              "standard error) alone with the confounds and given the other atoms (a "
+              "surrogate in place of its own atom), each referred to the surrogates' "
+              "distribution (Student t, n_surrogates - 1 df) and combined by Bonferroni "
+              "(p_null = min(1, 2 min(p_alone, p_given))); Bonferroni over atoms x networks "
+              "x signs; an atom goes to the passing network of smallest p with IoU >= MinIoU")
 MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the Pearson "
                    "correlation, over the frames the atoms were learned on, between its "
                    "response and the network's composite is at least MembershipThreshold; the "

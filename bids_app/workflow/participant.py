@@ -36,6 +36,7 @@ from bids_app.encoding import (
     fit_participant,
     load_run_motion,
     network_effects_of,
+    partial_network_effects,
     used_volumes,
 )
 from bids_app.group.null import phase_randomised
@@ -160,25 +161,32 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regre
 
 
 def _network_effects(config: Config, fit, run_data, runs, atoms_by_acq, atlas):
-    """The coupling null's table: the effects of the atoms and of the surrogate atoms on
-    each network's mean signal (voxels of the subject's mask in the network), each fitted
-    exactly as an atom is fitted voxel by voxel and divided by its standard error per unit
-    noise (:func:`bids_app.encoding.network_effects_of`, ``standardised``)."""
+    """The coupling null's table: on each network's mean signal (voxels of the subject's
+    mask in the network), the standardised effect of each atom and surrogate atom alone
+    with the confounds, as the maps fit them (columns ``<network>``,
+    :func:`bids_app.encoding.network_effects_of`), and given the other atoms, a surrogate in
+    place of its own atom (columns ``<network>_given``,
+    :func:`bids_app.encoding.partial_network_effects`)."""
     n_atoms = np.shape(run_data[0].atoms)[1]
     surrogates = np.concatenate([
         np.asarray(atoms_by_acq[run.acquisition][2][: run.n_volumes],
                    dtype=np.float64)[np.asarray(data.sample_mask)]
         for data, run in zip(run_data, runs)])
     design = fit.design
-    effects = np.vstack([
+    separate = np.vstack([
         network_effects_of(design, n_atoms, design.iloc[:, :n_atoms], fit.network_signals,
                            config.glm, standardised=True),
         network_effects_of(design, n_atoms, surrogates, fit.network_signals, config.glm,
                            standardised=True)])
-    table = pd.DataFrame(effects, columns=list(atlas.network_names))
+    given = np.vstack(partial_network_effects(design, n_atoms, surrogates,
+                                              fit.network_signals))
+    names = list(atlas.network_names)
+    table = pd.DataFrame(np.hstack([separate, given]),
+                         columns=names + [naming.given_column(n) for n in names])
     table.insert(0, "regressor", list(design.columns[:n_atoms])
                  + naming.surrogate_names(surrogates.shape[1]))
     table.attrs["atlas"] = atlas.name
+    table.attrs["networks"] = names
     return table
 
 
