@@ -87,8 +87,9 @@ FUNCTIONAL_TRUTH_R = 0.6
 #: A planted sub-group is coherent: at least this share of its ANs belong to its functional
 #: truth (correlate >= FUNCTIONAL_TRUTH_R with the sub-group's mean response).
 MIN_COHERENT = 0.75
-#: A planted signal is not low-level: the word rate and the audio envelope explain at most
-#: this share of its variance over the story frames.
+#: A planted signal is not low-level: the word rate, the audio envelope and the cosine drift
+#: basis (fMRIPrep's 128 s high-pass, in every analysis of the run) explain at most this
+#: share of its variance over the story frames.
 MAX_LOW_LEVEL_R2 = 0.25
 #: Sampling rate of the synthetic audio (Hz): low, to keep the files small.
 AUDIO_RATE_HZ = 8000
@@ -223,9 +224,10 @@ def choose_subgroups(responses: dict, story: dict, layers: np.ndarray, n_groups:
       not follow their own mean is no "sub-group of neurons behind a network", and a truth
       of a few ANs makes F1 a count of coin flips);
     - its signal is not low-level: the ``low_level`` regressors (``{task: (n_frames, k)}``,
-      e.g. the word rate and the audio envelope, as the participant GLM has them) explain at
-      most ``max_low_level_r2`` of its variance (the GLM credits the atoms only with what
-      they do not explain, so a planted "word-rate network" would be removed by design);
+      e.g. the word rate, the audio envelope and the drift basis, as the participant GLM
+      has them) explain at most ``max_low_level_r2`` of its variance (the GLM credits the
+      atoms only with what they do not explain, so a planted "word-rate network", or one
+      slower than the high-pass filter, would be removed by design);
     - its signal correlates below ``max_corr`` with every sub-group kept before.
     """
     x = on_story(responses, story)                       # unit-norm columns, story frames
@@ -410,7 +412,8 @@ def _planted_signals(bids_dir, tasks, n_volumes, model, networks, mask_img, mask
         times_s, rms = audio_envelope(bids_dir / "stimuli" / audio_name(task))
         low_level[task] = np.column_stack([
             word_rate_regressor(acq.onsets_s[task] + onsets[task], frames),
-            envelope_regressor(rms, acq.onsets_s[task] + times_s, frames)])
+            envelope_regressor(rms, acq.onsets_s[task] + times_s, frames),
+            _cosines(n_volumes[task], acq.t_r_s)])
     groups = choose_subgroups(per_task, story, layers, len(networks), rng,
                               low_level=low_level)
     atlas = load_fbn_atlas("seitzman", mask_img)
