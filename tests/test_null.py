@@ -174,3 +174,36 @@ def test_two_statistics_combine_by_bonferroni():
     np.testing.assert_allclose(table["network_effect_given"],
                                np.repeat(atoms[:, 2:].ravel(), 2))
     np.testing.assert_allclose(table["p_null"], np.moveaxis(p, 0, -1).ravel())
+
+
+def test_group_reads_both_statistics_or_warns_on_old_tables(caplog):
+    """The group level stacks the tables' two statistics (alone, then given the other atoms)
+    per network; when a subject's table is from before the second one, every subject is
+    read with the first only, and the log says so."""
+    import logging
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from bids_app.group.streaming import null_network_arrays
+
+    atlas = SimpleNamespace(network_names=["A", "B"], name="toy")
+    rng = np.random.default_rng(2)
+
+    def table(given: bool):
+        columns = ["A", "B"] + (["A_given", "B_given"] if given else [])
+        out = pd.DataFrame(rng.normal(size=(5, len(columns))), columns=columns)
+        out.insert(0, "regressor", ["atom01", "atom02", "null0001", "null0002", "null0003"])
+        return out
+
+    both = [table(True), table(True)]
+    inputs = SimpleNamespace(subjects=["01", "02"], network_effects=both, n_atoms=2)
+    atoms, nulls = null_network_arrays(inputs, atlas)
+    assert atoms.shape == (2, 2, 4) and nulls.shape == (2, 3, 4)
+    np.testing.assert_allclose(atoms[1], both[1][["A", "B", "A_given", "B_given"]].to_numpy()[:2])
+    mixed = SimpleNamespace(subjects=["01", "02"], network_effects=[table(True), table(False)],
+                            n_atoms=2)
+    with caplog.at_level(logging.WARNING, logger="llmfbn"):
+        atoms, nulls = null_network_arrays(mixed, atlas)
+    assert atoms.shape == (2, 2, 2) and nulls.shape == (2, 3, 2)
+    assert "_given" in caplog.text

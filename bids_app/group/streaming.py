@@ -110,6 +110,11 @@ def null_network_arrays(inputs: GroupInputs, atlas):
     given = [given_column(n) for n in names]
     columns = names + given if all(c in table.columns for c in given
                                    for table in inputs.network_effects) else names
+    if columns == names:
+        LOGGER.warning("The coupling null's tables of some subjects have no '<network>_given' "
+                       "columns (participant outputs of an llmfbn before 2026-12-02): each "
+                       "atom is tested alone only. Re-run the participant level for both "
+                       "tests (docs/metrics.md).")
     atoms, nulls = [], []
     for subject, table in zip(inputs.subjects, inputs.network_effects):
         missing = [n for n in names if n not in table.columns]
