@@ -5,7 +5,9 @@ stories, noise, drifts, motion and physiology as the demo) and llmfbn runs on it
 defaults (story frames, word rate and envelope regressors, 1,000 surrogate atoms), except
 ``--no-atom-stability`` and ``--no-reports`` (they do not change a coupling). The family-wise
 error of the coupling test is the share of seeds with at least one coupled atom; issue 9
-asks for at most 1 of 20.
+asks for at most 1 of 20. A network can also be coupled without an atom, by the
+network-prediction test (all atoms together, ``networkprediction.tsv``): a seed counts as
+a false positive when either route couples anything (``n_coupled_networks``).
 
 Usage (from the repository root; each seed takes a few minutes on 2 cores)::
 
@@ -53,12 +55,20 @@ def run_seed(root: Path, seed: int, subjects: int, planted: bool, profile: str,
             raise SystemExit(f"seed {seed}: llmfbn {level} exited with {code}")
     assignments = pd.read_csv(group_file(out, "minilm", "assignments", ".tsv"), sep="\t")
     coupling = pd.read_csv(group_file(out, "minilm", "coupling", ".tsv"), sep="\t")
+    networks = pd.read_csv(group_file(out, "minilm", "networksubgroups", ".tsv"), sep="\t")
+    prediction_file = group_file(out, "minilm", "networkprediction", ".tsv")
+    prediction = (pd.read_csv(prediction_file, sep="\t") if prediction_file.is_file()
+                  else None)
     coupled = assignments[assignments["network"] != NO_NETWORK]
     n_tests = len(coupling)
     return {"seed": seed, "planted": planted, "subjects": subjects, "profile": profile,
             "n_coupled_atoms": int(len(coupled)),
             "networks": sorted(set(coupled["network"])),
             "min_p_fwe": float(min(1.0, coupling["p_null"].min() * n_tests)),
+            "n_coupled_networks": int(len(networks)),
+            "networks_any_route": sorted(map(str, networks["network"])),
+            "prediction_min_p_fwe": (None if prediction is None
+                                     else float(prediction["p_fwe"].min())),
             "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -72,6 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--json", type=Path, help="append one JSON line per seed here")
+    parser.add_argument("--code", default=None, help="label of the code version, recorded")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,6 +93,8 @@ def main(argv=None) -> int:
     results = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         row = run_seed(args.root, seed, args.subjects, args.planted, args.profile, args.nprocs)
+        if args.code:
+            row["code"] = args.code
         row.update(machine=platform.node(), cpus=os.cpu_count(),
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                    load=os.getloadavg()[0])
@@ -91,7 +104,9 @@ def main(argv=None) -> int:
             with args.json.open("a") as stream:
                 stream.write(json.dumps(row) + "\n")
     with_atoms = sum(r["n_coupled_atoms"] > 0 for r in results)
-    print(f"{with_atoms} of {len(results)} seeds coupled at least one atom")
+    with_networks = sum(r["n_coupled_networks"] > 0 for r in results)
+    print(f"{with_atoms} of {len(results)} seeds coupled at least one atom; "
+          f"{with_networks} coupled at least one network by either route")
     return 0
 
 

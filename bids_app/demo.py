@@ -61,16 +61,18 @@ def print_recovery(truth: dict, output: Path) -> None:
 
 
 def planted_and_coupled(bids_dir: Path, output_dir: Path, label: str = "minilm"):
-    """The networks planted in a synthetic dataset and those its group level coupled atoms
-    to, both sorted lists (``planted`` is empty for the null dataset)."""
+    """The networks planted in a synthetic dataset and those its group level coupled (by
+    an atom or by the network-prediction test: the networks with a sub-group), both sorted
+    lists (``planted`` is empty for the null dataset)."""
     import pandas as pd
 
-    from bids_app.bids.naming import NO_NETWORK, group_file
+    from bids_app.bids.naming import group_file
 
     truth = json.loads((Path(bids_dir) / "sourcedata" / "llmfbn_truth.json").read_text())
     planted = sorted(n["network"] for n in truth["networks"])
-    assignments = pd.read_csv(group_file(output_dir, label, "assignments", ".tsv"), sep="\t")
-    return planted, sorted(set(assignments["network"]) - {NO_NETWORK})
+    networks = pd.read_csv(group_file(output_dir, label, "networksubgroups", ".tsv"),
+                           sep="\t")
+    return planted, sorted(set(networks["network"].astype(str)))
 
 
 def main(argv=None) -> int:

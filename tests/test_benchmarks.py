@@ -86,3 +86,15 @@ def test_bench_null_cost_runs_tiny(tmp_path, capsys):
     assert (off["mode"], on["mode"], on["n_surrogates"]) == ("off", "on", 100)
     assert set(on["seconds"]) == {"atlas", "fit", "surrogates", "total"}
     assert set(off["seconds"]) == {"fit", "total"} and on["peak_mb"] > 0
+
+
+def test_bench_prediction_cost_runs_small(tmp_path):
+    """The network-prediction test's cost benchmark on a small problem: one JSON line with
+    both steps' times."""
+    out = tmp_path / "r.jsonl"
+    assert _script("bench_prediction_cost").main(["--frames", "60", "--atoms", "4",
+                                                  "--blocks", "3", "--repeats", "1",
+                                                  "--json", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["blocks"] == 3 and row["prediction_per_subject_s"] > 0
+    assert row["draw_blocks_s"] > 0

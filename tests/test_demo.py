@@ -1,6 +1,6 @@
 """llmfbn-demo's --check: the exit status says whether the planted networks were coupled.
 
-The pipeline itself is replaced by a stand-in that writes the group's assignments table (the
+The pipeline itself is replaced by a stand-in that writes the group's tables (the
 real pipeline on the demo dataset is tests/test_pipeline.py's and the container CI's job).
 """
 
@@ -34,6 +34,9 @@ def fake_demo(tmp_path, monkeypatch):
                 pd.DataFrame({"atom": [f"atom{i:02d}" for i in range(len(networks))],
                               "network": networks}).to_csv(table, sep="\t", index=False)
                 coupled = sorted(set(networks) - {NO_NETWORK})
+                pd.DataFrame({"network": coupled, "n_atoms": 1, "coupled_by": "atoms"}).to_csv(
+                    group_file(output, "minilm", "networksubgroups", ".tsv"), sep="\t",
+                    index=False)
                 pd.DataFrame({"network": coupled, "neuron": range(len(coupled))}).to_csv(
                     group_file(output, "minilm", "members", ".tsv"), sep="\t", index=False)
                 pd.DataFrame({"neuron": range(4), **{n: [0.9, 0.8, 0.1, 0.2]

@@ -44,6 +44,11 @@ def test_null_dataset_couples_no_atom(null_run):
     metrics = json.loads((output / "group" / "desc-minilm_metrics.json").read_text())
     assert metrics["diversity"]["n_coupled_atoms"] == 0
     assert metrics["diversity"]["ci95"]["n_coupled_atoms"][0] == 0
+    # nor a network through the network-prediction test
+    prediction = pd.read_csv(output / "group" / "desc-minilm_networkprediction.tsv", sep="\t")
+    assert len(prediction) == 13 and not prediction["coupled"].any(), prediction
+    networks = pd.read_csv(output / "group" / "desc-minilm_networksubgroups.tsv", sep="\t")
+    assert networks.empty
     # run with --no-reports: no HTML anywhere, the maps and tables all there
     assert not list(output.rglob("*.html"))
     assert len(list(output.glob("sub-*/func/*_desc-minilm_stat-t_statmap.nii.gz"))) == 6
@@ -71,6 +76,7 @@ def test_planted_ans_rank_first_in_their_networks_scores(planted_run):
     assert side["MembershipThreshold"] == 0.6 and "joint effects" in side["MembershipRule"]
     assert "AN prior" in side["MembershipRule"]
     assert side["NullSurrogates"] == 1000 and "standardised" in side["CouplingNull"]
+    assert "first half" in side["NetworkPrediction"] and "0.025" in side["NetworkPrediction"]
     networks = pd.read_csv(output / "group" / "desc-minilm_networksubgroups.tsv", sep="\t")
     assert set(networks["ridge"]) <= {0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 0.3, 1.0}
     truth = json.loads((planted_run[0] / "sourcedata" / "llmfbn_truth.json").read_text())
@@ -101,6 +107,13 @@ def test_second_planted_dataset_runs_end_to_end(second_run):
     assert len(list(output.glob("sub-*/func/*_desc-minilm_networkeffects.tsv"))) == 6
     effects = pd.read_csv(next(output.glob("sub-001/func/*_networkeffects.tsv")), sep="\t")
     assert {"DefaultMode", "DefaultMode_given"} <= set(effects.columns)
+    # the network-prediction tables: the atoms, then 100 surrogate blocks, per subject
+    tables = sorted(output.glob("sub-*/func/*_desc-minilm_networkprediction.tsv"))
+    assert len(tables) == 6
+    prediction = pd.read_csv(tables[0], sep="\t")
+    assert prediction["block"].tolist()[:2] == ["atoms", "null0001"] and len(prediction) == 101
+    sidecar = json.loads(tables[0].with_suffix(".json").read_text())
+    assert sidecar["SurrogateBlocks"] == 100 and sidecar["Ridge"] == 1.0
     table, _ = _recovery(second_run)
     # every planted network coupled: DefaultMode only through the statistic given the other
     # atoms (one 202-frame run; alone, its best atoms' null p are 6e-4 and 8e-4, above the
@@ -122,6 +135,50 @@ def test_second_planted_dataset_meets_the_targets(second_run):
     assert (table["f1"] >= 0.7).all(), table
     assert (table["auc"] >= 0.95).all(), table
     assert (table["n_members"] <= 3 * table["n_truth"]).all(), table
+
+
+def test_network_prediction_couples_only_planted_networks(planted_run, second_run):
+    """The network-level test (all atoms together, split-half prediction against surrogate
+    blocks): on both planted datasets it couples planted networks only, at least two of
+    the three (measured 2026-12-02: DefaultMode and FrontoParietal on the demo, r 0.95;
+    FrontoParietal and Auditory on the second dataset, r 0.90-0.94; the third is coupled by
+    its atoms); with the atom tests every planted network has a sub-group."""
+    for bids_dir, output in (planted_run, second_run):
+        truth = json.loads((bids_dir / "sourcedata" / "llmfbn_truth.json").read_text())
+        planted = {n["network"] for n in truth["networks"]}
+        prediction = pd.read_csv(output / "group" / "desc-minilm_networkprediction.tsv",
+                                 sep="\t")
+        predicted = set(prediction.loc[prediction["coupled"], "network"])
+        assert predicted <= planted and len(predicted) >= 2, prediction
+        assert (prediction.loc[prediction["coupled"], "r"] > 0.8).all(), prediction
+        networks = pd.read_csv(output / "group" / "desc-minilm_networksubgroups.tsv",
+                               sep="\t")
+        assert set(networks["network"]) == planted
+        assert set(networks["coupled_by"]) <= {"atoms", "prediction", "atoms+prediction"}
+
+
+def test_group_level_on_participant_outputs_without_prediction_tables(second_run, tmp_path,
+                                                                      capsys):
+    """Participant outputs from before the network-prediction test: the group level warns,
+    writes no prediction table (a former run's is removed) and couples by the atom tests
+    only."""
+    import shutil
+
+    from bids_app.cli.run import main
+
+    bids_dir, output = second_run
+    copy = tmp_path / "llmfbn"
+    shutil.copytree(output, copy)
+    for table in copy.glob("sub-*/func/*_networkprediction.*"):
+        table.unlink()
+    assert (copy / "group" / "desc-minilm_networkprediction.tsv").is_file()
+    code = main([str(bids_dir), str(copy), "group", "-w", str(tmp_path / "work"),
+                 "--nprocs", "2", "--no-reports"])
+    assert code == 0
+    assert "No network-prediction table" in capsys.readouterr().err
+    assert not (copy / "group" / "desc-minilm_networkprediction.tsv").exists()
+    networks = pd.read_csv(copy / "group" / "desc-minilm_networksubgroups.tsv", sep="\t")
+    assert set(networks["coupled_by"]) == {"atoms"}
 
 
 def test_derivatives_dataset_is_indexed_by_pybids(planted_run):

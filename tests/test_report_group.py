@@ -124,3 +124,35 @@ def test_sections_rendered_by_worker_processes_equal_one_process(tmp_path):
     parallel = atom_sections(result, coupled, n_procs=2)
     assert len(serial) == 3 and parallel == serial
     assert [s.count("<img") for s in serial] == [3, 3, 3]
+
+
+def test_networks_section_says_how_each_network_is_coupled(tmp_path, monkeypatch):
+    """Every network of the atlas in one table: coupled by an atom, by the network-
+    prediction test or both, or not; its sub-group; the test's r, surrogate r and p_fwe.
+    Without the test the section says it did not run."""
+    from dataclasses import replace
+
+    from bids_app.report.group import network_overview
+
+    for name in ("stat_map_figure", "atom_timecourse_figure", "layer_figure"):
+        monkeypatch.setattr(coupled_module, name, lambda *a, **k: "<img alt='stub'/>")
+    names = list(NETWORKS)
+    networks = pd.DataFrame({"network": names[:2], "n_atoms": [2, 0],
+                             "coupled_by": ["atoms+prediction", "prediction"],
+                             "ridge": [0.1, 0.3], "n_neurons": [40, 17]})
+    prediction = pd.DataFrame({"network": names, "r": np.linspace(0.9, 0.0, len(names)),
+                               "r_null_mean": 0.01, "r_null_sd": 0.1, "z": 3.0,
+                               "p": 1e-4, "p_fwe": [1e-5, 2e-3] + [1.0] * (len(names) - 2),
+                               "coupled": [True, True] + [False] * (len(names) - 2)})
+    overview = network_overview(networks, prediction)
+    assert overview["coupled by"].tolist() == ["atoms+prediction", "prediction"] + [
+        "not coupled"] * (len(names) - 2)
+    assert overview["assigned atoms"].tolist()[:2] == [2, 0]
+    assert overview["AN sub-group"].tolist()[:2] == [40, 17]
+    result = replace(group_result(tmp_path), networks=networks, prediction=prediction)
+    text = _text(write_group_report(result))
+    assert "<section id='networks'><h2>Networks</h2>" in text
+    assert "network-prediction test" in text and "0.010 ± 0.100" in text
+    assert f"<td>{names[1]}</td><td>prediction</td>" in text
+    bare = replace(group_result(tmp_path), networks=networks, prediction=None)
+    assert "did not run" in _text(write_group_report(bare))

@@ -68,6 +68,9 @@ label (the `desc` entity), `<space>` the space of the analysed BOLD series.
   each atom's and each surrogate atom's standardised effect on the mean signal of each
   network, alone with the confounds (`<network>`) and given the other atoms
   (`<network>_given`).
+- `sub-<label>/func/sub-<label>_desc-<model>_networkprediction.tsv`: the network-prediction
+  test's table: the split-half prediction correlation of each network's mean signal by all
+  atoms together (row `atoms`) and by each block of surrogate atoms (`null0001`, ...).
 - `{group}/space-<space>_desc-<model>_stat-<stat>_statmap.nii.gz`: group maps, `<stat>`
   one of {group_stats}; `{group}/desc-<model>_*.tsv`, `_metrics.json`, `_report.html`:
   coupling, assignments, AN sub-groups, metrics, report.

@@ -36,7 +36,8 @@ GROUP_STATS = ("t", "tfdr")
 #: ``.bidsignore`` of OUTPUT_DIR: what the BIDS schema has no rule for (patterns the
 #: official validator matches: no trailing slash on folders).
 BIDSIGNORE = (LOGS_DIR, ATOMS_DIR, GROUP_DIR, "*.html", "*_statmap.nii.gz", "*_statmap.json",
-              "*_design.tsv", "*_networkeffects.tsv", "*_networkeffects.json")
+              "*_design.tsv", "*_networkeffects.tsv", "*_networkeffects.json",
+              "*_networkprediction.tsv", "*_networkprediction.json")
 
 #: The derivatives' README (what each file is, how to query it with pybids).
 README_FILE = "README.md"
@@ -162,6 +163,13 @@ def subject_network_effects(output_dir: Path, subject: str, label: str) -> Path:
     each network's mean signal."""
     return subject_folder(output_dir, subject) / bids_name(
         "networkeffects", ".tsv", sub=subject, desc=label)
+
+
+def subject_network_prediction(output_dir: Path, subject: str, label: str) -> Path:
+    """The network-prediction test's table of a subject: the split-half prediction
+    correlation of each network's mean signal by the atoms and by surrogate blocks."""
+    return subject_folder(output_dir, subject) / bids_name(
+        "networkprediction", ".tsv", sub=subject, desc=label)
 
 
 def subject_report(output_dir: Path, subject: str) -> Path:

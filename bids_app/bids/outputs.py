@@ -151,6 +151,28 @@ def write_participant_outputs(output_dir: Path, subject: str, space_entities: di
             "Units": "percent signal change (effect per unit of regressor x the regressor's "
                      "norm after the rest of its model is projected out; unit-noise "
                      "standard errors)"})
+    if fit.network_prediction is not None:
+        path = naming.subject_network_prediction(output_dir, subject, label)
+        out.write_tsv(path, fit.network_prediction)
+        out.write_json(naming.sidecar_path(path), {
+            **sidecar, "Description": NETWORK_PREDICTION_TEXT,
+            "FBNAtlas": fit.network_prediction.attrs.get("atlas"),
+            "Networks": fit.network_prediction.attrs.get(
+                "networks", list(fit.network_prediction.columns[1:])),
+            "NumberOfAtoms": fit.effect.shape[0],
+            "SurrogateBlocks": int(len(fit.network_prediction) - 1),
+            "Ridge": fit.network_prediction.attrs.get("ridge"),
+            "Units": "Pearson correlation"})
+
+
+NETWORK_PREDICTION_TEXT = (
+    "The network-prediction test's table: one row per block of regressors (the atoms, then "
+    "multivariate phase-randomised surrogate blocks null0001, ..., each the atoms with the "
+    "same random Fourier phases within each run), one column per network of the atlas: the "
+    "split-half prediction correlation of the network's mean signal (confounds and "
+    "nuisance regressors projected out) by all regressors of the block in one ridge model, "
+    "fitted on the first half of each run's kept volumes and scored on the second, and the "
+    "other way round (mean of the two folds)")
 
 
 NETWORK_EFFECTS_TEXT = (

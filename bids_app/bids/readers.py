@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import scipy.sparse as sp
 from bids_app.bids import naming
 from bids_app.bids.images import intersect_masks, load_image, masked_maps
 from bids_app.errors import LlmfbnError
+
+LOGGER = logging.getLogger("llmfbn")
 
 
 @dataclass
@@ -36,6 +39,10 @@ class GroupInputs:
     #: the coupling null's tables (``sub-<label>_desc-<model>_networkeffects.tsv``): each
     #: subject's effects of the atoms and of the surrogate atoms on each network's mean signal
     network_effects: list[pd.DataFrame] | None = None
+    #: the network-prediction test's tables (``..._networkprediction.tsv``), one per subject,
+    #: each indexed by block (``atoms``, then the surrogate blocks); None when the null is
+    #: off or a subject has none (participant outputs from before 2026-12-02)
+    network_predictions: list[pd.DataFrame] | None = None
 
 
 @dataclass
@@ -154,12 +161,26 @@ def read_group_inputs(output_dir: Path, space_entities: dict, label: str,
                               "--null-surrogates) for every subject", found=", ".join(
                                   f"sub-{s}: {n}" for s, n in counts.items()), todo=_TODO)
         n_surrogates = counts[subjects[0]]
+    predictions = ([_network_prediction(root, s, label) for s in subjects]
+                   if null_surrogates else None)
+    if predictions is not None and any(p is None for p in predictions):
+        LOGGER.warning("No network-prediction table for %s (participant outputs of an llmfbn "
+                       "before 2026-12-02): networks are coupled by the atom tests only. "
+                       "Re-run the participant level for the network-level test "
+                       "(docs/metrics.md).", ", ".join(
+                           f"sub-{s}" for s, p in zip(subjects, predictions) if p is None))
+        predictions = None
+    if predictions is not None and len({len(p) for p in predictions}) > 1:
+        raise LlmfbnError("the subjects' network-prediction tables hold different numbers of "
+                          "surrogate blocks", expected="one participant run for every "
+                          "subject", found=", ".join(f"sub-{s}: {len(p) - 1}" for s, p in
+                                                     zip(subjects, predictions)), todo=_TODO)
     dofs = [paths[s]["sidecar"]["DegreesOfFreedom"] for s in subjects]
     return GroupInputs(subjects=list(subjects),
                        dof=np.asarray(dofs), mask=mask, mask_img=mask_img,
                        designs=[_design(root, s, label, n_atoms) for s in subjects],
                        paths=paths, n_atoms=n_atoms, n_surrogates=n_surrogates,
-                       network_effects=tables)
+                       network_effects=tables, network_predictions=predictions)
 
 
 def _stack_length(paths: dict, subjects: list[str], stat: str, shape: tuple,
@@ -211,6 +232,29 @@ def _network_effects(output_dir: Path, subject: str, label: str,
                           f"listing {atoms[0]}..{atoms[-1]} then the surrogate atoms, and "
                           "finite effects", found=str(path), todo=_TODO)
     values.index = regressors
+    values.attrs["atlas"] = _read_sidecar(path).get("FBNAtlas")
+    return values
+
+
+def _network_prediction(output_dir: Path, subject: str, label: str) -> pd.DataFrame | None:
+    """The subject's network-prediction table indexed by block, checked (the atoms' row
+    first, at least one surrogate block, correlations in [-1, 1]), its sidecar's
+    ``FBNAtlas`` in ``attrs["atlas"]``; None when the file does not exist."""
+    path = naming.subject_network_prediction(output_dir, subject, label)
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, sep="\t")
+    blocks = table["block"].astype(str).tolist() if "block" in table else []
+    values = table.drop(columns="block", errors="ignore")
+    numbers = values.to_numpy(np.float64) if all(
+        pd.api.types.is_numeric_dtype(t) for t in values.dtypes) else np.array([np.nan])
+    if (blocks[:1] != ["atoms"] or len(blocks) < 2 or not np.isfinite(numbers).all()
+            or np.abs(numbers).max(initial=0) > 1):
+        raise LlmfbnError(f"the network-prediction table of sub-{subject} is not what the "
+                          "participant level writes", expected="a column 'block' listing "
+                          "'atoms' then the surrogate blocks, and correlations in [-1, 1]",
+                          found=str(path), todo=_TODO)
+    values.index = blocks
     values.attrs["atlas"] = _read_sidecar(path).get("FBNAtlas")
     return values
 

@@ -159,8 +159,11 @@ def _level_options(parser: argparse.ArgumentParser) -> None:
                      metavar="N", help="phase-randomised surrogate atoms, the null of the "
                      "group-level coupling test: each is fitted like an atom, alone and in "
                      "place of its own atom among the others, on the mean signal of each "
-                     "network of --fbn-atlas (cheap: no maps); 0: no null (a "
-                     "voxel-count hypergeometric test, too liberal for smooth maps) "
+                     "network of --fbn-atlas (cheap: no maps); with the null the "
+                     "network-prediction test runs too (a network is also coupled when all "
+                     "atoms together predict its signal out of sample better than 100 "
+                     "blocks of surrogate atoms); 0: neither (a voxel-count hypergeometric "
+                     "test, too liberal for smooth maps) "
                      "(default %(default)s; ours)")
     enc.add_argument("--nuisance", nargs="+", choices=[*NUISANCE_REGRESSORS, "none"],
                      default=list(cfg.DEFAULT_NUISANCE), metavar="{wordrate,envelope,none}",

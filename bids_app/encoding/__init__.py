@@ -25,7 +25,9 @@ Modules, one idea each:
   (patch :data:`bids_app.encoding.ols.VOXEL_BLOCK` to change the block size);
 - :mod:`.design`: a run's data, their checks and the stacked design matrix;
 - :mod:`.nuisance`: the maps of the stimulus nuisance regressors (a contrast over runs);
-- :mod:`.participant`: the participant model and its cross-validated correlation.
+- :mod:`.participant`: the participant model and its cross-validated correlation;
+- :mod:`.prediction`: the split-half prediction of each network's signal by all atoms (the
+  network-level coupling test's participant statistic).
 """
 
 from bids_app.encoding.confounds import (
@@ -47,6 +49,7 @@ from bids_app.encoding.participant import (
     network_effects_of,
     partial_network_effects,
 )
+from bids_app.encoding.prediction import PREDICTION_RIDGE, half_split, split_half_prediction
 
 __all__ = [
     "CONFOUND_STRATEGY",
@@ -54,6 +57,7 @@ __all__ = [
     "NuisanceMaps",
     "MIN_EXTRA_VOLUMES",
     "OLSResult",
+    "PREDICTION_RIDGE",
     "ParticipantFit",
     "RunData",
     "VOXEL_BLOCK",
@@ -64,9 +68,11 @@ __all__ = [
     "network_effects_of",
     "partial_network_effects",
     "fit_participant",
+    "half_split",
     "load_run_confounds",
     "load_run_motion",
     "minimum_volumes",
     "percent_signal_change",
+    "split_half_prediction",
     "used_volumes",
 ]

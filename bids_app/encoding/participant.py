@@ -62,6 +62,11 @@ class ParticipantFit:
         Set by the workflow when the coupling null is fitted: column ``regressor`` (the
         atoms, then the null's surrogate atoms) and one column per network of the atlas,
         each regressor's effect on the network's mean signal.
+    network_prediction : pandas.DataFrame, optional
+        Set by the workflow with the coupling null: column ``block`` (``atoms``, then the
+        surrogate blocks) and one column per network, the split-half prediction
+        correlation of the network's mean signal by the block
+        (:func:`bids_app.encoding.prediction.split_half_prediction`).
     nuisance : NuisanceMaps or None
         Effect and t maps of each stimulus nuisance regressor in the model without atoms
         (None when no run has one).
@@ -76,6 +81,7 @@ class ParticipantFit:
     nuisance: NuisanceMaps | None = None
     network_signals: np.ndarray | None = None
     network_effect: pd.DataFrame | None = None
+    network_prediction: pd.DataFrame | None = None
 
 
 @dataclass

@@ -5,7 +5,8 @@
 2. :mod:`.coupling`: overlap of every thresholded atom map with every FBN
    (:func:`coupling_table`), the surrogate null's columns (:func:`add_null`, from
    :mod:`.null`) and the assignment of each atom to its best passing FBN (:func:`assign_atoms`);
-   the same per subject (:func:`subject_assignments`).
+   the same per subject (:func:`subject_assignments`); the network-level test of all atoms
+   together (:func:`prediction_table`, from :mod:`.null`).
 3. :mod:`.subgroups`: the AN sub-group of each coupled network (:class:`SubGroups`).
 4. :mod:`.metrics` (brain side) and :mod:`.an_metrics` (AN side): organisation metrics.
 
@@ -31,7 +32,15 @@ from bids_app.group.metrics import (
     diversity_metrics,
     organisation_metrics,
 )
-from bids_app.group.null import DEFAULT_N_SURROGATES, null_table, phase_randomised
+from bids_app.group.null import (
+    DEFAULT_N_BLOCKS,
+    DEFAULT_N_SURROGATES,
+    PREDICTION_ALPHA,
+    null_table,
+    phase_randomised,
+    phase_randomised_blocks,
+    prediction_table,
+)
 from bids_app.group.stats import fdr_mask, one_sample_t
 from bids_app.group.subgroups import (
     MEMBERSHIP_THRESHOLD,
@@ -43,11 +52,35 @@ from bids_app.group.subgroups import (
     separate_network_effects,
 )
 
-__all__ = ["DEFAULT_N_SURROGATES", "MEMBERSHIP_THRESHOLD", "NO_NETWORK", "N_BOOTSTRAP", "SIGNS",
-           "SubGroups", "add_null", "an_metrics", "an_prior_penalty", "assign_atoms",
-           "bootstrap_an_metrics", "bootstrap_diversity", "choose_ridge", "coupling_p_fwe",
-           "coupling_table",
-           "diversity_metrics", "fdr_mask", "group_coupling", "joint_network_effects",
-           "network_effects", "null_table", "one_sample_t", "organisation_metrics",
-           "phase_randomised", "separate_network_effects",
-           "subject_assignments"]
+__all__ = [
+    "DEFAULT_N_BLOCKS",
+    "DEFAULT_N_SURROGATES",
+    "MEMBERSHIP_THRESHOLD",
+    "NO_NETWORK",
+    "N_BOOTSTRAP",
+    "PREDICTION_ALPHA",
+    "SIGNS",
+    "SubGroups",
+    "add_null",
+    "an_metrics",
+    "an_prior_penalty",
+    "assign_atoms",
+    "bootstrap_an_metrics",
+    "bootstrap_diversity",
+    "choose_ridge",
+    "coupling_p_fwe",
+    "coupling_table",
+    "diversity_metrics",
+    "fdr_mask",
+    "group_coupling",
+    "joint_network_effects",
+    "network_effects",
+    "null_table",
+    "one_sample_t",
+    "organisation_metrics",
+    "phase_randomised",
+    "phase_randomised_blocks",
+    "prediction_table",
+    "separate_network_effects",
+    "subject_assignments",
+]

@@ -74,13 +74,14 @@ def an_metrics(projections, atoms, scores, sets, neuron_of_row) -> dict:
 
 def bootstrap_an_metrics(projections, atoms, neurons, assignments, subject_effects,
                          network_names, threshold, n_boot: int = N_BOOTSTRAP,
-                         seed: int = 0) -> dict:
+                         seed: int = 0, extra_networks=()) -> dict:
     """95 % percentile intervals of :func:`an_metrics` over subjects resampled.
 
     ``subject_effects`` (n_subjects, n_atoms, n_networks): each subject's weights of the
     atoms in each network's composite (its joint effects,
     :func:`bids_app.group.subgroups.joint_network_effects`); a resample's composites use
-    their mean over the resampled subjects. Returns ``{metric: [low, high]}`` (None when undefined
+    their mean over the resampled subjects; the coupled networks are the point estimate's
+    (``assignments`` and ``extra_networks``). Returns ``{metric: [low, high]}`` (None when undefined
     in more than half of the resamples).
     """
     rng = np.random.default_rng([int(seed), 0xB007])
@@ -90,7 +91,7 @@ def bootstrap_an_metrics(projections, atoms, neurons, assignments, subject_effec
         sample = rng.integers(0, n_subjects, n_subjects)
         _, scores, _, sets, rows = network_members(
             projections, atoms, neurons, assignments, subject_effects[sample].mean(axis=0),
-            network_names, threshold)
+            network_names, threshold, extra_networks)
         values = an_metrics(projections, atoms, scores, sets, rows)
         for key in draws:
             draws[key].append(np.nan if values[key] is None else values[key])

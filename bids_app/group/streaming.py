@@ -133,6 +133,32 @@ def null_network_arrays(inputs: GroupInputs, atlas):
     return np.stack(atoms), np.stack(nulls)
 
 
+def prediction_arrays(inputs: GroupInputs, atlas):
+    """(n_subjects, n_networks) and (n_subjects, n_blocks, n_networks): the split-half
+    prediction correlation of each network of ``atlas`` by the atoms and by each surrogate
+    block, from the participant level's network-prediction tables, or ``(None, None)``
+    without them. A table of another atlas is an error, as in
+    :func:`null_network_arrays`."""
+    if not inputs.network_predictions:
+        return None, None
+    names = list(atlas.network_names)
+    atoms, nulls = [], []
+    for subject, table in zip(inputs.subjects, inputs.network_predictions):
+        missing = [n for n in names if n not in table.columns]
+        used = table.attrs.get("atlas")
+        if missing or (used is not None and used != atlas.name):
+            raise LlmfbnError(
+                f"the network-prediction table of sub-{subject} was fitted on other networks "
+                f"than the group level's atlas {atlas.name}",
+                expected="networks " + ", ".join(names),
+                found=f"atlas {used}, networks " + ", ".join(map(str, table.columns)),
+                todo="run both levels with the same --fbn-atlas")
+        values = table[names].to_numpy(np.float64)
+        atoms.append(values[0])
+        nulls.append(values[1:])
+    return np.stack(atoms), np.stack(nulls)
+
+
 def scratch_bytes(inputs: GroupInputs) -> int:
     """Disk the disk-backed effect maps take (for the free-space check)."""
     return len(inputs.subjects) * inputs.n_atoms * int(inputs.mask.sum()) * 4

@@ -28,7 +28,10 @@ The rule **(ours)**, one parameter ``threshold`` (default 0.6):
 3. The AN is a **member** of network ``n``'s sub-group when ``r_in >= threshold``. With
    ``--hrf huth`` an AN has one response per FIR delay; its score is the largest.
 
-Only networks with an assigned atom (coupled networks) get a composite and a sub-group.
+Only coupled networks get a composite and a sub-group: those with an assigned atom, and
+those the atoms predict as a whole (the network-prediction test,
+:func:`bids_app.group.null.prediction_table`, ``extra_networks`` below), which catches a
+network whose signal several collinear atoms share so that none passes alone.
 An atom's own sub-group uses the same rule with the atom alone as composite (signed as
 assigned). "Any non-zero code on the network's atoms" is not used: with ~14 non-zero codes per
 AN it selects most of the model.
@@ -179,15 +182,25 @@ def choose_ridge(subject_effects: np.ndarray, grams: np.ndarray, penalty: np.nda
     return out
 
 
+def coupled_networks(assignments: pd.DataFrame, extra_networks=()) -> list[str]:
+    """The networks with a sub-group: those with an assigned atom (in the assignments'
+    order), then ``extra_networks`` (coupled by the network-prediction test) not yet
+    listed."""
+    names = [n for n in dict.fromkeys(assignments["network"].astype(str)) if n != NO_NETWORK]
+    return names + [str(n) for n in dict.fromkeys(extra_networks) if str(n) not in names]
+
+
 def composite_weights(assignments: pd.DataFrame, effects: np.ndarray,
-                      network_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{network: (atom indices (0-based), weights)} of every coupled network: all atoms,
-    weighted by ``effects`` (n_atoms, n_networks), the group-mean joint effects of the atoms
-    on each network's signal (:func:`joint_network_effects` averaged over subjects)."""
+                      network_names, extra_networks=()) -> dict[str, tuple[np.ndarray,
+                                                                         np.ndarray]]:
+    """{network: (atom indices (0-based), weights)} of every coupled network
+    (:func:`coupled_networks`): all atoms, weighted by ``effects`` (n_atoms, n_networks),
+    the group-mean joint effects of the atoms on each network's signal
+    (:func:`joint_network_effects` averaged over subjects)."""
     names = list(map(str, network_names))
     index = np.arange(np.shape(effects)[0])
     out = {}
-    for network in dict.fromkeys(assignments["network"].astype(str)):
+    for network in coupled_networks(assignments, extra_networks):
         if network == NO_NETWORK:
             continue
         out[network] = (index, np.asarray(effects, dtype=np.float64)[:, names.index(network)])
@@ -270,16 +283,17 @@ def jaccard(neuron_sets: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def network_members(projections, atoms, neurons, assignments, mean_effects, network_names,
-                    threshold: float = MEMBERSHIP_THRESHOLD):
+                    threshold: float = MEMBERSHIP_THRESHOLD, extra_networks=()):
     """Composite weights, per-AN scores, the AN table, member sets and each row's AN.
     ``mean_effects`` (n_atoms, n_networks): the composites' weights (group-mean joint
-    effects, :func:`composite_weights`).
+    effects, :func:`composite_weights`); ``extra_networks``: networks coupled by the
+    network-prediction test (:func:`coupled_networks`).
 
     Returns ``(weights, scores, ans, sets, neuron_of_row)``: ``scores`` (n_neurons,
     n_coupled) DataFrame, ``ans`` the (layer, unit) of each AN, ``sets`` {network: member AN
     indices}, ``neuron_of_row`` (n_rows,) the AN of each response row.
     """
-    weights = composite_weights(assignments, mean_effects, network_names)
+    weights = composite_weights(assignments, mean_effects, network_names, extra_networks)
     scores, ans = per_neuron(composite_scores(projections, atoms, weights), neurons)
     sets = {n: np.flatnonzero(scores[n].to_numpy() >= threshold) for n in weights}
     if "delay_trs" in neurons.columns:
@@ -299,16 +313,18 @@ class SubGroups:
         per coupled network.
     members : DataFrame, one row per (network, member AN): network, neuron, layer, unit, score.
     atoms : DataFrame, one row per atom: ``atom``, ``network``, ``n_neurons``, layer counts.
-    networks : DataFrame, one row per coupled network: ``network``, ``n_atoms``,
-        ``n_neurons``, layer counts.
+    networks : DataFrame, one row per coupled network: ``network``, ``n_atoms`` (assigned
+        atoms; 0 for a network coupled by the network-prediction test only), ``coupled_by``
+        (``atoms``, ``prediction`` or ``atoms+prediction``), ``n_neurons``, layer counts.
     overlap : DataFrame, Jaccard overlap between the networks' sub-groups.
     """
 
     def __init__(self, projections, atoms, neurons, assignments, mean_effects,
-                 network_names, threshold: float = MEMBERSHIP_THRESHOLD):
+                 network_names, threshold: float = MEMBERSHIP_THRESHOLD, extra_networks=()):
         self.threshold = float(threshold)
         self.weights, scores, ans, sets, self.neuron_of_row = network_members(
-            projections, atoms, neurons, assignments, mean_effects, network_names, threshold)
+            projections, atoms, neurons, assignments, mean_effects, network_names, threshold,
+            extra_networks)
         self.scores = pd.concat([pd.DataFrame({"neuron": np.arange(len(ans))}), ans, scores],
                                 axis=1)
         self.members = members_table(scores, ans, threshold)
@@ -316,9 +332,14 @@ class SubGroups:
         layers = ans["layer"].to_numpy(np.int64)
         weights = self.weights
         assigned = assignments["network"].astype(str).value_counts()
+        predicted = set(map(str, extra_networks))
+        routes = [("atoms" if n in assigned.index else "")
+                  + ("+" if n in assigned.index and n in predicted else "")
+                  + ("prediction" if n in predicted else "") for n in weights]
         self.networks = pd.concat([pd.DataFrame({
-            "network": list(weights), "n_atoms": [int(assigned[n]) for n in weights],
-            "n_neurons": [len(s) for s in sets.values()]}), layer_counts(sets, layers)], axis=1)
+            "network": list(weights), "n_atoms": [int(assigned.get(n, 0)) for n in weights],
+            "coupled_by": routes, "n_neurons": [len(s) for s in sets.values()]}),
+            layer_counts(sets, layers)], axis=1)
         self.overlap = jaccard(sets)
         self.atoms = self._atom_table(projections, atoms, neurons, assignments, layers)
 

@@ -6,12 +6,17 @@ never looks for files in the output folder.
 """
 
 from bids_app.report.capture import collect_warnings
-from bids_app.report.console import print_coupled_atoms, print_models_table
+from bids_app.report.console import (
+    print_coupled_atoms,
+    print_coupled_networks,
+    print_models_table,
+)
 from bids_app.report.group import write_group_report
 from bids_app.report.methods import citation_text, software_versions
 from bids_app.report.results import GroupResult, RunCheck, SubjectResult
 from bids_app.report.subject import write_subject_report
 
 __all__ = ["GroupResult", "RunCheck", "SubjectResult", "citation_text", "collect_warnings",
-           "print_coupled_atoms", "print_models_table", "software_versions",
+           "print_coupled_atoms", "print_coupled_networks", "print_models_table",
+           "software_versions",
            "write_group_report", "write_subject_report"]

@@ -30,6 +30,19 @@ def print_coupled_atoms(assignments: pd.DataFrame, atom_groups: pd.DataFrame,
     print()
 
 
+def print_coupled_networks(networks: pd.DataFrame, label: str) -> None:
+    """The networks of model ``label`` with an AN sub-group: how each is coupled (an
+    assigned atom, the network-prediction test or both) and its sub-group's size."""
+    print(f"Networks of model '{label}' with an AN sub-group ({len(networks)}):")
+    if networks.empty:
+        print("  (none)")
+    else:
+        print(networks[["network", "coupled_by", "n_atoms", "n_neurons"]].rename(columns={
+            "coupled_by": "coupled by", "n_atoms": "atoms",
+            "n_neurons": "AN sub-group"}).to_string(index=False))
+    print()
+
+
 def print_models_table(table: pd.DataFrame) -> None:
     """Several models' organisation metrics side by side."""
     print("Models side by side:")

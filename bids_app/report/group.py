@@ -70,6 +70,52 @@ def atom_sections(result, coupled, n_procs: int = 1) -> list[str]:
         rows, n_procs))
 
 
+def network_overview(networks, prediction):
+    """One row per network of the atlas: how it is coupled (an assigned atom, the
+    network-prediction test, both, or not), its sub-group's size, and the prediction
+    test's numbers when the run has them."""
+    import pandas as pd
+
+    rows = networks.set_index("network") if networks is not None else pd.DataFrame()
+    names = (list(prediction["network"]) if prediction is not None
+             else list(rows.index))
+    frame = pd.DataFrame({"network": names})
+    frame["coupled by"] = [rows.at[n, "coupled_by"] if n in rows.index else "not coupled"
+                           for n in names]
+    frame["assigned atoms"] = [int(rows.at[n, "n_atoms"]) if n in rows.index else 0
+                               for n in names]
+    frame["AN sub-group"] = [int(rows.at[n, "n_neurons"]) if n in rows.index else None
+                             for n in names]
+    if prediction is not None:
+        frame["split-half r (atoms)"] = prediction["r"].to_numpy()
+        frame["r of surrogate blocks (mean ± sd)"] = [
+            f"{m:.3f} ± {s:.3f}" for m, s in zip(prediction["r_null_mean"],
+                                                   prediction["r_null_sd"])]
+        frame["p_fwe"] = prediction["p_fwe"].to_numpy()
+    return frame
+
+
+def _networks_section(result) -> str:
+    if result.networks is None and result.prediction is None:
+        return ""
+    text = ("Each network with an AN sub-group is coupled by an assigned atom (its test "
+            "above), by the network-prediction test, or both. The network-prediction test "
+            "asks whether all atoms together predict the network's mean signal out of "
+            "sample (a ridge fitted on the first half of each run's volumes predicts the "
+            "second, and vice versa; Pearson r averaged over subjects) better than blocks "
+            "of surrogate atoms with the same spectra and correlations (Bonferroni over "
+            "networks, p_fwe < 0.025, half of 0.05 since either route couples a network). "
+            "It catches a network whose signal several collinear "
+            "atoms share, so that no atom passes alone.")
+    if result.prediction is None:
+        text = ("Each network with an AN sub-group has an assigned atom. The "
+                "network-prediction test did not run (no coupling null, or participant "
+                "outputs from before it).")
+    return section("Networks", note(text),
+                   table(network_overview(result.networks, result.prediction),
+                         scroll=result.atlas.n_networks > 14))
+
+
 def _dictionary_section(result, coupled) -> str:
     """Stability and convergence of the dictionary, when recorded."""
     parts = []
@@ -113,6 +159,7 @@ def write_group_report(result) -> Path:
         *_models_link(result),
         section("Organisation metrics", table(metrics_table(result.metrics))),
         _coupled_section(result, coupled),
+        _networks_section(result),
         section("Coupling matrix",
                 note("Best IoU of each atom's thresholded group map (either sign) with each "
                      "network; dots: pairs whose coupling test passes ("

@@ -82,6 +82,10 @@ class GroupResult:
     atom_groups: pd.DataFrame
     metrics: dict
     models_report: object = None   # Path of the models' comparison when several were run
+    #: one row per coupled network (network, n_atoms, coupled_by, ridge, n_neurons, ...)
+    networks: pd.DataFrame | None = None
+    #: the network-prediction test, one row per network (None without the coupling null)
+    prediction: pd.DataFrame | None = None
 
     @property
     def n_atoms(self) -> int:

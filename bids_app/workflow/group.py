@@ -18,7 +18,13 @@ from bids_app.bids import naming
 from bids_app.bids.outputs import write_group_outputs, write_members_sidecar, write_run_config
 from bids_app.bids.sidecars import model_sidecar, resolution_sidecar
 from bids_app.config import Config
-from bids_app.report import GroupResult, print_coupled_atoms, print_models_table, write_group_report
+from bids_app.report import (
+    GroupResult,
+    print_coupled_atoms,
+    print_coupled_networks,
+    print_models_table,
+    write_group_report,
+)
 from bids_app.report.layers import layer_sizes
 from bids_app.report.models import ModelSummary, member_layer_counts, write_models_report
 from bids_app.workflow.preflight import preflight_group
@@ -80,6 +86,7 @@ def _group_sidecar(config: Config, spec, atlas, subjects: list[str], n_atoms: in
             "MinIoU": config.min_iou, "CouplingNull": _NULL_TEXT if config.null_surrogates
             else "none: hypergeometric voxel-count test (voxels taken as independent)",
             "NullSurrogates": int(config.null_surrogates),
+            "NetworkPrediction": _PREDICTION_TEXT if config.null_surrogates else "none",
             "MembershipThreshold": config.membership_threshold,
             "MembershipRule": MEMBERSHIP_RULE, "Atoms": naming.atom_names(n_atoms)}
 
@@ -91,6 +98,14 @@ _NULL_TEXT = ("phase-randomised surrogate atoms on each network's mean signal; t
               "distribution (Student t, n_surrogates - 1 df) and combined by Bonferroni "
               "(p_null = min(1, 2 min(p_alone, p_given))); Bonferroni over atoms x networks "
               "x signs; an atom goes to the passing network of smallest p with IoU >= MinIoU")
+_PREDICTION_TEXT = ("a network is also coupled, and gets a sub-group, when all atoms together "
+                    "predict its mean signal out of sample better than surrogate blocks do: "
+                    "per subject a ridge (1, regressors at unit norm) on the first half of "
+                    "each run's volumes predicts the second and vice versa (Pearson r, "
+                    "confounds projected out); the group-mean r of the atoms against those "
+                    "of multivariate phase-randomised blocks (Student t, n_blocks - 1 df, "
+                    "one-sided), Bonferroni over networks at 0.025 (half of 0.05: either route "
+                    "couples a network) (networkprediction.tsv)")
 MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the Pearson "
                    "correlation, over the frames the atoms were learned on, between its "
                    "response and the network's composite is at least MembershipThreshold; the "
@@ -115,7 +130,27 @@ def _coupling(config: Config, atlas, summaries):
         null_network_means=summaries.null_network_means)
 
 
-def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, summaries):
+def _network_prediction(inputs, atlas) -> pd.DataFrame | None:
+    """The network-level coupling test (:func:`bids_app.group.prediction_table`) from the
+    participant level's network-prediction tables, or None without them."""
+    from bids_app import group
+    from bids_app.group.streaming import prediction_arrays
+
+    atom_r, null_r = prediction_arrays(inputs, atlas)
+    if atom_r is None:
+        return None
+    table = group.prediction_table(atom_r, null_r, atlas.network_names)
+    passed = table[table["coupled"]]
+    LOGGER.info("Network-prediction test (all atoms together, split-half r against %d "
+                "surrogate blocks, Bonferroni over %d networks, p_fwe < %g): %s",
+                null_r.shape[1], len(table), group.PREDICTION_ALPHA,
+                ", ".join(f"{n} (r {r:.2f}, p_fwe {p:.2g})" for n, r, p in zip(
+                    passed["network"], passed["r"], passed["p_fwe"])) or "no network")
+    return table
+
+
+def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, summaries,
+               predicted=()):
     """The AN sub-groups and the brain- and AN-side organisation metrics, with their
     bootstrap intervals over subjects, from the streamed subjects' ``summaries``: the
     maps' network means weight the composites; the coupling-null tables' standardised
@@ -138,7 +173,7 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, s
     joint = group.joint_network_effects(separate, grams, penalty, ridge)
     groups = group.SubGroups(atoms.projections, atoms.courses, atoms.neurons, assignments,
                              joint.mean(axis=0), atlas.network_names,
-                             config.membership_threshold)
+                             config.membership_threshold, extra_networks=predicted)
     groups.networks.insert(3, "ridge", [float(ridge[names.index(n)])
                                         for n in groups.networks["network"]])
     metrics = group.organisation_metrics(assignments, subj_assign, atlas.network_names,
@@ -157,7 +192,8 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, s
                                groups.neuron_of_row)
     an_side["ci95"] = group.bootstrap_an_metrics(
         atoms.projections, atoms.courses, atoms.neurons, assignments, joint,
-        atlas.network_names, config.membership_threshold, seed=config.seed)
+        atlas.network_names, config.membership_threshold, seed=config.seed,
+        extra_networks=predicted)
     metrics["an_side"] = an_side
     return groups, metrics
 
@@ -175,9 +211,12 @@ def _group_model(config: Config, spec, inputs, atoms, atlas, summaries,
                 spec.label, len(inputs.subjects), inputs.n_atoms, atlas.name,
                 len(atlas.network_names))
     t_map, significant, coupling, assignments = _coupling(config, atlas, summaries)
+    prediction = _network_prediction(inputs, atlas)
+    predicted = ([] if prediction is None
+                 else prediction.loc[prediction["coupled"], "network"].tolist())
     subj_assign = summaries.subject_assign
     groups, metrics = _subgroups(config, inputs, atoms, atlas, assignments, subj_assign,
-                                 summaries)
+                                 summaries, predicted)
 
     maps = {"t": (t_map, "One-sample t across subjects of each atom's effect map"),
             "tfdr": (np.where(significant, t_map, 0.0),
@@ -187,6 +226,11 @@ def _group_model(config: Config, spec, inputs, atoms, atlas, summaries,
               "networksubgroups": groups.networks, "subjectassignments": subj_assign,
               "overlap": groups.overlap.reset_index(names="network"),
               "members": groups.members, "scores": groups.scores}
+    if prediction is not None:
+        tables["networkprediction"] = prediction
+    else:          # a former run's, now stale
+        naming.group_file(config.output_dir, spec.label, "networkprediction",
+                          ".tsv").unlink(missing_ok=True)
     sidecar = _group_sidecar(config, spec, atlas, inputs.subjects, t_map.shape[0])
     write_group_outputs(config.output_dir, config.space_entities, spec.label, maps, tables,
                         metrics, inputs, sidecar)
@@ -194,10 +238,12 @@ def _group_model(config: Config, spec, inputs, atoms, atlas, summaries,
     report = None if not config.reports else write_group_report(GroupResult(
         config=config, spec=spec, atlas=atlas, inputs=inputs, atoms=atoms, t_map=t_map,
         significant=significant, coupling=coupling, assignments=assignments,
-        atom_groups=groups.atoms, metrics=metrics,
+        atom_groups=groups.atoms, metrics=metrics, networks=groups.networks,
+        prediction=prediction,
         models_report=(naming.models_report(config.output_dir)
                        if several else None)))
     print_coupled_atoms(assignments, groups.atoms, spec.label)
+    print_coupled_networks(groups.networks, spec.label)
     sizes = layer_sizes(atoms.neurons)
     return ModelSummary(
         name=spec.name, label=spec.label, metrics=metrics,

@@ -31,15 +31,17 @@ from bids_app.bids.sidecars import image_sidecar, model_sidecar, nuisance_sideca
 from bids_app.cache import CACHE_DIR
 from bids_app.config import Config
 from bids_app.encoding import (
+    PREDICTION_RIDGE,
     RunData,
     cross_validated_r,
     fit_participant,
     load_run_motion,
     network_effects_of,
     partial_network_effects,
+    split_half_prediction,
     used_volumes,
 )
-from bids_app.group.null import phase_randomised
+from bids_app.group.null import DEFAULT_N_BLOCKS, phase_randomised, phase_randomised_blocks
 from bids_app.parallel import forked_map
 from bids_app.report import RunCheck, SubjectResult, collect_warnings, write_subject_report
 from bids_app.report.subject import DrawingSetup
@@ -90,23 +92,29 @@ def run_participant(config: Config) -> None:
 
 def _atoms_by_acquisition(config: Config, atoms_dir: Path) -> dict[str, tuple]:
     """{acquisition: (atoms (n_frames, n_atoms), used (n_frames,) bool, surrogates
-    (n_frames, n_surrogates) or None)}: atom time courses on each acquisition's clock (0 on
-    unused frames), the frames used, and the coupling null's surrogate atoms (phase-
-    randomised atoms, :func:`bids_app.group.null.phase_randomised`) likewise."""
+    (n_frames, n_surrogates) or None, blocks (n_frames, n_blocks * n_atoms) or None)}:
+    atom time courses on each acquisition's clock (0 on unused frames), the frames used,
+    the coupling null's surrogate atoms (phase-randomised atoms,
+    :func:`bids_app.group.null.phase_randomised`) and the network-prediction test's
+    surrogate blocks (:func:`bids_app.group.null.phase_randomised_blocks`, block ``b`` in
+    columns ``b * n_atoms ...``) likewise."""
     atoms = np.load(atoms_dir / "atoms.npy")              # (n_atoms, n_used_frames)
     frames = pd.read_csv(atoms_dir / "frames.tsv", sep="\t")
     used = frames["used"].to_numpy(bool)
     courses = [atoms]
     if config.null_surrogates:
-        courses.append(phase_randomised(atoms, frames.loc[used, "acquisition"].to_numpy(),
-                                        config.null_surrogates, config.seed))
+        segments = frames.loc[used, "acquisition"].to_numpy()
+        courses.append(phase_randomised(atoms, segments, config.null_surrogates, config.seed))
+        blocks = phase_randomised_blocks(atoms, segments, DEFAULT_N_BLOCKS, config.seed)
+        courses.append(blocks.reshape(-1, blocks.shape[2]))
     full = []
     for values in courses:
         on_clock = np.zeros((len(frames), values.shape[0]), dtype=atoms.dtype)
         on_clock[used] = values.T
         full.append(on_clock)
-    null = full[1] if len(full) > 1 else None
-    return {key: (full[0][rows], used[rows], None if null is None else null[rows])
+    null, blocks = (full[1], full[2]) if len(full) > 1 else (None, None)
+    return {key: (full[0][rows], used[rows], None if null is None else null[rows],
+                  None if blocks is None else blocks[rows])
             for key in frames["acquisition"].unique()
             for rows in [(frames["acquisition"] == key).to_numpy()]}
 
@@ -130,7 +138,7 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regre
     run_data, checks, mean_bold = [], [], 0.0
     for run in runs:
         conf, steady = confounds[run.bold]
-        atoms, used, _ = atoms_by_acq[run.acquisition]
+        atoms, used = atoms_by_acq[run.acquisition][:2]
         volumes = used_volumes(steady, used[: run.n_volumes])
         extra = nuisance[run.acquisition].iloc[: run.n_volumes]
         reading = time.monotonic()
@@ -157,6 +165,7 @@ def _fit_subject(config: Config, runs: list[RunFiles], atoms_by_acq: dict, regre
     cv_r = cross_validated_r(run_data) if len(run_data) > 1 else None
     if atlas is not None:
         fit.network_effect = _network_effects(config, fit, run_data, runs, atoms_by_acq, atlas)
+        fit.network_prediction = _network_prediction(fit, run_data, runs, atoms_by_acq, atlas)
     return fit, cv_r, mask_img, mask, checks, mean_bold
 
 
@@ -185,6 +194,29 @@ def _network_effects(config: Config, fit, run_data, runs, atoms_by_acq, atlas):
                          columns=names + [naming.given_column(n) for n in names])
     table.insert(0, "regressor", list(design.columns[:n_atoms])
                  + naming.surrogate_names(surrogates.shape[1]))
+    table.attrs["atlas"] = atlas.name
+    table.attrs["networks"] = names
+    return table
+
+
+def _network_prediction(fit, run_data, runs, atoms_by_acq, atlas) -> pd.DataFrame:
+    """The network-prediction test's table: one row per block (the atoms, then the
+    surrogate blocks), one column per network, the split-half prediction correlation of the
+    network's mean signal (:func:`bids_app.encoding.split_half_prediction`)."""
+    n_atoms = np.shape(run_data[0].atoms)[1]
+    blocks = np.concatenate([
+        np.asarray(atoms_by_acq[run.acquisition][3][: run.n_volumes],
+                   dtype=np.float64)[np.asarray(data.sample_mask)]
+        for data, run in zip(run_data, runs)])                 # (n_used, n_blocks * n_atoms)
+    blocks = blocks.reshape(blocks.shape[0], -1, n_atoms).transpose(1, 0, 2)
+    design = fit.design
+    every = np.concatenate([design.to_numpy(np.float64)[None, :, :n_atoms], blocks])
+    r = split_half_prediction(design, n_atoms, every, fit.network_signals,
+                              [np.asarray(d.sample_mask).size for d in run_data])
+    names = list(atlas.network_names)
+    table = pd.DataFrame(r, columns=names)
+    table.insert(0, "block", ["atoms"] + naming.surrogate_names(len(blocks)))
+    table.attrs["ridge"] = PREDICTION_RIDGE
     table.attrs["atlas"] = atlas.name
     table.attrs["networks"] = names
     return table
