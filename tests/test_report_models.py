@@ -141,6 +141,11 @@ def test_models_side_by_side_tables(tmp_path):
     assert overview.loc["toy1", "layers"] == 6 and overview.loc["toy2", "layers"] == 12
     assert overview.loc["toy2", "networks coupled"] == "Auditory, Default"
     assert overview.loc["toy1", "AN sub-group per network"] == "Auditory 60 (10.0 %)"
+    # a network coupled by the network-prediction test only is listed, and marked
+    models[1].networks = models[1].networks.assign(coupled_by=["atoms", "atoms"])
+    models[1].networks.loc[2] = ["Visual", 0, 7, "prediction"]
+    assert overview_table(models).set_index("model").loc["toy2", "networks coupled"] == (
+        "Auditory, Default, Visual (prediction)")
     metrics = metrics_side_by_side(models).set_index("metric")
     assert metrics.loc["AN specialisation", "toy1"] == "0.7 (0.6 – 0.8)"
     assert metrics.loc["AN-side diversity (participation ratio)", "toy2"].startswith("missing")

@@ -88,6 +88,18 @@ def member_layer_counts(members: pd.DataFrame, n_layers: int) -> np.ndarray:
     return np.bincount(unique["layer"].to_numpy(np.int64), minlength=n_layers)[:n_layers]
 
 
+def _networks_coupled(model: ModelSummary) -> str:
+    """The model's coupled networks, by an atom or by the network-prediction test (marked
+    "(prediction)" when no atom is assigned to it), sorted."""
+    names = set(model.coupled["network"])
+    if len(model.networks):
+        names |= set(model.networks["network"])
+    routes = (dict(zip(model.networks["network"], model.networks["coupled_by"]))
+              if "coupled_by" in model.networks else {})
+    return ", ".join(n + (" (prediction)" if routes.get(n) == "prediction" else "")
+                     for n in sorted(names)) or "(none)"
+
+
 def overview_table(models: list[ModelSummary]) -> pd.DataFrame:
     """One row per model: its size, coupled atoms and networks, sub-group sizes."""
     rows = []
@@ -96,7 +108,7 @@ def overview_table(models: list[ModelSummary]) -> pd.DataFrame:
         rows.append({
             "model": m.name, "layers": len(m.layer_sizes), "ANs": m.n_neurons,
             "coupled atoms": len(m.coupled),
-            "networks coupled": ", ".join(sorted(set(m.coupled["network"]))) or "(none)",
+            "networks coupled": _networks_coupled(m),
             "AN sub-group per network": "; ".join(
                 f"{n} {int(s):,} ({100 * s / max(m.n_neurons, 1):.1f} %)"
                 for n, s in dict(sizes).items()) or "(none)",
