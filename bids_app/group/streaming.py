@@ -117,20 +117,26 @@ def null_network_arrays(inputs: GroupInputs, atlas):
                        "tests (docs/metrics.md).")
     atoms, nulls = [], []
     for subject, table in zip(inputs.subjects, inputs.network_effects):
-        missing = [n for n in names if n not in table.columns]
-        used = table.attrs.get("atlas")
-        if missing or (used is not None and used != atlas.name):
-            raise LlmfbnError(
-                f"the coupling null of sub-{subject} was fitted on other networks than the "
-                f"group level's atlas {atlas.name}",
-                expected="networks " + ", ".join(names),
-                found=f"atlas {used}, networks " + ", ".join(map(str, table.columns)),
-                todo="run both levels with the same --fbn-atlas (the participant level "
-                "fits the null on the atlas's networks)")
+        _check_atlas(table, atlas, f"the coupling null of sub-{subject}")
         values = table[columns].to_numpy(np.float64)
         atoms.append(values[:inputs.n_atoms])
         nulls.append(values[inputs.n_atoms:])
     return np.stack(atoms), np.stack(nulls)
+
+
+def _check_atlas(table: pd.DataFrame, atlas, what: str) -> None:
+    """A participant table fitted on each network of ``atlas`` (its columns) and on that
+    atlas (``attrs["atlas"]``, from its sidecar), else a clear error."""
+    names = list(atlas.network_names)
+    missing = [n for n in names if n not in table.columns]
+    used = table.attrs.get("atlas")
+    if missing or (used is not None and used != atlas.name):
+        raise LlmfbnError(
+            f"{what} was fitted on other networks than the group level's atlas {atlas.name}",
+            expected="networks " + ", ".join(names),
+            found=f"atlas {used}, networks " + ", ".join(map(str, table.columns)),
+            todo="run both levels with the same --fbn-atlas (the participant level fits "
+            "the null on the atlas's networks)")
 
 
 def prediction_arrays(inputs: GroupInputs, atlas):
@@ -144,15 +150,7 @@ def prediction_arrays(inputs: GroupInputs, atlas):
     names = list(atlas.network_names)
     atoms, nulls = [], []
     for subject, table in zip(inputs.subjects, inputs.network_predictions):
-        missing = [n for n in names if n not in table.columns]
-        used = table.attrs.get("atlas")
-        if missing or (used is not None and used != atlas.name):
-            raise LlmfbnError(
-                f"the network-prediction table of sub-{subject} was fitted on other networks "
-                f"than the group level's atlas {atlas.name}",
-                expected="networks " + ", ".join(names),
-                found=f"atlas {used}, networks " + ", ".join(map(str, table.columns)),
-                todo="run both levels with the same --fbn-atlas")
+        _check_atlas(table, atlas, f"the network-prediction table of sub-{subject}")
         values = table[names].to_numpy(np.float64)
         atoms.append(values[0])
         nulls.append(values[1:])
