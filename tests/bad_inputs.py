@@ -285,6 +285,24 @@ def _gz_cut_t_map(ctx: Ctx) -> list:
     return []
 
 
+def _prediction_path(ctx: Ctx):
+    return next((ctx.out / "sub-002" / "func").glob("*_networkprediction.tsv"))
+
+
+def _damaged_prediction(ctx: Ctx) -> list:
+    path = _prediction_path(ctx)
+    table = pd.read_csv(path, sep="\t")
+    table.iloc[0, 1] = 1.5
+    table.to_csv(path, sep="\t", index=False)
+    return []
+
+
+def _fewer_blocks(ctx: Ctx) -> list:
+    path = _prediction_path(ctx)
+    pd.read_csv(path, sep="\t").iloc[:-2].to_csv(path, sep="\t", index=False)
+    return []
+
+
 def _gone(pattern: str) -> Callable[[Ctx], list]:
     def then(ctx: Ctx) -> list:
         next((ctx.out / "sub-002" / "func").glob(pattern)).unlink()
@@ -481,6 +499,14 @@ CASES = [
     Case("group-null-missing", "a subject's coupling-null table is missing",
          _outputs(then=_gone("*_networkeffects.tsv")),
          "the coupling-null table of sub-002 is missing", level="group"),
+    Case("group-prediction-damaged", "a subject's network-prediction table holds a "
+         "correlation above 1", _outputs(then=_damaged_prediction),
+         "the network-prediction table of sub-002 is not what the participant level writes",
+         level="group"),
+    Case("group-prediction-blocks", "the subjects' network-prediction tables hold different "
+         "numbers of surrogate blocks", _outputs(then=_fewer_blocks),
+         "network-prediction tables hold different numbers of surrogate blocks",
+         level="group"),
     Case("group-null-atlas", "group --fbn-atlas other than the one the participant level fitted "
          "the null on", _outputs(then=lambda c: ["--fbn-atlas", "yeo7"]),
          "--fbn-atlas contradicts the setting the participant level ran with", level="group",

@@ -58,6 +58,18 @@ def _null_table(n_atoms: int, n_surrogates: int, atlas, rng) -> pd.DataFrame:
     return table
 
 
+def _prediction_table(n_blocks: int, atlas, rng) -> pd.DataFrame:
+    """A network-prediction table of random correlations (rows atoms then blocks)."""
+    from bids_app.bids.naming import surrogate_names
+
+    table = pd.DataFrame(rng.uniform(-0.3, 0.3, (1 + n_blocks, len(atlas.network_names))),
+                         columns=list(atlas.network_names))
+    table.insert(0, "block", ["atoms"] + surrogate_names(n_blocks))
+    table.attrs["atlas"] = atlas.name
+    table.attrs["ridge"] = 1.0
+    return table
+
+
 def _fit(n_atoms: int, n_voxels: int, rng) -> ParticipantFit:
     design = pd.DataFrame(rng.standard_normal((120, n_atoms + 1)),
                           columns=[f"atom{k + 1:02d}" for k in range(n_atoms)] + ["constant"])
@@ -73,7 +85,8 @@ def fake_participant_outputs(bids_dir: Path, output_dir: Path, scratch: Path, su
     """Participant-level outputs of ``subjects`` (random maps on the dataset's grid) with
     their settings record, atoms and dataset files; ``scratch`` holds the fake cached atoms.
     With ``null_surrogates`` (> 0) each subject also gets a coupling-null table of random
-    effects on the networks of the default atlas. Returns the participant Config."""
+    effects and a network-prediction table of random correlations (10 blocks) on the
+    networks of the default atlas. Returns the participant Config."""
     rng = np.random.default_rng(seed)
     config = Config(bids_dir=bids_dir, output_dir=output_dir, analysis_level="participant",
                     n_atoms=n_atoms, model=[model],
@@ -100,6 +113,7 @@ def fake_participant_outputs(bids_dir: Path, output_dir: Path, scratch: Path, su
         fit = _fit(n_atoms, int(mask.sum()), rng)
         if atlas is not None:
             fit.network_effect = _null_table(n_atoms, null_surrogates, atlas, rng)
+            fit.network_prediction = _prediction_table(10, atlas, rng)
         sidecar = {**model_sidecar(config, spec), **image_sidecar(config, runs),
                    "Tasks": list(TASKS), "DegreesOfFreedom": 100}
         write_participant_outputs(output_dir, subject, config.space_entities, spec.label, fit,
