@@ -140,3 +140,31 @@ def test_drawing_setup_loads_the_plotting_libraries_in_one_thread():
     assert not any(t.name == "llmfbn-report-setup" for t in threading.enumerate())
     assert "matplotlib.pyplot" in sys.modules and "nilearn.plotting" in sys.modules
     assert rasters.mni_template.cache_info().currsize == 1
+
+
+def test_network_prediction_section(tmp_path):
+    """With the coupling null the subject report shows each network's split-half r by the
+    atoms against the surrogate blocks' mean ± sd, and how far above them (in sd, checked
+    against numpy); without it the section is absent."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from bids_app.report.subject import network_prediction_table
+
+    rng = np.random.default_rng(3)
+    prediction = pd.DataFrame(rng.uniform(-0.2, 0.2, (11, 2)), columns=["Auditory", "Visual"])
+    prediction.iloc[0, 0] = 0.9
+    prediction.insert(0, "block", ["atoms"] + [f"null{k:04d}" for k in range(1, 11)])
+    rows = network_prediction_table(prediction)
+    blocks = prediction["Auditory"].to_numpy()[1:]
+    assert rows.loc[0, "above the blocks (sd)"] == pytest.approx(
+        (0.9 - blocks.mean()) / blocks.std(ddof=1))
+    assert rows.loc[0, "r of surrogate blocks (mean ± sd)"] == (
+        f"{blocks.mean():.3f} ± {blocks.std(ddof=1):.3f}")
+    result = subject_result(tmp_path)
+    assert ">Network prediction<" not in _text(write_subject_report(result, n_best_atoms=1))
+    result = replace(result, fit=replace(result.fit, network_prediction=prediction))
+    text = _text(write_subject_report(result, n_best_atoms=1))
+    assert ">Network prediction<" in text and "against 10 blocks of surrogate atoms" in text
+    assert "<td>Auditory</td><td class='num'>0.9</td>" in text

@@ -113,6 +113,39 @@ def _data_checks(result) -> str:
     return section("Data checks", *parts)
 
 
+def network_prediction_table(prediction):
+    """One row per network: the split-half prediction r of its mean signal by the atoms,
+    the surrogate blocks' mean and standard deviation, and how many of those standard
+    deviations the atoms lie above them. ``prediction``: the fit's network-prediction
+    table (column ``block``: ``atoms`` then the blocks; one column per network)."""
+    import pandas as pd
+
+    values = prediction.drop(columns="block")
+    atoms, blocks = values.iloc[0], values.iloc[1:]
+    mean, sd = blocks.mean(), blocks.std(ddof=1)
+    return pd.DataFrame({
+        "network": list(values.columns), "r (atoms)": atoms.to_numpy(),
+        "r of surrogate blocks (mean ± sd)": [f"{m:.3f} ± {d:.3f}" for m, d in zip(mean, sd)],
+        "above the blocks (sd)": ((atoms - mean) / sd.where(sd > 0)).to_numpy()})
+
+
+def _network_prediction(result) -> str:
+    """The subject's network-prediction table, when the run has one (the coupling null)."""
+    prediction = getattr(result.fit, "network_prediction", None)
+    if prediction is None:
+        return ""
+    n_blocks = len(prediction) - 1
+    return section(
+        "Network prediction",
+        note("How well all atoms together predict each network's mean signal in this "
+             "subject out of sample: a ridge fitted on the first half of each run's volumes "
+             "predicts the second half, and vice versa (Pearson r, confounds projected out), "
+             f"against {n_blocks} blocks of surrogate atoms with the same spectra and "
+             "correlations. One subject's values are noisy: the group level tests the mean "
+             "over subjects (the group report's Networks section)."),
+        table(network_prediction_table(prediction)))
+
+
 def _fit_maps(result, r2_chance: float) -> str:
     fit, mask, affine = result.fit, result.mask, result.mask_img.affine
     n_atoms = fit.t.shape[0]
@@ -174,6 +207,7 @@ def write_subject_report(result, n_best_atoms: int = 4) -> Path:
              f"{html.escape(spec.name)}</h1>",
              _summary(result), _data_checks(result), _fit_maps(result, r2_chance),
              _best_atoms(result, n_best_atoms),
+             _network_prediction(result),
              section("Design matrix",
                      note("One row per regressor (a column of the design): the atoms, "
                           "shared by all runs, then each run's confounds and intercept, "
