@@ -79,17 +79,21 @@ def split_half_prediction(design: pd.DataFrame, n_atoms: int, blocks, signals,
     (n_volumes_used, n_pools) the fit's ``network_signals``; ``run_lengths`` the kept
     volumes of each run, in the design's order.
     """
-    confounds = design.to_numpy(np.float64)[:, n_atoms:]
-    solver = OLSSolver(confounds)
-    signals = np.asarray(signals, dtype=np.float64)
-    signals = signals - confounds @ solver.solve(signals)[0]
+    solver = OLSSolver(design.to_numpy(np.float64)[:, n_atoms:])
+
+    def residual(values):          # the confounds, nuisance and intercepts projected out
+        return values - solver.X @ (solver.pinv @ values)
+
+    signals = residual(np.asarray(signals, dtype=np.float64))
     first = half_split(run_lengths)
     if first.size != signals.shape[0]:
         raise ValueError(f"run lengths add up to {first.size} rows, the design has "
                          f"{signals.shape[0]}")
-    out = np.empty((len(blocks), signals.shape[1]))
-    for b, block in enumerate(blocks):
-        X = np.asarray(block, dtype=np.float64)
-        X = X - confounds @ solver.solve(X)[0]
+    blocks = np.asarray(blocks, dtype=np.float64)             # (n_blocks, n_rows, n_regr)
+    n_blocks, n_rows, n_regressors = blocks.shape
+    stacked = residual(blocks.transpose(1, 0, 2).reshape(n_rows, -1))   # one projection
+    out = np.empty((n_blocks, signals.shape[1]))
+    for b in range(n_blocks):
+        X = stacked[:, b * n_regressors:(b + 1) * n_regressors]
         out[b] = 0.5 * (_fold_r(X, signals, first, ridge) + _fold_r(X, signals, ~first, ridge))
     return out

@@ -71,18 +71,28 @@ def phase_randomised(atoms: np.ndarray, segments: np.ndarray, n_surrogates: int,
     return out
 
 
-def null_p_values(r_atoms: np.ndarray, r_null: np.ndarray) -> np.ndarray:
-    """(2, n_atoms, n_networks) one-sided p of each sign (``+`` then ``-``).
-
-    ``r_atoms`` (n_atoms, n_networks) and ``r_null`` (n_surrogates, n_networks): the
-    statistic of the atoms and of the surrogate atoms.
-    """
+def null_z(r_atoms: np.ndarray, r_null: np.ndarray):
+    """``(z, mean, sd)``: the atoms' statistic against the null draws' mean and standard
+    deviation (per column), ``z = (r - mean) / (sd sqrt(1 + 1/n))``, the prediction interval
+    of a new draw (0 where the null has no spread). ``r_atoms`` (..., n_columns), ``r_null``
+    (n_draws, n_columns)."""
     r_null = np.asarray(r_null, dtype=np.float64)
     n = r_null.shape[0]
     mean, sd = r_null.mean(axis=0), r_null.std(axis=0, ddof=1)
     scale = np.where(sd > 0, sd, np.inf) * np.sqrt(1.0 + 1.0 / n)
-    z = (np.asarray(r_atoms, dtype=np.float64) - mean) / scale
-    return np.stack([stats.t.sf(z, df=n - 1), stats.t.cdf(z, df=n - 1)])
+    return (np.asarray(r_atoms, dtype=np.float64) - mean) / scale, mean, sd
+
+
+def null_p_values(r_atoms: np.ndarray, r_null: np.ndarray) -> np.ndarray:
+    """(2, n_atoms, n_networks) one-sided p of each sign (``+`` then ``-``).
+
+    ``r_atoms`` (n_atoms, n_networks) and ``r_null`` (n_surrogates, n_networks): the
+    statistic of the atoms and of the surrogate atoms, referred by :func:`null_z` to a
+    Student t with n_surrogates - 1 degrees of freedom.
+    """
+    z, _, _ = null_z(r_atoms, r_null)
+    df = np.shape(r_null)[0] - 1
+    return np.stack([stats.t.sf(z, df=df), stats.t.cdf(z, df=df)])
 
 
 def null_table(mean_effects: np.ndarray, null_mean_effects: np.ndarray,
@@ -176,11 +186,8 @@ def prediction_table(atom_r: np.ndarray, null_r: np.ndarray, network_names,
 
     atom_mean = np.asarray(atom_r, dtype=np.float64).mean(axis=0)           # (n_networks,)
     null_mean = np.asarray(null_r, dtype=np.float64).mean(axis=0)      # (n_blocks, n_net)
-    n_blocks = null_mean.shape[0]
-    centre, sd = null_mean.mean(axis=0), null_mean.std(axis=0, ddof=1)
-    p = null_p_values(atom_mean[None], null_mean)[0, 0]
-    z = np.divide(atom_mean - centre, sd * np.sqrt(1.0 + 1.0 / n_blocks),
-                  out=np.zeros_like(centre), where=sd > 0)
+    z, centre, sd = null_z(atom_mean, null_mean)
+    p = stats.t.sf(z, df=null_mean.shape[0] - 1)
     p_fwe = np.minimum(1.0, p * len(atom_mean))
     return pd.DataFrame({"network": list(map(str, network_names)), "r": atom_mean,
                          "r_null_mean": centre, "r_null_sd": sd, "z": z, "p": p,

@@ -89,15 +89,14 @@ def member_layer_counts(members: pd.DataFrame, n_layers: int) -> np.ndarray:
 
 
 def _networks_coupled(model: ModelSummary) -> str:
-    """The model's coupled networks, by an atom or by the network-prediction test (marked
-    "(prediction)" when no atom is assigned to it), sorted."""
-    names = set(model.coupled["network"])
-    if len(model.networks):
-        names |= set(model.networks["network"])
-    routes = (dict(zip(model.networks["network"], model.networks["coupled_by"]))
-              if "coupled_by" in model.networks else {})
-    return ", ".join(n + (" (prediction)" if routes.get(n) == "prediction" else "")
-                     for n in sorted(names)) or "(none)"
+    """The model's coupled networks (those with a sub-group: by an atom or by the
+    network-prediction test, marked "(prediction)" when no atom is assigned to it),
+    sorted."""
+    networks = model.networks
+    routes = dict(zip(networks.get("network", []),
+                      networks.get("coupled_by", ["atoms"] * len(networks))))
+    return ", ".join(n + (" (prediction)" if routes[n] == "prediction" else "")
+                     for n in sorted(routes)) or "(none)"
 
 
 def overview_table(models: list[ModelSummary]) -> pd.DataFrame:
