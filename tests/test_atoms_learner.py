@@ -138,9 +138,12 @@ def test_target_sparsity(target):
 
 def test_history_decreases_and_tol_stops_early(planted_fit):
     _, x, learner = planted_fit
-    values = [h["objective"] for h in learner.history_ if h["phase"] == "batch"]
-    assert len(values) >= 2
-    assert all(b <= a * (1 + 1e-6) for a, b in zip(values, values[1:])), values
+    kept = [h for h in learner.history_ if h["phase"] == "batch" and h.get("accepted", True)]
+    assert len(kept) >= 2
+    # accepted epochs never raise the objective, except right after atoms were restarted
+    # or split (logged as "restarted")
+    assert all(b["objective"] <= a["objective"] * (1 + 1e-6)
+               for a, b in zip(kept, kept[1:]) if "restarted" not in a), kept
     assert learner.converged_ and learner.n_iter_ < learner.max_epochs
     loose = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, tol=1e-2).fit(x)
     assert loose.converged_ and loose.n_iter_ < learner.n_iter_

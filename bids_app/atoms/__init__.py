@@ -7,8 +7,8 @@ from memory maps. :data:`ALGORITHM_ID` identifies the stage and all its fixed se
 (:mod:`bids_app.atoms.settings`) in cache keys and sidecars.
 
 Modules: :mod:`~.learn` (the stage), :mod:`~.learner` (the learner and its algorithm),
-:mod:`~.epochs`, :mod:`~.seeding`, :mod:`~.lasso`, :mod:`~.update`, :mod:`~.restarts`,
-:mod:`~.rows`, :mod:`~.resources`, :mod:`~.scores`, :mod:`~.settings`.
+:mod:`~.epochs`, :mod:`~.anderson`, :mod:`~.seeding`, :mod:`~.lasso`, :mod:`~.update`,
+:mod:`~.restarts`, :mod:`~.rows`, :mod:`~.resources`, :mod:`~.scores`, :mod:`~.settings`.
 """
 
 from bids_app.atoms.learn import Atoms, atom_stability, learn_atoms, responding_rows

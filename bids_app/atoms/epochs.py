@@ -2,9 +2,10 @@
 
 A fit runs one or two *phases* (a warm-up on the initialisation subsample, then all rows),
 each a :class:`Phase`: online epochs (Mairal's algorithm 1 with mini-batches), then batch
-epochs (an exact coding pass, then block coordinate descent) until the relative change of
-the objective is below ``tol``. :class:`Epochs` holds what the phases of one fit share:
-the learner's parameters, the convergence log and the re-tunings of alpha.
+epochs (an exact coding pass, then block coordinate descent, optionally
+Anderson-accelerated) until the relative change of the objective is below ``tol``.
+:class:`Epochs` holds what the phases of one fit share: the learner's parameters, the
+convergence log and the re-tunings of alpha.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from bids_app.atoms import settings
+from bids_app.atoms.anderson import Anderson
 from bids_app.atoms.lasso import Solver, tune_alpha
 from bids_app.atoms.restarts import coactive_pairs, split_pair, top_directions, wasted_atoms
 from bids_app.atoms.rows import Rows
@@ -26,6 +28,17 @@ LOGGER = logging.getLogger("llmfbn")
 def _cost(codes, resid_sq, alpha) -> float:
     """Objective of coded rows: 0.5 * sum ||x - a D||^2 + alpha * sum ||a||_1 (float64)."""
     return float(0.5 * resid_sq.double().sum() + alpha * codes.abs().double().sum())
+
+
+def _converged(accepted, tol: float, window: int) -> bool:
+    """Whether the objective of the accepted epochs ``accepted`` ((objective, alpha),
+    oldest first) fell by at most ``window * tol`` (relative) over the last ``window``
+    accepted epochs, at one alpha. Anderson steps gain unevenly from one epoch to the
+    next, so a window of 2 keeps one small gain from stopping the fit."""
+    if len(accepted) <= window:
+        return False
+    (first, alpha), (last, last_alpha) = accepted[-1 - window], accepted[-1]
+    return alpha == last_alpha and abs(first - last) <= window * tol * abs(first)
 
 
 class Epochs:
@@ -179,21 +192,34 @@ class Phase:
 
     # ------------------------------------------------------------------ batch epochs
     def _batch_epochs(self, atoms, alpha, epoch: int):
-        """Exact coding pass + exact block coordinate descent, until the relative change
-        of the objective (same alpha) is below ``tol`` with no atom to restart, or until
-        ``max_epochs`` (``epoch`` epochs ran already). Returns (atoms, alpha): if a restart
-        did not pay off, the atoms of the best epoch."""
-        previous = None
+        """Exact coding pass + exact block coordinate descent (Anderson-accelerated when
+        ``settings.ANDERSON_MEMORY`` > 0), until the relative change of the objective
+        (same alpha) over ``settings.STOP_WINDOW`` accepted epochs is below that many
+        times ``tol`` with no atom to restart, or until ``max_epochs`` (``epoch`` epochs ran
+        already). An extrapolated epoch whose objective rises above the last accepted one
+        is rejected (logged with ``accepted: False``): the plain step from the last
+        accepted atoms is coded next. Returns (atoms, alpha): if a restart did not pay off,
+        the atoms of the best epoch."""
+        previous = None                  # (objective, alpha) of the last accepted epoch
+        accepted = []                    # (objective, alpha) of every accepted epoch
         self.epochs.converged = False
         best = None                      # (objective, alpha, atoms) of the best epoch
         restart_rounds = 0
+        anderson = Anderson(settings.ANDERSON_MEMORY)
+        extrapolated, plain_step = False, None
         while epoch < self.learner.max_epochs:
             total, coactive = self._coding_pass(atoms, alpha)
             epoch += 1
+            if extrapolated and previous is not None and previous[1] == alpha \
+                    and total > previous[0]:
+                self.epochs.history[-1]["accepted"] = False
+                anderson.reset()
+                atoms, extrapolated = plain_step, False
+                continue
             if best is None or best[1] != alpha or total < best[0]:
                 best = (total, alpha, atoms)
-            converged = (previous is not None and previous[1] == alpha
-                         and abs(previous[0] - total) <= self.learner.tol * abs(previous[0]))
+            accepted.append((total, alpha))
+            converged = _converged(accepted, self.learner.tol, settings.STOP_WINDOW)
             atoms64 = atoms.double()
             wasted, pairs = [], []
             if restart_rounds < settings.MAX_RESTART_ROUNDS:
@@ -207,8 +233,15 @@ class Phase:
                 self.epochs.converged = True
                 break
             previous = (total, alpha)
-            atoms = self._update_atoms(atoms, atoms64, wasted, pairs)
-            alpha = self.epochs.retune(atoms, alpha)
+            plain_step = self._update_atoms(atoms, atoms64, wasted, pairs)
+            new_alpha = self.epochs.retune(plain_step, alpha)
+            if "restarted" in self.epochs.history[-1] or new_alpha != alpha:
+                anderson.reset()         # another problem from here: no extrapolation
+                atoms, extrapolated = plain_step, False
+            else:
+                mixed, extrapolated = anderson.step(atoms, plain_step)
+                atoms = mixed.float()
+            alpha = new_alpha
         if best is not None and best[1] == alpha and best[0] < total:
             atoms = best[2]       # a re-initialisation did not pay off: keep the best atoms
         return atoms, alpha
@@ -254,6 +287,9 @@ class Phase:
             LOGGER.info("split %d pairs of atoms that code the same ANs", len(pairs))
         wasted = np.setdiff1d(wasted, unused)
         replace = np.union1d(unused, wasted).astype(np.int64)
+        if len(replace) or pairs:
+            # the next epoch may cost more: say so in the log
+            self.epochs.history[-1]["restarted"] = int(len(replace) + 2 * len(pairs))
         if len(replace):
             self._restart(atoms, atoms64, replace)
             LOGGER.info("re-initialised %d unused and %d duplicate or rarely used "

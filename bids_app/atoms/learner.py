@@ -14,18 +14,24 @@ Algorithm
 1. *Initialisation*: greedy k-means++ seeding on a seeded subsample of (up to 20,000) rows:
    each new atom is, of a few rows drawn with probability proportional to their energy
    left after projection on the nearest atom so far, the one leaving the least energy.
-   Atoms start as real, diverse AN time courses. When X has at least twice as many rows
-   as that subsample, steps 2-3 first run on the subsample alone (cheap epochs while the
-   atoms are far off), then step 3 continues on all rows from the atoms found.
+   Atoms start as real, diverse AN time courses. (Optional, off by default:
+   ``settings.SEEDING = "auto"`` also seeds by FastICA and keeps the better start; see
+   :mod:`~bids_app.atoms.seeding`.) When X has at least twice as many rows as that
+   subsample, steps 2-3 first run on the subsample alone (cheap epochs while the atoms
+   are far off), then step 3 continues on all rows from the atoms found.
 2. *Online epochs* (``online_epochs``, Mairal's algorithm 1 with mini-batches and the
    forgetting factor of scikit-learn's ``MiniBatchDictionaryLearning``): mini-batches of
    ``batch_size`` rows are coded, the sufficient statistics A = sum(a a^T) and B = sum(a x^T)
    are updated, then one pass of block coordinate descent (BCD) updates the atoms.
-3. *Batch epochs* (until the relative objective change is below ``tol``): one streaming pass
-   over all rows codes them against the current atoms (warm-started) and accumulates the
-   exact statistics, whose objective is logged; BCD then minimises over the atoms exactly.
-   Each epoch therefore cannot increase the objective (up to the coding tolerance),
-   except right after a restart (below).
+3. *Batch epochs* (until the relative objective change between two batch epochs is below
+   ``tol``): one streaming pass over all rows codes them against the current atoms
+   (warm-started) and accumulates the exact statistics, whose objective is logged; BCD
+   then minimises over the atoms exactly. Each epoch therefore cannot increase the
+   objective (up to the coding tolerance), except right after a restart (below).
+   (Optional, off by default: Anderson acceleration, ``settings.ANDERSON_MEMORY``, mixes
+   the last plain steps into the next atoms and rejects an epoch that raises the
+   objective, :mod:`~bids_app.atoms.anderson`; with it, ``settings.STOP_WINDOW = 2``.
+   Why it is off: benchmarks/results/dictionary.md.)
    Atoms that no AN uses are re-initialised. So are, in at most three epochs per phase,
    the marks of the usual local minima: an atom nearly duplicating another (|cos| > 0.9)
    or barely used (code energy < 5 % of the median atom's) while some pattern stays
@@ -53,6 +59,7 @@ threads would compete with torch's spinning OpenMP threads on the same cores).
 
 The steps live in the modules of :mod:`bids_app.atoms`: :mod:`~bids_app.atoms.seeding`
 (1), :mod:`~bids_app.atoms.epochs` (2-3), :mod:`~bids_app.atoms.update` (BCD),
+:mod:`~bids_app.atoms.anderson` (acceleration),
 :mod:`~bids_app.atoms.restarts`, :mod:`~bids_app.atoms.lasso` (sparse coding, 4),
 :mod:`~bids_app.atoms.rows` (streaming) and :mod:`~bids_app.atoms.resources` (memory,
 threads); their fixed constants are in :mod:`~bids_app.atoms.settings`.
@@ -119,7 +126,8 @@ class DictionaryLearner:
         Maximum number of epochs (online + batch).
     tol : float, default=1e-4
         Stop when the relative change of the objective between two batch epochs (same
-        alpha) is below ``tol``.
+        alpha) is below ``tol`` (over ``settings.STOP_WINDOW`` accepted epochs, below
+        ``STOP_WINDOW * tol``).
     mem_gb : float or None, default=None
         Memory budget in GiB for the copies this learner makes (float32 copy of X, codes,
         working chunks). ``None``: X is copied once as float32 (if it is not already) and
@@ -146,7 +154,10 @@ class DictionaryLearner:
         epoch ran on), ``objective`` (for online epochs the sum of the mini-batch
         objectives as they were coded; for batch epochs the exact objective of the epoch's
         codes and the atoms they were coded with, which cannot increase while ``alpha`` is
-        fixed, except in the epoch after atoms were restarted), ``alpha``,
+        fixed over accepted epochs, except in the epoch after atoms were restarted),
+        ``accepted`` (only present, and False, on an Anderson-accelerated epoch that
+        raised the objective and was replaced by the plain step), ``restarted`` (only
+        present: the atoms re-initialised or split after this epoch), ``alpha``,
         ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA iterations over the rows
         that ran FISTA; 0 when every row was solved exactly on the support of its warm
         start).
@@ -235,7 +246,8 @@ class DictionaryLearner:
         rng = np.random.default_rng(self.random_state)
         data = Rows(X, rows, device, resident, chunk_rows)
         n, n_trs, k = data.n, data.n_trs, self.n_atoms
-        atoms_np, tune_np, sample = seed_atoms(data, self.n_atoms, rng)
+        atoms_np, tune_np, sample = seed_atoms(
+            data, self.n_atoms, rng, float(self.alpha) if self.target_sparsity is None else 0.1)
         atoms = torch.from_numpy(atoms_np.astype(np.float32)).to(device)
         tune_x = torch.from_numpy(tune_np.astype(np.float32)).to(device)
         epochs = Epochs(self, tune_x)

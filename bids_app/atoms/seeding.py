@@ -1,19 +1,36 @@
-"""Initial atoms: greedy k-means++ seeding on a seeded subsample of the rows.
+"""Initial atoms from a seeded subsample of the rows: greedy k-means++, or FastICA.
 
-Each new atom is, of a few rows drawn with probability proportional to the energy they
-have left after projection on the nearest atom so far, the one leaving the least energy
-(on |cosine|, as scikit-learn's ``kmeans_plusplus``). Atoms start as real, diverse AN time
-courses.
+By default (``settings.SEEDING = "kmeans++"``) each new atom is, of a few rows drawn with
+probability proportional to the energy they have left after projection on the nearest
+atom so far, the one leaving the least energy (on |cosine|, as scikit-learn's
+``kmeans_plusplus``): atoms start as real, diverse AN time courses, which starts well
+when many rows hold a single pattern.
+
+Optional (``SEEDING = "auto"``, off by default: benchmarks/results/dictionary.md): also the
+mixing directions of a symmetric FastICA (logcosh contrast; Hyvarinen 1999, as
+scikit-learn's ``FastICA`` with ``whiten="unit-variance"``) of the subsample, whitened
+onto its leading ``n_atoms`` principal components, which models each AN as a mix of a few
+independent, sparse sources (what the lasso codes are) and so sets the atoms' mixing
+within their span, the direction in which dictionary learning's own epochs creep; the
+candidate whose lasso codes of the tuning rows reach the lower objective is kept. FastICA
+is skipped when the subsample cannot carry ``n_atoms`` components (fewer TRs than atoms,
+fewer than twice as many rows, or a near-singular covariance). ``SEEDING = "ica"`` keeps
+FastICA's atoms whenever it runs.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import torch
 
 from bids_app.atoms import settings
+from bids_app.atoms.lasso import Solver
 from bids_app.atoms.rows import Rows
 from bids_app.errors import LlmfbnError
+
+LOGGER = logging.getLogger("llmfbn")
 
 
 def init_sample_size(n_rows: int, n_atoms: int) -> int:
@@ -21,18 +38,23 @@ def init_sample_size(n_rows: int, n_atoms: int) -> int:
     return min(n_rows, max(settings.INIT_SAMPLE, 20 * n_atoms))
 
 
-def seed_atoms(data: Rows, n_atoms: int, rng: np.random.Generator):
-    """k-means++-like seeding (on |cosine|) from a subsample of the non-zero rows.
+def seed_atoms(data: Rows, n_atoms: int, rng: np.random.Generator, alpha: float = 0.1):
+    """k-means++-like seeding (on |cosine|) from a subsample of the non-zero rows; with
+    ``settings.SEEDING = "auto"`` also FastICA, and the atoms whose lasso codes of the
+    tuning rows reach the lower objective are kept.
 
     Parameters
     ----------
     data : Rows, n rows of n_trs values.
     n_atoms : int
     rng : numpy Generator, the fit's (draws the subsample, the seeds and the tuning rows).
+    alpha : float, the penalty of the lasso objective that picks between the FastICA and
+        the k-means++ atoms (``settings.SEEDING = "auto"``).
 
     Returns
     -------
-    atoms : ndarray (n_atoms, n_trs), float32, unit-norm rows of the subsample.
+    atoms : ndarray (n_atoms, n_trs), float32, unit-norm rows of the subsample
+        (k-means++), or FastICA's mixing directions.
     tune_rows : ndarray (min(n_sample, settings.TUNE_SAMPLE), n_trs), float32, the rows
         on which alpha is tuned for a target sparsity.
     sample : ndarray (n_sample, n_trs), float32, the subsample (sorted row order).
@@ -52,6 +74,22 @@ def seed_atoms(data: Rows, n_atoms: int, rng: np.random.Generator):
     del unit
     tune_rows = sample[:settings.TUNE_SAMPLE] if len(sample) <= settings.TUNE_SAMPLE else \
         sample[np.sort(rng.choice(len(sample), size=settings.TUNE_SAMPLE, replace=False))]
+    if settings.SEEDING in ("auto", "ica"):
+        ica = ica_atoms(torch.from_numpy(sample[nonzero]), n_atoms, rng)
+        if ica is None:
+            LOGGER.info("Atoms seeded by k-means++: %d rows x %d TRs are too few for a "
+                        "FastICA with %d components", int(nonzero.sum()), sample.shape[1],
+                        n_atoms)
+        elif settings.SEEDING == "ica":
+            atoms = ica
+        else:
+            tune_x = torch.from_numpy(tune_rows)
+            costs = [seed_cost(candidate, tune_x, alpha) for candidate in (ica, atoms)]
+            LOGGER.info("Atoms seeded by %s: lasso objective on %d rows %.6g (FastICA) "
+                        "and %.6g (k-means++)", "FastICA" if costs[0] < costs[1]
+                        else "k-means++", len(tune_rows), *costs)
+            if costs[0] < costs[1]:
+                atoms = ica
     return atoms, tune_rows, sample
 
 
@@ -78,3 +116,67 @@ def _greedy_kmeans_plusplus(unit: torch.Tensor, n_atoms: int,
         atoms[k] = unit[pick]
         best = torch.maximum(best, (unit @ atoms[k]).abs())
     return atoms
+
+
+def seed_cost(atoms: np.ndarray, x: torch.Tensor, alpha: float) -> float:
+    """Lasso objective 0.5 ||x - a D||^2 + alpha ||a||_1 of the rows ``x`` (n_rows, n_trs)
+    coded against ``atoms`` (n_atoms, n_trs) (gap 1e-4 ||x||^2 per row, float64 sum)."""
+    codes, resid_sq, _ = Solver.of(torch.from_numpy(atoms)).code(
+        x, alpha, gap_tol=settings.GAP_TOL_ONLINE)
+    return float(0.5 * resid_sq.double().sum() + alpha * codes.abs().double().sum())
+
+
+def ica_atoms(rows: torch.Tensor, n_atoms: int, rng: np.random.Generator,
+              max_iter: int | None = None, tol: float | None = None):
+    """Mixing directions of a symmetric FastICA (logcosh) of ``rows`` (n_rows, n_trs).
+
+    The rows are centred and whitened onto their leading ``n_atoms`` principal
+    components (eigen-decomposition of the n_trs x n_trs covariance, float64; each
+    eigenvector signed so that its largest entry is positive); the unmixing W (n_atoms x
+    n_atoms, standard normal from ``rng``, then decorrelated) is iterated as scikit-learn's
+    ``FastICA(algorithm="parallel", fun="logcosh")``: W <- E[g(W z) z^T] - E[g'(W z)] W,
+    then symmetric decorrelation, until max | |diag(W_new W^T)| - 1 | < ``tol``
+    (``settings.ICA_TOL``; at most ``settings.ICA_MAX_ITER`` iterations). Torch does the
+    products (no NumPy BLAS threads beside the fit's), the (n_rows, n_atoms) ones in
+    float32.
+
+    Returns
+    -------
+    ndarray (n_atoms, n_trs), float32, unit-norm rows of the mixing matrix (X^T ~ A S,
+    rows of A^T); or None when the rows cannot carry ``n_atoms`` components (n_trs <=
+    n_atoms, n_rows < 2 * n_atoms, or the n_atoms-th covariance eigenvalue below 1e-6
+    times the first).
+    """
+    max_iter = settings.ICA_MAX_ITER if max_iter is None else max_iter
+    tol = settings.ICA_TOL if tol is None else tol
+    n_rows, n_trs = rows.shape
+    if n_trs <= n_atoms or n_rows < 2 * n_atoms:
+        return None
+    centred = rows.double() - rows.double().mean(0)
+    evals, evecs = torch.linalg.eigh(centred.T @ centred / n_rows)
+    evals, evecs = evals.flip(0)[:n_atoms], evecs.flip(1)[:, :n_atoms]
+    if not float(evals[-1]) > 1e-6 * float(evals[0]):
+        return None
+    # each eigenvector's largest entry positive: the same whitening on every LAPACK
+    peak = evecs.abs().argmax(0)
+    evecs = evecs * torch.sign(evecs[peak, torch.arange(n_atoms)])
+    z = (centred @ (evecs / evals.sqrt())).float()    # (n_rows, n_atoms), unit covariance
+    unmixing = _decorrelate(torch.from_numpy(rng.standard_normal((n_atoms, n_atoms))))
+    for _ in range(max_iter):
+        g = torch.tanh(z @ unmixing.float().T)        # (n_rows, n_atoms), float32
+        new = ((g.T @ z).double() / n_rows
+               - (1.0 - g * g).double().mean(0)[:, None] * unmixing)
+        new = _decorrelate(new)
+        change = float((torch.diagonal(new @ unmixing.T).abs() - 1.0).abs().max())
+        unmixing = new
+        if change < tol:
+            break
+    del z, centred
+    mixing = unmixing @ (evecs * evals.sqrt()).T     # (n_atoms, n_trs): W Lambda^1/2 E^T
+    return (mixing / mixing.norm(dim=1, keepdim=True)).float().numpy()
+
+
+def _decorrelate(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric decorrelation (W W^T)^(-1/2) W (float64)."""
+    values, vectors = torch.linalg.eigh(w @ w.T)
+    return (vectors * values.clamp_min(1e-300).rsqrt()) @ vectors.T @ w

@@ -12,6 +12,22 @@ from __future__ import annotations
 #: (``torch-fista-bcd-v3``), in cache keys and sidecars: change it with any of them.
 ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v3"
 
+# The accelerations below (FastICA seeding, Anderson-accelerated epochs with a two-epoch
+# stopping rule) cut the epochs on the demo-size problem from 42-60 to 13-27 at the same
+# objective, but change the atoms, and with them the demo's FrontoParietal sub-group
+# (F1 0.89 -> 0.68: its signal spread over 4 atoms instead of 1). They are therefore
+# off by default (the values here give the learner of ALGORITHM_ID above, bit for bit):
+# benchmarks/results/dictionary.md, "FastICA seeding and Anderson acceleration".
+
+# -- initial atoms
+#: "kmeans++": greedy k-means++ on rows; "auto": the FastICA and the k-means++ atoms
+#: (:mod:`bids_app.atoms.seeding`), keeping those whose lasso codes of the tuning rows
+#: reach the lower objective; "ica": FastICA (k-means++ when the subsample cannot carry it).
+SEEDING = "kmeans++"
+#: FastICA iterations at most, and its tolerance on the unmixing rows' change.
+ICA_MAX_ITER = 200
+ICA_TOL = 1e-4
+
 # -- sparse coding (lasso by FISTA, stopped on the per-row duality gap / ||x||^2)
 #: Duality-gap tolerance in batch epochs (float32).
 GAP_TOL_FIT = 1e-6
@@ -31,6 +47,14 @@ CHECK_EVERY = 5
 # -- dictionary update
 #: Most passes of block coordinate descent per batch epoch.
 BCD_PASSES = 20
+#: Memory m of the Anderson acceleration of the batch epochs (AA(m) mixes the atoms of the
+#: last m + 1 epochs, see :mod:`bids_app.atoms.anderson`); 0: plain steps. Accelerated:
+#: 3.
+ANDERSON_MEMORY = 0
+#: Accepted batch epochs over which the relative objective change is compared with
+#: ``window * tol`` to stop (1: consecutive epochs, the plain steps' rule). Accelerated: 2
+#: (Anderson steps gain unevenly from one epoch to the next).
+STOP_WINDOW = 1
 
 # -- rows, memory and threads
 #: Rows drawn for the initialisation (and for the warm-up epochs when X has at least twice

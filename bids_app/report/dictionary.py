@@ -100,8 +100,17 @@ def convergence_figure(history: list) -> str:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 2.4))
     batch = [h for h in history if h.get("phase") == "batch"]
-    ax.plot([h["epoch"] for h in batch], [h["objective"] for h in batch], "o-", ms=3)
+    kept = [h for h in batch if h.get("accepted", True)]
+    rejected = [h for h in batch if not h.get("accepted", True)]
+    ax.plot([h["epoch"] for h in kept], [h["objective"] for h in kept], "o-", ms=3,
+            label="accepted")
+    if rejected:
+        ax.plot([h["epoch"] for h in rejected], [h["objective"] for h in rejected], "x",
+                color="tab:red", ms=5, label="rejected extrapolation")
+        ax.legend(fontsize=7, frameon=False)
     ax.set_xlabel("epoch")
     ax.set_ylabel("objective")
     ax.set_title("Dictionary learning convergence (batch epochs)", fontsize=9)
-    return png(fig, "Dictionary learning objective per batch epoch")
+    return png(fig, "Dictionary learning objective per batch epoch"
+               + (" (crosses: accelerated epochs rejected for raising it)" if rejected
+                  else ""))
