@@ -44,6 +44,28 @@ def test_bench_dictionary_runs_tiny(capsys):
     assert abs(record["objective"] - record["objective_attr"]) <= 1e-6 * record["objective"]
 
 
+def test_bench_dictionary_epochs_runs_tiny(tmp_path):
+    """The default and accelerated learners on a saved matrix; the settings are restored
+    after each fit, and the default fit is the plain learner's."""
+    from bids_app.atoms import DictionaryLearner, settings
+    from tests.planted import planted_rows
+
+    _, x = planted_rows(0, n_neurons=600, n_trs=60)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    out = tmp_path / "epochs.jsonl"
+    assert _script("bench_dictionary_epochs").main(
+        [str(path), "--seeds", "0", "--n-atoms", "8", "--json", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["variant"] for r in records] == ["default", "accelerated", "accelerated-w1"]
+    assert (settings.SEEDING, settings.ANDERSON_MEMORY, settings.STOP_WINDOW) == \
+        ("kmeans++", 0, 1)
+    plain = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, n_threads=1).fit(x)
+    assert records[0]["objective"] == plain.objective_
+    assert records[0]["epochs"] == plain.n_iter_
+    assert all(r["converged"] and r["shape"] == [600, 60] for r in records)
+
+
 def test_bench_group_scale_runs_tiny(tmp_path, capsys):
     """5 subjects (3 with their own maps, 2 hard links) on an 8 mm grid: the group level
     runs, reads every subject, and its peak memory and the reading floor are recorded."""
