@@ -16,7 +16,8 @@ ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v3"
 # stopping rule) cut the epochs on the demo-size problem from 42-60 to 13-27 at the same
 # objective, but change the atoms, and serve the demo's planted sub-groups worse (its
 # FrontoParietal F1 0.89 -> 0.68 with seed 0; its Auditory not coupled with seeds 1 and
-# 2, where the default meets every target). They are therefore off by default (the
+# 2, where the default meets every target; the FastICA start does it: alone, it never
+# couples that Auditory group). They are therefore off by default (the
 # values here give the learner of ALGORITHM_ID above, bit for bit):
 # benchmarks/results/dictionary.md, "FastICA seeding and Anderson acceleration".
 
