@@ -46,14 +46,14 @@ class Anderson:
 
     def step(self, atoms: torch.Tensor, update: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Record the plain step ``atoms`` (n_atoms, n_trs) -> ``update``; return the next
-        atoms (unit-norm rows, float64) and whether they are extrapolated (False: the
-        plain step, with no history yet or memory 0)."""
+        atoms and whether they are extrapolated: ``update`` itself (False) with memory 0
+        or no history yet, else the mix (unit-norm rows, float64; True)."""
         if self.memory < 1:
-            return update.double(), False
+            return update, False
         self.points = (self.points + [atoms.double()])[-(self.memory + 1):]
         self.updates = (self.updates + [update.double()])[-(self.memory + 1):]
         if len(self.points) < 2:
-            return update.double(), False
+            return update, False
         return unit_rows(anderson_mix(self.points, self.updates)), True
 
 

@@ -17,17 +17,12 @@ import torch
 
 from bids_app.atoms import settings
 from bids_app.atoms.anderson import Anderson
-from bids_app.atoms.lasso import Solver, tune_alpha
+from bids_app.atoms.lasso import Solver, lasso_cost, tune_alpha
 from bids_app.atoms.restarts import coactive_pairs, split_pair, top_directions, wasted_atoms
 from bids_app.atoms.rows import Rows
 from bids_app.atoms.update import Statistics, bcd
 
 LOGGER = logging.getLogger("llmfbn")
-
-
-def _cost(codes, resid_sq, alpha) -> float:
-    """Objective of coded rows: 0.5 * sum ||x - a D||^2 + alpha * sum ||a||_1 (float64)."""
-    return float(0.5 * resid_sq.double().sum() + alpha * codes.abs().double().sum())
 
 
 def _converged(accepted, tol: float, window: int) -> bool:
@@ -177,7 +172,7 @@ class Phase:
                                           gap_tol=settings.GAP_TOL_ONLINE,
                                           max_iter=settings.MAX_ITER_ONLINE)
         store[torch.as_tensor(rows, device=store.device)] = codes.to(store.device)
-        cost = _cost(codes, resid_sq, alpha)
+        cost = lasso_cost(codes, resid_sq, alpha)
         nonzero = int((codes != 0).sum())
         m = xb.shape[0]
         self.stats.forget_and_add(codes, xb, step)
@@ -200,7 +195,6 @@ class Phase:
         is rejected (logged with ``accepted: False``): the plain step from the last
         accepted atoms is coded next. Returns (atoms, alpha): if a restart did not pay off,
         the atoms of the best epoch."""
-        previous = None                  # (objective, alpha) of the last accepted epoch
         accepted = []                    # (objective, alpha) of every accepted epoch
         self.epochs.converged = False
         best = None                      # (objective, alpha, atoms) of the best epoch
@@ -210,8 +204,7 @@ class Phase:
         while epoch < self.learner.max_epochs:
             total, coactive = self._coding_pass(atoms, alpha)
             epoch += 1
-            if extrapolated and previous is not None and previous[1] == alpha \
-                    and total > previous[0]:
+            if extrapolated and accepted[-1][1] == alpha and total > accepted[-1][0]:
                 self.epochs.history[-1]["accepted"] = False
                 anderson.reset()
                 atoms, extrapolated = plain_step, False
@@ -232,10 +225,9 @@ class Phase:
             if converged and not len(wasted) and not pairs:
                 self.epochs.converged = True
                 break
-            previous = (total, alpha)
-            plain_step = self._update_atoms(atoms, atoms64, wasted, pairs)
+            plain_step, restarted = self._update_atoms(atoms, atoms64, wasted, pairs)
             new_alpha = self.epochs.retune(plain_step, alpha)
-            if "restarted" in self.epochs.history[-1] or new_alpha != alpha:
+            if restarted or new_alpha != alpha:
                 anderson.reset()         # another problem from here: no extrapolation
                 atoms, extrapolated = plain_step, False
             else:
@@ -263,7 +255,7 @@ class Phase:
             init = store[start:stop].to(device)
             codes, resid_sq, it = solver.code(x_chunk, alpha, init=init)
             store[start:stop] = codes.to(store.device)
-            total += _cost(codes, resid_sq, alpha)
+            total += lasso_cost(codes, resid_sq, alpha)
             nnz += int((codes != 0).sum())
             max_it = max(max_it, it)
             self.stats.add(codes, x_chunk)
@@ -274,7 +266,8 @@ class Phase:
 
     def _update_atoms(self, atoms, atoms64, wasted, pairs):
         """Block coordinate descent, then the split of the rotated ``pairs`` and the restart
-        of the unused and ``wasted`` atoms. Returns the new atoms, float32."""
+        of the unused and ``wasted`` atoms (their number logged as the epoch's
+        ``restarted``). Returns (the new atoms, float32; the number restarted or split)."""
         unused = bcd(atoms64, self.stats.a, self.stats.b, passes=settings.BCD_PASSES)
         for i, j in pairs:
             store = self.store
@@ -287,15 +280,16 @@ class Phase:
             LOGGER.info("split %d pairs of atoms that code the same ANs", len(pairs))
         wasted = np.setdiff1d(wasted, unused)
         replace = np.union1d(unused, wasted).astype(np.int64)
-        if len(replace) or pairs:
+        restarted = int(len(replace) + 2 * len(pairs))
+        if restarted:
             # the next epoch may cost more: say so in the log
-            self.epochs.history[-1]["restarted"] = int(len(replace) + 2 * len(pairs))
+            self.epochs.history[-1]["restarted"] = restarted
         if len(replace):
             self._restart(atoms, atoms64, replace)
             LOGGER.info("re-initialised %d unused and %d duplicate or rarely used "
                         "atoms from the principal directions of the residuals",
                         len(unused), len(replace) - len(unused))
-        return atoms64.float()
+        return atoms64.float(), restarted
 
     def _restart(self, atoms, atoms64, replace):
         """Restart the atoms ``replace`` (in ``atoms64``) from what ``atoms`` leave

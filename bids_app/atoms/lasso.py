@@ -28,6 +28,11 @@ from bids_app.atoms import settings
 from bids_app.atoms.rows import Rows
 
 
+def lasso_cost(codes, resid_sq, alpha) -> float:
+    """Objective of coded rows: 0.5 * sum ||x - a D||^2 + alpha * sum ||a||_1 (float64)."""
+    return float(0.5 * resid_sq.double().sum() + alpha * codes.abs().double().sum())
+
+
 def lipschitz_constant(gram: torch.Tensor) -> float:
     """Largest eigenvalue of the Gram matrix (host LAPACK: identical on every device)."""
     # torch's LAPACK on the host, not NumPy's: NumPy's BLAS threads would compete with

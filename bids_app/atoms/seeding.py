@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from bids_app.atoms import settings
-from bids_app.atoms.lasso import Solver
+from bids_app.atoms.anderson import unit_rows
+from bids_app.atoms.lasso import Solver, lasso_cost
 from bids_app.atoms.rows import Rows
 from bids_app.errors import LlmfbnError
 
@@ -123,7 +124,7 @@ def seed_cost(atoms: np.ndarray, x: torch.Tensor, alpha: float) -> float:
     coded against ``atoms`` (n_atoms, n_trs) (gap 1e-4 ||x||^2 per row, float64 sum)."""
     codes, resid_sq, _ = Solver.of(torch.from_numpy(atoms)).code(
         x, alpha, gap_tol=settings.GAP_TOL_ONLINE)
-    return float(0.5 * resid_sq.double().sum() + alpha * codes.abs().double().sum())
+    return lasso_cost(codes, resid_sq, alpha)
 
 
 def ica_atoms(rows: torch.Tensor, n_atoms: int, rng: np.random.Generator,
@@ -173,7 +174,7 @@ def ica_atoms(rows: torch.Tensor, n_atoms: int, rng: np.random.Generator,
             break
     del z, centred
     mixing = unmixing @ (evecs * evals.sqrt()).T     # (n_atoms, n_trs): W Lambda^1/2 E^T
-    return (mixing / mixing.norm(dim=1, keepdim=True)).float().numpy()
+    return unit_rows(mixing).float().numpy()
 
 
 def _decorrelate(w: torch.Tensor) -> torch.Tensor:
