@@ -141,7 +141,8 @@ def test_networks_section_says_how_each_network_is_coupled(tmp_path, monkeypatch
                              "coupled_by": ["atoms+prediction", "prediction"],
                              "ridge": [0.1, 0.3], "n_neurons": [40, 17]})
     prediction = pd.DataFrame({"network": names, "r": np.linspace(0.9, 0.0, len(names)),
-                               "r_null_mean": 0.01, "r_null_sd": 0.1, "z": 3.0,
+                               "r_null_mean": 0.01, "r_null_sd": 0.1, "fisher_z": 1.25,
+                               "fisher_z_null_mean": 0.02, "fisher_z_null_sd": 0.15, "z": 3.0,
                                "p": 1e-4, "p_fwe": [1e-5, 2e-3] + [1.0] * (len(names) - 2),
                                "coupled": [True, True] + [False] * (len(names) - 2)})
     overview = network_overview(networks, prediction)
@@ -153,6 +154,7 @@ def test_networks_section_says_how_each_network_is_coupled(tmp_path, monkeypatch
     text = _text(write_group_report(result))
     assert "<section id='networks'><h2>Networks</h2>" in text
     assert "network-prediction test" in text and "0.010 ± 0.100" in text
+    assert "1.25 / 0.02 ± 0.15" in text
     assert f"<td>{names[1]}</td><td>prediction</td>" in text
     bare = replace(group_result(tmp_path), networks=networks, prediction=None)
     assert "did not run" in _text(write_group_report(bare))

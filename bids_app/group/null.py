@@ -175,20 +175,42 @@ def prediction_table(atom_r: np.ndarray, null_r: np.ndarray, network_names,
     ``atom_r`` (n_subjects, n_networks) each subject's split-half prediction correlation of
     each network's mean signal by the atoms, ``null_r`` (n_subjects, n_blocks, n_networks)
     the same by each surrogate block (:mod:`bids_app.encoding.prediction`; block ``b`` is
-    the same surrogate time courses in every subject, as the atoms are). The statistic is
-    the group mean; the blocks' group means give the null's mean and spread, and the atoms'
-    is referred to a Student t with n_blocks - 1 degrees of freedom, one-sided (a better
-    prediction), as :func:`null_p_values` does. ``p_fwe`` is Bonferroni over networks;
-    ``coupled`` is ``p_fwe < alpha`` (:data:`PREDICTION_ALPHA`). Columns: ``network``,
-    ``r`` (group mean), ``r_null_mean``, ``r_null_sd``, ``z``, ``p``, ``p_fwe``, ``coupled``.
+    the same surrogate time courses in every subject, as the atoms are). The correlations
+    are averaged over subjects as **Fisher z** (``arctanh r``, the usual way to average
+    correlations): a planted signal that the surrogate blocks also predict fairly well
+    (r near 0.5, a slow signal) has a null that r's bound at 1 squeezes and skews, and in
+    z the atoms' lead over it is measured on the scale where the spread does not depend on
+    the level (docs/metrics.md: the demo's Auditory network, p_fwe 0.10 in r, 0.001 in z).
+    The statistic is that group mean; the blocks' group means give the null's mean and
+    spread, and the atoms' is referred to a Student t with n_blocks - 1 degrees of freedom,
+    one-sided (a better prediction), as :func:`null_p_values` does. ``p_fwe`` is Bonferroni
+    over networks; ``coupled`` is ``p_fwe < alpha`` (:data:`PREDICTION_ALPHA`). Columns:
+    ``network``, ``r`` (group mean r, for reading), ``r_null_mean``, ``r_null_sd`` (of the
+    blocks' group means), ``fisher_z`` (group mean z), ``fisher_z_null_mean``,
+    ``fisher_z_null_sd``, ``z``, ``p``, ``p_fwe``, ``coupled``.
     """
     import pandas as pd
 
-    atom_mean = np.asarray(atom_r, dtype=np.float64).mean(axis=0)           # (n_networks,)
-    null_mean = np.asarray(null_r, dtype=np.float64).mean(axis=0)      # (n_blocks, n_net)
-    z, centre, sd = null_z(atom_mean, null_mean)
-    p = stats.t.sf(z, df=null_mean.shape[0] - 1)
-    p_fwe = np.minimum(1.0, p * len(atom_mean))
-    return pd.DataFrame({"network": list(map(str, network_names)), "r": atom_mean,
-                         "r_null_mean": centre, "r_null_sd": sd, "z": z, "p": p,
-                         "p_fwe": p_fwe, "coupled": p_fwe < alpha})
+    atom_r = np.asarray(atom_r, dtype=np.float64)
+    null_r = np.asarray(null_r, dtype=np.float64)
+    atom_z = fisher_z(atom_r).mean(axis=0)                                   # (n_networks,)
+    null_z_means = fisher_z(null_r).mean(axis=0)                       # (n_blocks, n_net)
+    z, centre, sd = null_z(atom_z, null_z_means)
+    p = stats.t.sf(z, df=null_z_means.shape[0] - 1)
+    p_fwe = np.minimum(1.0, p * len(atom_z))
+    null_r_means = null_r.mean(axis=0)
+    return pd.DataFrame({"network": list(map(str, network_names)), "r": atom_r.mean(axis=0),
+                         "r_null_mean": null_r_means.mean(axis=0),
+                         "r_null_sd": null_r_means.std(axis=0, ddof=1),
+                         "fisher_z": atom_z, "fisher_z_null_mean": centre,
+                         "fisher_z_null_sd": sd, "z": z, "p": p, "p_fwe": p_fwe,
+                         "coupled": p_fwe < alpha})
+
+
+#: Largest |r| the Fisher transform is taken of (|r| of 1 would give an infinite z).
+MAX_ABS_R = 1.0 - 1e-7
+
+
+def fisher_z(r: np.ndarray) -> np.ndarray:
+    """``arctanh(r)``, r clipped to +-:data:`MAX_ABS_R` (float64)."""
+    return np.arctanh(np.clip(np.asarray(r, dtype=np.float64), -MAX_ABS_R, MAX_ABS_R))

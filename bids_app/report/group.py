@@ -91,6 +91,11 @@ def network_overview(networks, prediction):
         frame["r of surrogate blocks (mean ± sd)"] = [
             f"{m:.3f} ± {s:.3f}" for m, s in zip(prediction["r_null_mean"],
                                                    prediction["r_null_sd"])]
+        if "fisher_z" in prediction:       # tables from before 2026-12-02 23:30 lack it
+            frame["Fisher z: atoms / blocks (mean ± sd)"] = [
+                f"{a:.2f} / {m:.2f} ± {s:.2f}" for a, m, s in zip(
+                    prediction["fisher_z"], prediction["fisher_z_null_mean"],
+                    prediction["fisher_z_null_sd"])]
         frame["p_fwe"] = prediction["p_fwe"].to_numpy()
     return frame
 
@@ -102,7 +107,8 @@ def _networks_section(result) -> str:
             "above), by the network-prediction test, or both. The network-prediction test "
             "asks whether all atoms together predict the network's mean signal out of "
             "sample (a ridge fitted on the first half of each run's volumes predicts the "
-            "second, and vice versa; Pearson r averaged over subjects) better than blocks "
+            "second, and vice versa; Pearson r, averaged over subjects as Fisher z, "
+            "arctanh r) better than blocks "
             "of surrogate atoms with the same spectra and correlations (Bonferroni over "
             "networks, p_fwe < 0.025, half of 0.05 since either route couples a network). "
             "It catches a network whose signal several collinear "

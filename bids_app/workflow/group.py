@@ -102,8 +102,9 @@ _PREDICTION_TEXT = ("a network is also coupled, and gets a sub-group, when all a
                     "predict its mean signal out of sample better than surrogate blocks do: "
                     "per subject a ridge (1, regressors at unit norm) on the first half of "
                     "each run's volumes predicts the second and vice versa (Pearson r, "
-                    "confounds projected out); the group-mean r of the atoms against those "
-                    "of multivariate phase-randomised blocks (Student t, n_blocks - 1 df, "
+                    "confounds projected out); the group mean of the atoms' Fisher z "
+                    "(arctanh r) against those of multivariate phase-randomised blocks "
+                    "(Student t, n_blocks - 1 df, "
                     "one-sided), Bonferroni over networks at 0.025 (half of 0.05: either route "
                     "couples a network) (networkprediction.tsv)")
 MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the Pearson "
