@@ -11,7 +11,9 @@ leaves under ``WORK/llmfbn/responses/<key>/``), as ``learn_atoms`` does (64 atom
 - ``accelerated``: the optional accelerations (``settings.SEEDING = "auto"``: FastICA or
   k-means++, whichever starts lower; ``ANDERSON_MEMORY = 3``; ``STOP_WINDOW = 2``: stopped
   when the objective fell by < 2 x tol over two accepted epochs);
-- ``accelerated-w1``: the same with the one-epoch stopping rule (``STOP_WINDOW = 1``).
+- ``accelerated-w1``: the same with the one-epoch stopping rule (``STOP_WINDOW = 1``);
+- ``span-ica-accelerated``: ``accelerated`` but seeded by the k-means++ atoms rotated
+  within their span by FastICA (``SEEDING = "span-ica"``).
 
 Each fit runs in this process, one after another; one JSON line per fit goes to ``--json``
 (epochs, rejected extrapolations, objective, wall seconds, load average), and a summary
@@ -38,7 +40,8 @@ from bids_app.atoms.learner import DictionaryLearner
 
 ACCELERATED = {"SEEDING": "auto", "ANDERSON_MEMORY": 3, "STOP_WINDOW": 2}
 VARIANTS = {"default": {}, "accelerated": ACCELERATED,
-            "accelerated-w1": {**ACCELERATED, "STOP_WINDOW": 1}}
+            "accelerated-w1": {**ACCELERATED, "STOP_WINDOW": 1},
+            "span-ica-accelerated": {**ACCELERATED, "SEEDING": "span-ica"}}
 
 
 def fit_once(x, rows, seed: int, variant: str, n_atoms: int = 64, alpha: float = 0.1):

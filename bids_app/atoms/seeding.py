@@ -6,6 +6,11 @@ atom so far, the one leaving the least energy (on |cosine|, as scikit-learn's
 ``kmeans_plusplus``): atoms start as real, diverse AN time courses, which starts well
 when many rows hold a single pattern.
 
+Optional (``SEEDING = "span-ica"``, off by default): the k-means++ atoms rotated within
+their span by the same FastICA, whitened on that span instead of the leading components
+(:func:`ica_atoms`): the in-span mixing is set as by FastICA, and a pattern few rows hold
+keeps the atom k-means++ gave it.
+
 Optional (``SEEDING = "auto"``, off by default: benchmarks/results/dictionary.md): also the
 mixing directions of a symmetric FastICA (logcosh contrast; Hyvarinen 1999, as
 scikit-learn's ``FastICA`` with ``whiten="unit-variance"``) of the subsample, whitened
@@ -75,7 +80,17 @@ def seed_atoms(data: Rows, n_atoms: int, rng: np.random.Generator, alpha: float 
     del unit
     tune_rows = sample[:settings.TUNE_SAMPLE] if len(sample) <= settings.TUNE_SAMPLE else \
         sample[np.sort(rng.choice(len(sample), size=settings.TUNE_SAMPLE, replace=False))]
-    if settings.SEEDING in ("auto", "ica"):
+    if settings.SEEDING == "span-ica":
+        rotated = ica_atoms(torch.from_numpy(sample[nonzero]), n_atoms, rng, span=atoms)
+        if rotated is None:
+            LOGGER.info("Atoms seeded by k-means++: %d rows x %d TRs are too few for a "
+                        "FastICA within the atoms' span", int(nonzero.sum()),
+                        sample.shape[1])
+        else:
+            LOGGER.info("Atoms seeded by k-means++, then rotated within their span by "
+                        "FastICA")
+            atoms = rotated
+    elif settings.SEEDING in ("auto", "ica"):
         ica = ica_atoms(torch.from_numpy(sample[nonzero]), n_atoms, rng)
         if ica is None:
             LOGGER.info("Atoms seeded by k-means++: %d rows x %d TRs are too few for a "
@@ -128,12 +143,18 @@ def seed_cost(atoms: np.ndarray, x: torch.Tensor, alpha: float) -> float:
 
 
 def ica_atoms(rows: torch.Tensor, n_atoms: int, rng: np.random.Generator,
-              max_iter: int | None = None, tol: float | None = None):
+              max_iter: int | None = None, tol: float | None = None, span=None):
     """Mixing directions of a symmetric FastICA (logcosh) of ``rows`` (n_rows, n_trs).
 
     The rows are centred and whitened onto their leading ``n_atoms`` principal
     components (eigen-decomposition of the n_trs x n_trs covariance, float64; each
-    eigenvector signed so that its largest entry is positive); the unmixing W (n_atoms x
+    eigenvector signed so that its largest entry is positive) or, with ``span`` (n_atoms,
+    n_trs: atoms, e.g. k-means++'s), onto the principal axes of their projection on the
+    span of those atoms (the covariance of the projections on an orthonormal basis of the
+    span, from a QR decomposition), so that the result mixes those atoms only: FastICA
+    then sets their mixing within their span, and keeps a pattern that few rows hold but
+    an atom already has (its direction would not be among the leading components); the
+    unmixing W (n_atoms x
     n_atoms, standard normal from ``rng``, then decorrelated) is iterated as scikit-learn's
     ``FastICA(algorithm="parallel", fun="logcosh")``: W <- E[g(W z) z^T] - E[g'(W z)] W,
     then symmetric decorrelation, until max | |diag(W_new W^T)| - 1 | < ``tol``
@@ -145,8 +166,8 @@ def ica_atoms(rows: torch.Tensor, n_atoms: int, rng: np.random.Generator,
     -------
     ndarray (n_atoms, n_trs), float32, unit-norm rows of the mixing matrix (X^T ~ A S,
     rows of A^T); or None when the rows cannot carry ``n_atoms`` components (n_trs <=
-    n_atoms, n_rows < 2 * n_atoms, or the n_atoms-th covariance eigenvalue below 1e-6
-    times the first).
+    n_atoms, n_rows < 2 * n_atoms, ``span`` of rank < n_atoms, or the n_atoms-th
+    covariance eigenvalue below 1e-6 times the first).
     """
     max_iter = settings.ICA_MAX_ITER if max_iter is None else max_iter
     tol = settings.ICA_TOL if tol is None else tol
@@ -154,8 +175,19 @@ def ica_atoms(rows: torch.Tensor, n_atoms: int, rng: np.random.Generator,
     if n_trs <= n_atoms or n_rows < 2 * n_atoms:
         return None
     centred = rows.double() - rows.double().mean(0)
-    evals, evecs = torch.linalg.eigh(centred.T @ centred / n_rows)
-    evals, evecs = evals.flip(0)[:n_atoms], evecs.flip(1)[:, :n_atoms]
+    if span is None:
+        evals, evecs = torch.linalg.eigh(centred.T @ centred / n_rows)
+        evals, evecs = evals.flip(0)[:n_atoms], evecs.flip(1)[:, :n_atoms]
+    else:
+        basis, triangle = torch.linalg.qr(torch.as_tensor(np.asarray(span)).double().T)
+        diagonal = torch.diagonal(triangle).abs()
+        if len(diagonal) != n_atoms or not float(diagonal.min()) > 1e-6 * float(
+                diagonal.max()):
+            return None
+        projected = centred @ basis                            # (n_rows, n_atoms)
+        evals, rotation = torch.linalg.eigh(projected.T @ projected / n_rows)
+        evals, evecs = evals.flip(0), basis @ rotation.flip(1)
+        del projected
     if not float(evals[-1]) > 1e-6 * float(evals[0]):
         return None
     # each eigenvector's largest entry positive: the same whitening on every LAPACK

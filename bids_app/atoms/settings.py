@@ -24,7 +24,8 @@ ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v3"
 # -- initial atoms
 #: "kmeans++": greedy k-means++ on rows; "auto": the FastICA and the k-means++ atoms
 #: (:mod:`bids_app.atoms.seeding`), keeping those whose lasso codes of the tuning rows
-#: reach the lower objective; "ica": FastICA (k-means++ when the subsample cannot carry it).
+#: reach the lower objective; "ica": FastICA (k-means++ when the subsample cannot carry it);
+#: "span-ica": the k-means++ atoms rotated within their span by FastICA.
 SEEDING = "kmeans++"
 #: FastICA iterations at most, and its tolerance on the unmixing rows' change.
 ICA_MAX_ITER = 200
