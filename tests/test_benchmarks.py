@@ -57,7 +57,8 @@ def test_bench_dictionary_epochs_runs_tiny(tmp_path):
     assert _script("bench_dictionary_epochs").main(
         [str(path), "--seeds", "0", "--n-atoms", "8", "--json", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["variant"] for r in records] == ["default", "accelerated", "accelerated-w1"]
+    assert [r["variant"] for r in records] == ["default", "accelerated", "accelerated-w1",
+                                              "span-ica-accelerated"]
     assert (settings.SEEDING, settings.ANDERSON_MEMORY, settings.STOP_WINDOW) == \
         ("kmeans++", 0, 1)
     plain = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, n_threads=1).fit(x)
