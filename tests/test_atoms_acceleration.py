@@ -32,8 +32,6 @@ def test_ica_atoms_equal_sklearn_fastica(seed):
     fun="logcosh")`` from the same start (the first standard-normal draw of the seed's
     generator) gives the same atoms, mapped back through the whitening (|r| >= 0.9999
     atom by atom: our products are float32)."""
-    from sklearn.decomposition import FastICA
-
     _, x = planted_rows(seed, n_neurons=3000, n_trs=120)
     ours = ica_atoms(torch.from_numpy(x), 8, np.random.default_rng(seed), tol=1e-7)
     assert ours.shape == (8, 120) and ours.dtype == np.float32
@@ -41,17 +39,27 @@ def test_ica_atoms_equal_sklearn_fastica(seed):
 
     centred = x.astype(np.float64) - x.astype(np.float64).mean(0)
     evals, evecs = np.linalg.eigh(centred.T @ centred / len(x))
-    evals, evecs = evals[::-1][:8], evecs[:, ::-1][:, :8]
-    evecs = evecs * np.sign(evecs[np.abs(evecs).argmax(0), np.arange(8)])
+    reference = _sklearn_fastica(centred, evals[::-1][:8], evecs[:, ::-1][:, :8], seed)
+    np.testing.assert_allclose(np.abs(np.sum(ours * reference, axis=1)), 1.0, atol=1e-4)
+
+
+def _sklearn_fastica(centred, evals, evecs, seed):
+    """scikit-learn's ``FastICA(whiten=False, fun="logcosh")`` of ``centred`` rows whitened
+    on the axes ``evecs`` (n_trs, k; each signed so that its largest entry is positive, as
+    ours) with variances ``evals``, from the seed's first standard-normal draw; its mixing
+    directions mapped back through the whitening, unit-norm rows (k, n_trs)."""
+    from sklearn.decomposition import FastICA
+
+    k = evecs.shape[1]
+    evecs = evecs * np.sign(evecs[np.abs(evecs).argmax(0), np.arange(k)])
     z = centred @ (evecs / np.sqrt(evals))
-    start = np.random.default_rng(seed).standard_normal((8, 8))
+    start = np.random.default_rng(seed).standard_normal((k, k))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ica = FastICA(8, whiten=False, fun="logcosh", w_init=start, max_iter=1000,
+        ica = FastICA(k, whiten=False, fun="logcosh", w_init=start, max_iter=1000,
                       tol=1e-7).fit(z)
     reference = ica.components_ @ (evecs * np.sqrt(evals)).T
-    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
-    np.testing.assert_allclose(np.abs(np.sum(ours * reference, axis=1)), 1.0, atol=1e-4)
+    return reference / np.linalg.norm(reference, axis=1, keepdims=True)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -62,8 +70,6 @@ def test_span_ica_atoms_equal_sklearn_fastica_on_the_span(seed):
     start reaches the same atoms (each of ours matches one of its at |r| >= 0.9999, and
     they are all different: on seed 1 ours, with float32 products, reach them in another
     order); every atom lies in that span (least-squares residual < 1e-5)."""
-    from sklearn.decomposition import FastICA
-
     _, x = planted_rows(seed, n_neurons=3000, n_trs=120)
     span = x[np.random.default_rng(50 + seed).choice(len(x), 8, replace=False)]
     ours = ica_atoms(torch.from_numpy(x), 8, np.random.default_rng(seed), tol=1e-7,
@@ -76,16 +82,7 @@ def test_span_ica_atoms_equal_sklearn_fastica_on_the_span(seed):
     centred = x.astype(np.float64) - x.astype(np.float64).mean(0)
     basis = np.linalg.qr(span.T.astype(np.float64))[0]
     evals, rotation = np.linalg.eigh((centred @ basis).T @ (centred @ basis) / len(x))
-    evals, evecs = evals[::-1], basis @ rotation[:, ::-1]
-    evecs = evecs * np.sign(evecs[np.abs(evecs).argmax(0), np.arange(8)])
-    z = centred @ (evecs / np.sqrt(evals))
-    start = np.random.default_rng(seed).standard_normal((8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ica = FastICA(8, whiten=False, fun="logcosh", w_init=start, max_iter=1000,
-                      tol=1e-7).fit(z)
-    reference = ica.components_ @ (evecs * np.sqrt(evals)).T
-    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    reference = _sklearn_fastica(centred, evals[::-1], basis @ rotation[:, ::-1], seed)
     similarity = np.abs(ours @ reference.T)
     np.testing.assert_allclose(similarity.max(axis=1), 1.0, atol=1e-4)
     assert len(set(similarity.argmax(axis=1))) == 8
