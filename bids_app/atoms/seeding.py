@@ -153,9 +153,9 @@ def ica_atoms(rows: torch.Tensor, n_atoms: int, rng: np.random.Generator,
     span of those atoms (the covariance of the projections on an orthonormal basis of the
     span, from a QR decomposition), so that the result mixes those atoms only: FastICA
     then sets their mixing within their span, and keeps a pattern that few rows hold but
-    an atom already has (its direction would not be among the leading components); the
-    unmixing W (n_atoms x
-    n_atoms, standard normal from ``rng``, then decorrelated) is iterated as scikit-learn's
+    an atom already has (its direction would not be among the leading components). The
+    unmixing W (n_atoms x n_atoms, standard normal from ``rng``, then decorrelated) is
+    iterated as scikit-learn's
     ``FastICA(algorithm="parallel", fun="logcosh")``: W <- E[g(W z) z^T] - E[g'(W z)] W,
     then symmetric decorrelation, until max | |diag(W_new W^T)| - 1 | < ``tol``
     (``settings.ICA_TOL``; at most ``settings.ICA_MAX_ITER`` iterations). Torch does the

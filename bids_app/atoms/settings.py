@@ -12,18 +12,16 @@ from __future__ import annotations
 #: (``torch-fista-bcd-v3``), in cache keys and sidecars: change it with any of them.
 ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v3"
 
-# The accelerations below (FastICA seeding, Anderson-accelerated epochs with a two-epoch
-# stopping rule) cut the epochs on the demo-size problem from 42-60 to 13-27 at the same
-# objective, but change the atoms, and serve the demo's planted sub-groups worse (its
-# FrontoParietal F1 0.89 -> 0.68 with seed 0; its Auditory not coupled with seeds 1 and
-# 2, where the default meets every target; the FastICA start does it: alone, it never
-# couples that Auditory group). They are therefore off by default (the
-# values here give the learner of ALGORITHM_ID above, bit for bit):
-# benchmarks/results/dictionary.md, "FastICA seeding and Anderson acceleration".
-# Seeding "span-ica" (k-means++ rotated within its span by FastICA) with the same Anderson
-# steps keeps that group (and, since the network test averages Fisher z, every seeding
-# couples it) in 14-29 epochs, but one of 14 checked fits gave a sub-group of 350 ANs:
-# same file, "In-span FastICA seeding".
+# The optional accelerations below (FastICA seeding, Anderson-accelerated epochs with a
+# two-epoch stopping rule) cut the epochs on the demo-size problem from 42-60 to 13-29 at
+# the same or a lower objective, but change the atoms, and their atoms serve the planted
+# sub-groups worse: FastICA on the leading components ("auto") leaves the demo's
+# FrontoParietal at F1 0.68 (learner seed 0), and in-span FastICA ("span-ica"), which
+# meets every target on 11 planted datasets, gave one fit of 14 a 350-AN FrontoParietal
+# sub-group. (Their loss of the demo's small Auditory group is gone since the network
+# test averages Fisher z.) So they are off: the values here give the learner of
+# ALGORITHM_ID above, bit for bit (benchmarks/results/dictionary.md, "In-span FastICA
+# seeding" and "FastICA seeding and Anderson acceleration").
 
 # -- initial atoms
 #: "kmeans++": greedy k-means++ on rows; "auto": the FastICA and the k-means++ atoms

@@ -91,11 +91,10 @@ def network_overview(networks, prediction):
         frame["r of surrogate blocks (mean ± sd)"] = [
             f"{m:.3f} ± {s:.3f}" for m, s in zip(prediction["r_null_mean"],
                                                    prediction["r_null_sd"])]
-        if "fisher_z" in prediction:       # tables from before 2026-12-02 23:30 lack it
-            frame["Fisher z: atoms / blocks (mean ± sd)"] = [
-                f"{a:.2f} / {m:.2f} ± {s:.2f}" for a, m, s in zip(
-                    prediction["fisher_z"], prediction["fisher_z_null_mean"],
-                    prediction["fisher_z_null_sd"])]
+        frame["Fisher z: atoms / blocks (mean ± sd)"] = [
+            f"{a:.2f} / {m:.2f} ± {s:.2f}" for a, m, s in zip(
+                prediction["fisher_z"], prediction["fisher_z_null_mean"],
+                prediction["fisher_z_null_sd"])]
         frame["p_fwe"] = prediction["p_fwe"].to_numpy()
     return frame
 
