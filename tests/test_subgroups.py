@@ -224,37 +224,89 @@ def _planted_network(rng, atoms, designs, weights, noise):
     return np.asarray(separate)[:, :, None], np.stack(grams)
 
 
-def test_ridge_is_the_largest_within_one_standard_error_of_the_best():
+def test_ridge_is_the_largest_within_one_standard_error_or_the_margin_of_the_best():
     """choose_ridge takes, per network, the largest grid value whose left-out-subject error
-    exceeds the smallest by at most the standard error of the paired differences
-    (recomputed here from ridge_errors); without noise the best is the plain joint fit
-    (ridge 0), which recovers the planted weights exactly, and nothing else is within its
-    (zero) standard error."""
-    from bids_app.group.subgroups import RIDGE_GRID, ridge_errors
+    exceeds the smallest by at most the standard error of the paired differences or by
+    ``margin`` times the best ridge's explained sum of squares (minus its mean error),
+    recomputed here from ridge_errors. Without noise the best is the plain joint fit (ridge
+    0), which recovers the planted weights exactly: with ``margin=0`` nothing else is
+    within its (zero) standard error; with the default margin a larger ridge is taken, and
+    its composite still explains >= 99 % of what the best explains."""
+    from bids_app.group.subgroups import RIDGE_GRID, RIDGE_MARGIN, ridge_errors
 
     rng = np.random.default_rng(12)
     atoms, designs = _subject_designs(rng, n_subjects=6)
     gram = atoms @ atoms.T
     weights = rng.normal(size=len(atoms))
     separate, grams = _planted_network(rng, atoms, designs, weights, noise=0.0)
-    assert choose_ridge(separate, grams, gram)[0] == 0.0
+    assert choose_ridge(separate, grams, gram, margin=0.0)[0] == 0.0
     chosen = joint_network_effects(separate, grams, gram, 0.0).mean(0)[:, 0]
     np.testing.assert_allclose(chosen, weights, rtol=1e-8)
-    # noisy networks: three at once, each its own choice
+    errors = ridge_errors(separate, grams, gram)[:, :, 0].mean(axis=1)
+    ridge = choose_ridge(separate, grams, gram)[0]
+    assert ridge > 0.0
+    assert errors[RIDGE_GRID.index(ridge)] <= (1 - RIDGE_MARGIN) * errors[0]
+    # noisy networks: three at once, each its own choice, with and without the margin
     columns = [_planted_network(rng, atoms, designs, rng.normal(size=len(atoms)), noise)
                for noise in (0.5, 2.0, 8.0)]
     separate = np.concatenate([c[0] for c in columns], axis=2)
-    got = choose_ridge(separate, columns[0][1], gram)
     errors = ridge_errors(separate, columns[0][1], gram)
-    for n in range(3):
-        mean = errors[:, :, n].mean(axis=1)
-        best = int(np.argmin(mean))
-        diff = errors[:, :, n] - errors[best, :, n]
-        se = diff.std(axis=1, ddof=1) / np.sqrt(diff.shape[1])
-        expected = max(RIDGE_GRID[i] for i in range(best, len(RIDGE_GRID))
-                       if diff[i].mean() <= se[i])
-        assert got[n] == expected
-        assert got[n] >= RIDGE_GRID[best]
+    for margin in (0.0, RIDGE_MARGIN, 0.05):
+        got = choose_ridge(separate, columns[0][1], gram, margin=margin)
+        for n in range(3):
+            mean = errors[:, :, n].mean(axis=1)
+            best = int(np.argmin(mean))
+            diff = errors[:, :, n] - errors[best, :, n]
+            se = diff.std(axis=1, ddof=1) / np.sqrt(diff.shape[1])
+            expected = max(RIDGE_GRID[i] for i in range(best, len(RIDGE_GRID))
+                           if diff[i].mean() <= max(se[i], -margin * mean[best]))
+            assert got[n] == expected
+            assert got[n] >= RIDGE_GRID[best]
+
+
+def test_margin_keeps_a_shared_out_of_span_signal_from_blowing_up_the_composite():
+    """Planted: a network signal that is AN-like in the atoms' span plus a part outside
+    their span (as large as the in-span part), the same in every subject, with little noise
+    (the failure seen on a demo dataset: a FrontoParietal composite at ridge 0.001 that
+    correlated >= 0.6 with 350 ANs). That part leaks into the directions the confounds
+    nearly span the same way in every subject, so the paired standard error is tiny and the
+    plain one-standard-error rule (``margin=0``) keeps a small ridge; the 1 % margin leans
+    more on the AN prior. Over 12 draws the composite's correlation with the planted
+    in-span signal is higher with the margin on average (measured: 0.68 vs 0.58) and in
+    most draws (measured: 11 of 12), and never below the plain rule's by more than 0.02."""
+    from bids_app.group import an_prior_penalty
+
+    with_margin, plain = [], []
+    for seed in range(12):
+        rng = np.random.default_rng(200 + seed)
+        atoms, designs = _subject_designs(rng, n_subjects=6)
+        draw = _an_like(rng, atoms)
+        penalty = an_prior_penalty(atoms, draw(2000) @ (atoms @ atoms.T))
+        weights = draw(1)[0]
+        planted = weights @ atoms
+        time = np.linspace(0, 1, atoms.shape[1])
+        outside = (np.sin(2 * np.pi * rng.uniform(1, 12) * time + rng.uniform(0, 6))
+                   + np.cos(4.5 * np.pi * time))
+        outside -= atoms.T @ np.linalg.lstsq(atoms.T, outside, rcond=None)[0]
+        outside *= np.linalg.norm(planted - planted.mean()) / np.linalg.norm(outside)
+        n_atoms = len(atoms)
+        separate, grams = [], []
+        for design in designs:
+            others = design[:, n_atoms:]
+            y = planted + outside + others @ rng.normal(size=others.shape[1]) \
+                + 0.05 * rng.normal(size=len(design))
+            separate.append([np.linalg.lstsq(np.column_stack([design[:, k], others]), y,
+                                             rcond=None)[0][0] for k in range(n_atoms)])
+            grams.append(residual_atom_gram(design, n_atoms))
+        separate, grams = np.asarray(separate)[:, :, None], np.stack(grams)
+        for margin, store in ((0.01, with_margin), (0.0, plain)):
+            ridge = choose_ridge(separate, grams, penalty, margin=margin)
+            composite = joint_network_effects(separate, grams, penalty, ridge).mean(0)[:, 0]
+            store.append(np.corrcoef(composite @ atoms, planted)[0, 1])
+    with_margin, plain = np.array(with_margin), np.array(plain)
+    assert with_margin.mean() > plain.mean() + 0.05, (with_margin, plain)
+    assert (with_margin > plain).sum() >= 9, (with_margin, plain)
+    assert (with_margin >= plain - 0.02).all(), (with_margin, plain)
 
 
 def _an_like(rng, atoms, n_factors=3):
@@ -306,3 +358,12 @@ def test_an_prior_fills_in_what_the_confounds_hide_as_the_ans_do():
         old_r.append(np.corrcoef(old @ atoms, planted)[0, 1])
     assert np.mean(new_r) > np.mean(old_r) + 0.05, (new_r, old_r)
     assert sum(n > o for n, o in zip(new_r, old_r)) >= 4, (new_r, old_r)
+
+
+def test_the_membership_sidecar_states_the_ridge_margin_in_use():
+    """The group sidecars' membership rule names the margin choose_ridge uses."""
+    from bids_app.group.subgroups import RIDGE_MARGIN
+    from bids_app.workflow.group import MEMBERSHIP_RULE
+
+    assert f"a {RIDGE_MARGIN * 100:g} % margin" in MEMBERSHIP_RULE
+    assert f"at most {RIDGE_MARGIN * 100:g} % less" in MEMBERSHIP_RULE

@@ -15,9 +15,10 @@ The rule **(ours)**, one parameter ``threshold`` (default 0.6):
    moment of the ANs' own coordinates in the atoms' span, so that the composite is filled
    in, where the confounds hide it, as the ANs' responses are. ``lambda`` is chosen per
    network by leave-one-subject-out prediction of each left-out subject's network signal
-   from the others' ``w``, with the **one-standard-error rule** (:func:`choose_ridge`: the
-   prediction error cannot see the directions the confounds nearly span, so among the
-   ridges it cannot tell apart from the best, the one leaning most on the prior).
+   from the others' ``w``, with the **one-standard-error rule** and a 1 % margin
+   (:func:`choose_ridge`: the prediction error cannot see the directions the confounds
+   nearly span, so among the ridges it cannot tell apart from the best, or that explain
+   at most 1 % less of the network's signal, the one leaning most on the prior).
    Separate-model effects ("marginal" weights) are not used: with collinear atoms they mix
    the networks' signals (measured in ``docs/metrics.md``).
 2. An AN's **score** for network ``n`` is the Pearson correlation, over the frames the atoms
@@ -67,6 +68,10 @@ def network_effects(effects: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 #: Ridge values tried for the joint composite weights, in units of the atoms' energy.
 RIDGE_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+
+#: Fraction of a network's signal explained in held-out subjects that the ridge may give up
+#: to lean more on the AN prior (:func:`choose_ridge`).
+RIDGE_MARGIN = 0.01
 
 
 def joint_network_effects(subject_effects: np.ndarray, grams: np.ndarray, penalty: np.ndarray,
@@ -156,10 +161,11 @@ def ridge_errors(subject_effects: np.ndarray, grams: np.ndarray, penalty: np.nda
 
 
 def choose_ridge(subject_effects: np.ndarray, grams: np.ndarray, penalty: np.ndarray,
-                 grid=RIDGE_GRID) -> np.ndarray:
+                 grid=RIDGE_GRID, margin: float = RIDGE_MARGIN) -> np.ndarray:
     """(n_networks,) per network, the largest ridge of ``grid`` whose leave-one-subject-out
-    prediction error is within one standard error of the smallest (the one-standard-error
-    rule).
+    prediction error is within one standard error of the smallest, or within ``margin``
+    of the network signal the best ridge explains (the one-standard-error rule with a
+    margin of practical equivalence).
 
     The error (:func:`ridge_errors`) only sees what the confounds leave of the BOLD; along
     the directions they nearly span (drifts, word rate, envelope, the same in every
@@ -167,17 +173,28 @@ def choose_ridge(subject_effects: np.ndarray, grams: np.ndarray, penalty: np.nda
     reaches it lets noise into them. Among the ridges the data cannot tell apart from the
     best, the rule takes the one that leans most on the prior (:func:`an_prior_penalty`).
     The standard error is that of the paired differences with the best ridge over
-    subjects (each subject's error has its own constant, which cancels).
+    subjects (each subject's error has its own constant, which cancels). It can be far
+    smaller than what matters: the part of a network's signal outside the atoms' span
+    leaks into the hidden directions the same way in every subject, so a gain of 0.02 % of
+    the signal can be "significant". ``margin`` bounds that from the other side: a ridge
+    whose held-out prediction explains at most ``margin`` (a fraction) less of the
+    network's signal than the best one's is as good (the error is, up to each subject's
+    constant, minus the explained sum of squares). ``margin=0`` gives the plain
+    one-standard-error rule.
     """
     grid = np.asarray(grid, dtype=np.float64)
     errors = ridge_errors(subject_effects, grams, penalty, grid)
     n_subjects = errors.shape[1]
     out = np.empty(errors.shape[2])
     for n in range(errors.shape[2]):
-        best = int(np.argmin(errors[:, :, n].mean(axis=1)))
+        mean = errors[:, :, n].mean(axis=1)
+        best = int(np.argmin(mean))
         diff = errors[:, :, n] - errors[best, :, n]                   # (n_grid, n_subjects)
         se = diff.std(axis=1, ddof=1) / np.sqrt(n_subjects) if n_subjects > 1 else 0.0
-        within = np.flatnonzero((diff.mean(axis=1) <= se) & (np.arange(len(grid)) >= best))
+        explained = max(-mean[best], 0.0)        # the best ridge's explained sum of squares
+        tolerance = np.maximum(se, margin * explained)
+        within = np.flatnonzero((diff.mean(axis=1) <= tolerance)
+                                & (np.arange(len(grid)) >= best))
         out[n] = grid[within.max()]
     return out
 

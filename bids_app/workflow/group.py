@@ -115,8 +115,9 @@ MEMBERSHIP_RULE = ("an AN is a member of a coupled network's sub-group when the 
                    "separate effects and design matrix; a ridge whose matrix is the inverse "
                    "second moment of the ANs' own coordinates in the atoms' span (the AN "
                    "prior), its size chosen per network by leave-one-subject-out prediction "
-                   "with the one-standard-error rule, column 'ridge' of "
-                   "networksubgroups.tsv), "
+                   "with the one-standard-error rule and a 1 % margin (the largest ridge "
+                   "within one standard error of the best or explaining at most 1 % less "
+                   "of the network's signal), column 'ridge' of networksubgroups.tsv), "
                    "averaged over subjects; with FIR delays (--hrf huth) the AN's best delay")
 
 
@@ -163,7 +164,7 @@ def _subgroups(config: Config, inputs, atoms, atlas, assignments, subj_assign, s
     # the composites' weights: each subject's joint effects of all atoms on each network's
     # signal, exact from its separate effects and its design, with the AN prior as the
     # ridge's matrix and the ridge chosen per network by leave-one-subject-out prediction
-    # (one-standard-error rule; bids_app.group.subgroups)
+    # (one-standard-error rule with a 1 % margin; bids_app.group.subgroups)
     courses = np.asarray(atoms.courses, dtype=np.float64)
     grams = np.stack([residual_atom_gram(d, len(courses)) for d in inputs.designs])
     separate = (group.separate_network_effects(means, grams) if config.glm == "joint"
