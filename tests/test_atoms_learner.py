@@ -244,13 +244,24 @@ def test_top_directions_equal_svd():
     np.testing.assert_allclose(np.abs(np.sum(found * reference, axis=1)), 1.0, atol=1e-6)
 
 
+def _v3_learner(monkeypatch):
+    """The learner of torch-fista-bcd-v3: k-means++ seeding, plain epochs, one-epoch rule."""
+    monkeypatch.setattr(settings, "SEEDING", "kmeans++")
+    monkeypatch.setattr(settings, "ANDERSON_MEMORY", 0)
+    monkeypatch.setattr(settings, "STOP_WINDOW", 1)
+
+
 @pytest.mark.slow
 def test_restarts_escape_a_local_minimum(monkeypatch):
     """Seeded case (found by search) that ends in a local minimum, with a pattern missing
     and a junk atom, when no atom may be restarted: with the restarts every true source is
-    recovered (|r| >= 0.95) at a lower objective."""
+    recovered (|r| >= 0.95) at a lower objective. The case was found for the v3 learner
+    (k-means++ start, plain epochs), which it runs with; the default start (rotated within
+    its span by FastICA) does not fall into it (every source at |r| 0.9998 without
+    restarts, measured 2026-12-03)."""
     from bids_app.synthetic import source_mixtures
 
+    _v3_learner(monkeypatch)
     x, sources = source_mixtures(45_000, 150, n_sources=48, seed=3)
     fits = {}
     for rounds in (0, settings.MAX_RESTART_ROUNDS):
@@ -287,7 +298,10 @@ def test_split_pair_undoes_a_rotated_pair():
 
 def test_rotated_pair_split_recovers_planted_atoms(monkeypatch):
     """A seeded planted case (found by search) that ends with two atoms each at |r| ~0.7
-    with two true atoms when no pair may be split; split, every atom is recovered."""
+    with two true atoms when no pair may be split; split, every atom is recovered. Found
+    for the v3 learner, which it runs with; the default start does not fall into it
+    (|r| 0.9996 without splits, measured 2026-12-03)."""
+    _v3_learner(monkeypatch)
     true_atoms, x = _planted(18, n_neurons=1500, n_trs=80)
     matched = {}
     for rounds in (0, settings.MAX_RESTART_ROUNDS):

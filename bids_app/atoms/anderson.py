@@ -1,5 +1,5 @@
-"""Anderson acceleration of the batch epochs (optional: ``settings.ANDERSON_MEMORY``, 0
-by default; benchmarks/results/dictionary.md says why).
+"""Anderson acceleration of the batch epochs (``settings.ANDERSON_MEMORY``: 3 since
+``torch-fista-bcd-v4``, 0 gives plain epochs; benchmarks/results/dictionary.md).
 
 A batch epoch is a fixed-point map on the atoms: code every row against the atoms D, then
 block coordinate descent gives U = G(D). Plain epochs take D <- U; near a solution they

@@ -14,24 +14,27 @@ Algorithm
 1. *Initialisation*: greedy k-means++ seeding on a seeded subsample of (up to 20,000) rows:
    each new atom is, of a few rows drawn with probability proportional to their energy
    left after projection on the nearest atom so far, the one leaving the least energy.
-   Atoms start as real, diverse AN time courses. (Optional, off by default:
-   ``settings.SEEDING = "auto"`` also seeds by FastICA and keeps the better start; see
-   :mod:`~bids_app.atoms.seeding`.) When X has at least twice as many rows as that
+   Atoms start as real, diverse AN time courses. Then FastICA, whitened on the span of
+   those atoms, rotates them within it (``settings.SEEDING = "span-ica"``), which sets
+   the mixing within the span that the epochs would otherwise creep towards, while a
+   pattern few rows hold keeps its atom; see :mod:`~bids_app.atoms.seeding` (and its
+   other options). When X has at least twice as many rows as that
    subsample, steps 2-3 first run on the subsample alone (cheap epochs while the atoms
    are far off), then step 3 continues on all rows from the atoms found.
 2. *Online epochs* (``online_epochs``, Mairal's algorithm 1 with mini-batches and the
    forgetting factor of scikit-learn's ``MiniBatchDictionaryLearning``): mini-batches of
    ``batch_size`` rows are coded, the sufficient statistics A = sum(a a^T) and B = sum(a x^T)
    are updated, then one pass of block coordinate descent (BCD) updates the atoms.
-3. *Batch epochs* (until the relative objective change between two batch epochs is below
-   ``tol``): one streaming pass over all rows codes them against the current atoms
-   (warm-started) and accumulates the exact statistics, whose objective is logged; BCD
-   then minimises over the atoms exactly. Each epoch therefore cannot increase the
-   objective (up to the coding tolerance), except right after a restart (below).
-   (Optional, off by default: Anderson acceleration, ``settings.ANDERSON_MEMORY``, mixes
-   the last plain steps into the next atoms and rejects an epoch that raises the
-   objective, :mod:`~bids_app.atoms.anderson`; with it, ``settings.STOP_WINDOW = 2``.
-   Why it is off: benchmarks/results/dictionary.md.)
+3. *Batch epochs* (until the relative objective change over two accepted batch epochs is
+   below twice ``tol``): one streaming pass over all rows codes them against the current
+   atoms (warm-started) and accumulates the exact statistics, whose objective is logged;
+   BCD then minimises over the atoms exactly, and Anderson acceleration AA(3)
+   (``settings.ANDERSON_MEMORY``, :mod:`~bids_app.atoms.anderson`) mixes the last plain
+   steps into the next atoms; an epoch whose objective is higher than the last accepted
+   one is rejected and the plain step coded instead. The accepted epochs' objective
+   therefore never increases (up to the coding tolerance), except right after a restart
+   (below). (``settings.ANDERSON_MEMORY = 0`` and ``STOP_WINDOW = 1`` give the plain
+   epochs of the v3 learner: benchmarks/results/dictionary.md.)
    Atoms that no AN uses are re-initialised. So are, in at most three epochs per phase,
    the marks of the usual local minima: an atom nearly duplicating another (|cos| > 0.9)
    or barely used (code energy < 5 % of the median atom's) while some pattern stays

@@ -1,26 +1,26 @@
-"""Initial atoms from a seeded subsample of the rows: greedy k-means++, or FastICA.
+"""Initial atoms from a seeded subsample of the rows: greedy k-means++, rotated within
+their span by FastICA (the default), or FastICA alone.
 
-By default (``settings.SEEDING = "kmeans++"``) each new atom is, of a few rows drawn with
-probability proportional to the energy they have left after projection on the nearest
-atom so far, the one leaving the least energy (on |cosine|, as scikit-learn's
-``kmeans_plusplus``): atoms start as real, diverse AN time courses, which starts well
-when many rows hold a single pattern.
+k-means++: each new atom is, of a few rows drawn with probability proportional to the
+energy they have left after projection on the nearest atom so far, the one leaving the
+least energy (on |cosine|, as scikit-learn's ``kmeans_plusplus``): atoms start as real,
+diverse AN time courses, among them one of a pattern that few rows hold.
 
-Optional (``SEEDING = "span-ica"``, off by default): the k-means++ atoms rotated within
-their span by the same FastICA, whitened on that span instead of the leading components
-(:func:`ica_atoms`): the in-span mixing is set as by FastICA, and a pattern few rows hold
-keeps the atom k-means++ gave it.
+``settings.SEEDING = "span-ica"`` (the default since ``torch-fista-bcd-v4``) then rotates
+those atoms within their span by a symmetric FastICA (logcosh contrast; Hyvarinen 1999, as
+scikit-learn's ``FastICA``) of the subsample whitened on that span (:func:`ica_atoms`).
+FastICA models each AN as a mix of a few independent, sparse sources (what the lasso codes
+are), so it sets the atoms' mixing within their span, the direction in which dictionary
+learning's own epochs creep (benchmarks/results/dictionary.md); whitened on the span
+rather than on the leading principal components, it keeps the atom k-means++ gave a
+pattern that few rows hold (whose variance is not among the leading components).
 
-Optional (``SEEDING = "auto"``, off by default: benchmarks/results/dictionary.md): also the
-mixing directions of a symmetric FastICA (logcosh contrast; Hyvarinen 1999, as
-scikit-learn's ``FastICA`` with ``whiten="unit-variance"``) of the subsample, whitened
-onto its leading ``n_atoms`` principal components, which models each AN as a mix of a few
-independent, sparse sources (what the lasso codes are) and so sets the atoms' mixing
-within their span, the direction in which dictionary learning's own epochs creep; the
-candidate whose lasso codes of the tuning rows reach the lower objective is kept. FastICA
-is skipped when the subsample cannot carry ``n_atoms`` components (fewer TRs than atoms,
-fewer than twice as many rows, or a near-singular covariance). ``SEEDING = "ica"`` keeps
-FastICA's atoms whenever it runs.
+Other options: ``"kmeans++"`` alone (the v3 learner); ``"ica"``, FastICA whitened onto
+the subsample's leading ``n_atoms`` components; ``"auto"``, whichever of the FastICA and
+the k-means++ atoms codes the tuning rows at the lower lasso objective. These two lose the
+demo's small planted groups (benchmarks/results/dictionary.md). FastICA is skipped (the
+k-means++ atoms kept) when the subsample cannot carry ``n_atoms`` components (fewer TRs
+than atoms, fewer than twice as many rows, or a near-singular covariance).
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ def init_sample_size(n_rows: int, n_atoms: int) -> int:
 
 
 def seed_atoms(data: Rows, n_atoms: int, rng: np.random.Generator, alpha: float = 0.1):
-    """k-means++-like seeding (on |cosine|) from a subsample of the non-zero rows; with
-    ``settings.SEEDING = "auto"`` also FastICA, and the atoms whose lasso codes of the
-    tuning rows reach the lower objective are kept.
+    """k-means++-like seeding (on |cosine|) from a subsample of the non-zero rows, then
+    (``settings.SEEDING = "span-ica"``) those atoms rotated within their span by FastICA;
+    with ``"auto"`` FastICA on the leading components instead, if its lasso codes of the
+    tuning rows reach the lower objective; ``"ica"`` that FastICA; ``"kmeans++"`` none.
 
     Parameters
     ----------
@@ -59,7 +60,7 @@ def seed_atoms(data: Rows, n_atoms: int, rng: np.random.Generator, alpha: float 
 
     Returns
     -------
-    atoms : ndarray (n_atoms, n_trs), float32, unit-norm rows of the subsample
+    atoms : ndarray (n_atoms, n_trs), float32, unit-norm rows: of the subsample
         (k-means++), or FastICA's mixing directions.
     tune_rows : ndarray (min(n_sample, settings.TUNE_SAMPLE), n_trs), float32, the rows
         on which alpha is tuned for a target sparsity.
