@@ -173,6 +173,16 @@ def adopt_writes(pairs: list[tuple[Path, Path]], folders: list[Path]) -> None:
         _CREATED[-1].extend(folders)
 
 
+def discard_writes(pairs: list[tuple[Path, Path]], folders: list[Path]) -> None:
+    """Remove the temporaries of writes a worker handed back that no block will adopt (the
+    parent gave up before it read them), and the folders created for them if empty."""
+    for tmp, _ in pairs:
+        Path(tmp).unlink(missing_ok=True)
+    for folder in sorted(set(map(Path, folders)), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()                      # only when empty
+
+
 @contextmanager
 def atomic_folder(folder: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``folder``; on success, move it onto ``folder``.

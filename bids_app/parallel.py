@@ -9,7 +9,9 @@ and moved by the parent at the end of its block, so a failed run still leaves no
 under a final name. The first failure ends the map at once: the other workers are sent
 SIGTERM, unwind and remove their temporaries, and the error is raised in the parent (with
 the worker's traceback as its cause). A worker that dies without an answer (killed, out of
-memory) is such a failure too.
+memory) is such a failure too. A worker that finished while the parent was giving up
+(its result not yet read) hands back writes that no block will adopt: their temporaries
+are removed as well.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
-from bids_app.atomic import adopt_writes, handed_back_writes
+from bids_app.atomic import adopt_writes, discard_writes, handed_back_writes
 
 
 class WorkerTraceback(Exception):
@@ -58,9 +60,16 @@ def _worker(func: Callable, item, conn) -> None:
     except Exception as err:  # noqa: BLE001 - handed to the parent, which raises it
         message = (False, err, traceback.format_exc())
     try:
-        conn.send(message)
-    except Exception:  # noqa: BLE001 - an unpicklable error: send its text
-        conn.send((False, RuntimeError(repr(message[1])), message[2]))
+        try:
+            conn.send(message)
+        except Exception:  # noqa: BLE001 - an unpicklable error: send its text
+            conn.send((False, RuntimeError(repr(message[1])), message[2]))
+    except BaseException:
+        # SIGTERM while sending (the parent gave up after another failure): no block will
+        # adopt this item's writes, so their temporaries go now
+        if message[0]:
+            discard_writes(*message[1][1])
+        raise
     conn.close()
 
 
@@ -118,4 +127,17 @@ def forked_map(func: Callable[[Any], Any], items: Iterable, n_workers: int) -> I
             process.terminate()
         for process, receive in running.values():
             process.join()
+            _discard_unread(receive)
             receive.close()
+
+
+def _discard_unread(receive) -> None:
+    """A worker that finished, and handed back its writes, while the parent was giving up
+    (another item failed first): those writes are not adopted, so their temporaries are
+    removed here."""
+    try:
+        message = receive.recv() if receive.poll() else None
+    except (EOFError, OSError):          # nothing, or half a message of a stopped worker
+        return
+    if message is not None and message[0]:
+        discard_writes(*message[1][1])

@@ -80,3 +80,39 @@ def test_sigterm_to_a_worker_removes_its_temporaries(tmp_path):
         with deferred_replace():
             list(forked_map(work, [0, 1], n_workers=2))
     assert list(tmp_path.rglob("*")) == []
+
+
+def test_a_worker_that_finishes_while_the_parent_gives_up_leaves_nothing(tmp_path,
+                                                                         monkeypatch):
+    """Item 0 finishes, and hands back its writes, just after the parent saw item 1 fail
+    (made certain here: the parent's first wait returns only item 1's ends, once item 0's
+    process has exited). Nothing adopts item 0's writes, so their temporaries and the
+    folder created for them must go: nothing is left under the output folder (the race
+    behind a leftover report temporary of a subject in a failed --nprocs 2 run)."""
+    import bids_app.parallel as parallel
+
+    real_wait = parallel.wait
+    calls = []
+
+    def wait(objects):
+        if calls:
+            return real_wait(objects)
+        calls.append(objects)
+        n = len(objects) // 2                  # receiving ends, then sentinels, in order
+        real_wait([objects[n]])                # item 0's process has exited...
+        real_wait([objects[1]])                # ...and item 1's failure is there
+        return [objects[1], objects[n + 1]]    # the parent sees item 1 only
+
+    monkeypatch.setattr(parallel, "wait", wait)
+
+    def work(i):
+        if i == 1:
+            time.sleep(0.3)
+            raise ValueError("subject 1 is damaged")
+        return _write(tmp_path)(i)
+
+    with pytest.raises(ValueError, match="subject 1 is damaged"):
+        with deferred_replace():
+            list(forked_map(work, [0, 1], n_workers=2))
+    assert calls, "the patched wait was not used"
+    assert list(tmp_path.rglob("*")) == []
