@@ -41,9 +41,8 @@ from bids_app.atoms import settings
 from bids_app.atoms.learn import responding_rows
 from bids_app.atoms.learner import DictionaryLearner
 
-PLAIN = {"SEEDING": "kmeans++", "ANDERSON_MEMORY": 0, "STOP_WINDOW": 1}
 ACCELERATED = {"SEEDING": "auto", "ANDERSON_MEMORY": 3, "STOP_WINDOW": 2}
-VARIANTS = {"default": {}, "plain": PLAIN, "accelerated": ACCELERATED,
+VARIANTS = {"default": {}, "plain": settings.V3_LEARNER, "accelerated": ACCELERATED,
             "accelerated-w1": {**ACCELERATED, "STOP_WINDOW": 1},
             "span-ica-accelerated": {**ACCELERATED, "SEEDING": "span-ica"}}
 

@@ -131,9 +131,7 @@ def deferred_replace() -> Iterator[None]:
         for tmp, _ in pending:
             tmp.unlink(missing_ok=True)
         if not done:
-            for folder in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()              # only when empty
+            _remove_empty_folders(created)
 
 
 @contextmanager
@@ -178,6 +176,12 @@ def discard_writes(pairs: list[tuple[Path, Path]], folders: list[Path]) -> None:
     parent gave up before it read them), and the folders created for them if empty."""
     for tmp, _ in pairs:
         Path(tmp).unlink(missing_ok=True)
+    _remove_empty_folders(folders)
+
+
+def _remove_empty_folders(folders) -> None:
+    """Remove the folders that are empty, deepest first (a parent emptied by its child's
+    removal goes too)."""
     for folder in sorted(set(map(Path, folders)), key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
             folder.rmdir()                      # only when empty

@@ -23,3 +23,11 @@ def planted_rows(seed, n_neurons=2000, n_trs=120, n_atoms=8, noise=0.05):
         codes[i, used] = rng.uniform(0.5, 2.0, used.size) * rng.choice([-1, 1], used.size)
     x = codes @ atoms + noise * rng.standard_normal((n_neurons, n_trs))
     return atoms, unit_rows(x).astype(np.float32)
+
+
+def use_v3_learner(monkeypatch) -> None:
+    """Set the atoms settings of the v3 learner (``settings.V3_LEARNER``) for this test."""
+    from bids_app.atoms import settings
+
+    for name, value in settings.V3_LEARNER.items():
+        monkeypatch.setattr(settings, name, value)

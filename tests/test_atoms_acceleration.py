@@ -14,14 +14,7 @@ import torch
 from bids_app.atoms import DictionaryLearner, match_atoms, settings
 from bids_app.atoms.anderson import Anderson, anderson_mix
 from bids_app.atoms.seeding import ica_atoms, seed_atoms
-from tests.planted import planted_rows, unit_rows
-
-
-def plain(monkeypatch):
-    """The v3 learner: k-means++ seeding, plain epochs, one-epoch stopping rule."""
-    monkeypatch.setattr(settings, "SEEDING", "kmeans++")
-    monkeypatch.setattr(settings, "ANDERSON_MEMORY", 0)
-    monkeypatch.setattr(settings, "STOP_WINDOW", 1)
+from tests.planted import planted_rows, unit_rows, use_v3_learner
 
 
 def accelerate(monkeypatch):
@@ -234,7 +227,7 @@ def test_accelerated_fit_converges_in_fewer_epochs(monkeypatch):
                 for seed in (0, 1)]
 
     with monkeypatch.context() as patch:
-        plain(patch)
+        use_v3_learner(patch)
         slow = fits()
     default = fits()
     accelerate(monkeypatch)

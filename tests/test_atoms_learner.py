@@ -13,6 +13,7 @@ from bids_app.atoms import DictionaryLearner, dictionary_objective, match_atoms,
 from bids_app.errors import LlmfbnError
 from tests.planted import planted_rows as _planted
 from tests.planted import unit_rows as _unit_rows
+from tests.planted import use_v3_learner
 
 
 def _objective(x, codes, atoms, alpha):
@@ -244,13 +245,6 @@ def test_top_directions_equal_svd():
     np.testing.assert_allclose(np.abs(np.sum(found * reference, axis=1)), 1.0, atol=1e-6)
 
 
-def _v3_learner(monkeypatch):
-    """The learner of torch-fista-bcd-v3: k-means++ seeding, plain epochs, one-epoch rule."""
-    monkeypatch.setattr(settings, "SEEDING", "kmeans++")
-    monkeypatch.setattr(settings, "ANDERSON_MEMORY", 0)
-    monkeypatch.setattr(settings, "STOP_WINDOW", 1)
-
-
 @pytest.mark.slow
 def test_restarts_escape_a_local_minimum(monkeypatch):
     """Seeded case (found by search) that ends in a local minimum, with a pattern missing
@@ -261,7 +255,7 @@ def test_restarts_escape_a_local_minimum(monkeypatch):
     restarts, measured 2026-12-03)."""
     from bids_app.synthetic import source_mixtures
 
-    _v3_learner(monkeypatch)
+    use_v3_learner(monkeypatch)
     x, sources = source_mixtures(45_000, 150, n_sources=48, seed=3)
     fits = {}
     for rounds in (0, settings.MAX_RESTART_ROUNDS):
@@ -301,7 +295,7 @@ def test_rotated_pair_split_recovers_planted_atoms(monkeypatch):
     with two true atoms when no pair may be split; split, every atom is recovered. Found
     for the v3 learner, which it runs with; the default start does not fall into it
     (|r| 0.9996 without splits, measured 2026-12-03)."""
-    _v3_learner(monkeypatch)
+    use_v3_learner(monkeypatch)
     true_atoms, x = _planted(18, n_neurons=1500, n_trs=80)
     matched = {}
     for rounds in (0, settings.MAX_RESTART_ROUNDS):

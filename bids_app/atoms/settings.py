@@ -22,6 +22,10 @@ ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v4"
 # "kmeans++", ANDERSON_MEMORY = 0, STOP_WINDOW = 1. FastICA on the leading components
 # ("auto", "ica") loses small planted groups (same file).
 
+#: The settings below that give the v3 learner (k-means++ seeding, plain epochs, one-epoch
+#: stopping rule), for comparisons (benchmarks, tests).
+V3_LEARNER = {"SEEDING": "kmeans++", "ANDERSON_MEMORY": 0, "STOP_WINDOW": 1}
+
 # -- initial atoms
 #: "kmeans++": greedy k-means++ on rows; "auto": the FastICA and the k-means++ atoms
 #: (:mod:`bids_app.atoms.seeding`), keeping those whose lasso codes of the tuning rows
