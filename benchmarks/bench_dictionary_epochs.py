@@ -6,20 +6,22 @@ leaves under ``WORK/llmfbn/responses/<key>/``), as ``learn_atoms`` does (64 atom
 0.1, one torch thread), for several learner seeds, once per variant (``--variants``;
 ``default`` and ``plain`` unless said):
 
-- ``default``: the learner as it is (since ``torch-fista-bcd-v4`` ``span-ica-accelerated``
-  below);
+- ``default``: the learner as it is (since ``torch-fista-bcd-v5``: in-span FastICA seeding,
+  searched conjugate steps, the four-epoch stopping rule);
 - ``plain``: the v3 learner (k-means++ seeding, plain batch epochs, stopped when the
   objective changes by < tol between two epochs);
+- ``v4``: the v4 learner (``span-ica-accelerated`` below);
 - ``accelerated``: FastICA seeding on the leading components (``settings.SEEDING =
-  "auto"``: FastICA or k-means++, whichever starts lower; ``ANDERSON_MEMORY = 3``;
-  ``STOP_WINDOW = 2``: stopped when the objective fell by < 2 x tol over two accepted
-  epochs);
+  "auto"``: FastICA or k-means++, whichever starts lower; Anderson steps
+  (``STEPS = "anderson"``, AA(3)); ``STOP_WINDOW = 2``: stopped when the objective fell
+  by < 2 x tol over two accepted epochs);
 - ``accelerated-w1``: the same with the one-epoch stopping rule (``STOP_WINDOW = 1``);
 - ``span-ica-accelerated``: ``accelerated`` but seeded by the k-means++ atoms rotated
   within their span by FastICA (``SEEDING = "span-ica"``).
 
 Each fit runs in this process, one after another; one JSON line per fit goes to ``--json``
-(epochs, rejected extrapolations, objective, wall seconds, load average), and a summary
+(epochs, rejected steps, the rows coded by the step searches in passes over the rows,
+objective, wall seconds, load average), and a summary
 table to stdout. Usage::
 
     python benchmarks/bench_dictionary_epochs.py RUN/work/llmfbn/responses/*/x.npy \\
@@ -41,8 +43,9 @@ from bids_app.atoms import settings
 from bids_app.atoms.learn import responding_rows
 from bids_app.atoms.learner import DictionaryLearner
 
-ACCELERATED = {"SEEDING": "auto", "ANDERSON_MEMORY": 3, "STOP_WINDOW": 2}
-VARIANTS = {"default": {}, "plain": settings.V3_LEARNER, "accelerated": ACCELERATED,
+ACCELERATED = {"SEEDING": "auto", "STEPS": "anderson", "ANDERSON_MEMORY": 3, "STOP_WINDOW": 2}
+VARIANTS = {"default": {}, "plain": settings.V3_LEARNER, "v4": settings.V4_LEARNER,
+            "accelerated": ACCELERATED,
             "accelerated-w1": {**ACCELERATED, "STOP_WINDOW": 1},
             "span-ica-accelerated": {**ACCELERATED, "SEEDING": "span-ica"}}
 
@@ -62,6 +65,8 @@ def fit_once(x, rows, seed: int, variant: str, n_atoms: int = 64, alpha: float =
             setattr(settings, name, value)
     return {"variant": variant, "seed": seed, "epochs": learner.n_iter_,
             "rejected": sum(h.get("accepted") is False for h in learner.history_),
+            "search_passes": round(sum(h.get("searched_rows", 0) for h in learner.history_)
+                                   / len(rows), 2),
             "converged": bool(learner.converged_), "objective": float(learner.objective_),
             "wall_s": round(wall, 2), "load_avg": round(os.getloadavg()[0], 2)}
 

@@ -1,5 +1,6 @@
-"""The dictionary learner's accelerations (in-span FastICA seeding and Anderson-accelerated
-batch epochs, the default since torch-fista-bcd-v4; FastICA on the leading components, an
+"""The dictionary learner's accelerations (in-span FastICA seeding, the default since
+torch-fista-bcd-v4; Anderson-accelerated batch epochs, v4's steps, an option since v5
+(tests/test_atoms_steps.py has v5's searched steps); FastICA on the leading components, an
 option): FastICA against scikit-learn's and planted atoms, Anderson steps against an
 independent least-squares formula, a linear fixed-point problem, and the plain epochs."""
 
@@ -21,6 +22,7 @@ def accelerate(monkeypatch):
     """The accelerated learner with FastICA on the leading components: FastICA or
     k-means++ seeding (the better start), AA(3), two-epoch stopping rule."""
     monkeypatch.setattr(settings, "SEEDING", "auto")
+    monkeypatch.setattr(settings, "STEPS", "anderson")
     monkeypatch.setattr(settings, "ANDERSON_MEMORY", 3)
     monkeypatch.setattr(settings, "STOP_WINDOW", 2)
 
@@ -213,8 +215,9 @@ def test_anderson_memory_zero_is_plain_and_steps_are_unit_rows():
 
 def test_accelerated_fit_converges_in_fewer_epochs(monkeypatch):
     """Sparse mixtures of 16 smooth sources in heavy noise (sd 1 per TR, as AN responses
-    are mostly unexplained): the default learner (in-span FastICA seeding, AA(3)) and the
-    one seeded by FastICA on the leading components stop in fewer epochs than the v3
+    are mostly unexplained): the default learner (in-span FastICA seeding, searched
+    steps) and the one seeded by FastICA on the leading components with AA(3) stop in
+    fewer epochs than the v3
     learner (k-means++ seeding, plain steps, one-epoch stopping rule: 18 and 8 epochs for
     seeds 0 and 1, against 5 and 6 for the latter), at an objective no higher (1e-5
     relative)."""
@@ -251,6 +254,7 @@ def test_bad_extrapolations_are_rejected(monkeypatch):
         return torch.randn(updates[-1].shape, generator=generator, dtype=torch.float64)
 
     monkeypatch.setattr(anderson_module, "anderson_mix", junk)
+    monkeypatch.setattr(settings, "STEPS", "anderson")
     monkeypatch.setattr(settings, "ANDERSON_MEMORY", 3)
     monkeypatch.setattr(settings, "MAX_RESTART_ROUNDS", 0)   # restarts may raise it
     _, x = planted_rows(0)
@@ -275,11 +279,3 @@ def test_convergence_figure_marks_rejected_epochs():
     assert "rejected for raising it" in convergence_figure(history)
     plain = [h for h in history if h.get("accepted", True)]
     assert "rejected" not in convergence_figure(plain).split('src="')[0]
-
-
-def test_defaults_are_the_v4_learner():
-    """Since torch-fista-bcd-v4: in-span FastICA seeding, AA(3), the two-epoch stopping
-    rule (benchmarks/results/dictionary.md, "v4")."""
-    assert (settings.SEEDING, settings.ANDERSON_MEMORY, settings.STOP_WINDOW) == \
-        ("span-ica", 3, 2)
-    assert settings.ALGORITHM_ID.endswith("torch-fista-bcd-v4")

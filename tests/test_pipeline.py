@@ -164,9 +164,9 @@ def test_a_network_no_atom_passes_for_is_recovered_by_the_prediction_test(tmp_pa
     network by IoU 0.004 and 0.026, under the 0.1 gate: its signal is shared by several
     collinear atoms); the network-prediction test couples it (measured 2026-12-03 with the
     v4 learner: r 0.95, p_fwe 4e-23) and its sub-group recovers the functional truth (F1
-    0.82, AUC 0.998). Every planted network then meets issue 9's targets, and no other
-    network is coupled. (With the v3 learner this case was the second profile's seed 1,
-    whose DefaultMode v4 couples by an atom.)"""
+    0.82, AUC 0.998; with the v5 learner the same route, F1 0.84). Every planted network
+    then meets issue 9's targets, and no other network is coupled. (With the v3 learner
+    this case was the second profile's seed 1, whose DefaultMode v4 couples by an atom.)"""
     from bids_app.synthetic import make_dataset
     from tests.conftest import _run_pipeline
 

@@ -1,5 +1,6 @@
-"""Anderson acceleration of the batch epochs (``settings.ANDERSON_MEMORY``: 3 since
-``torch-fista-bcd-v4``, 0 gives plain epochs; benchmarks/results/dictionary.md).
+"""Anderson acceleration of the batch epochs (``settings.STEPS = "anderson"``, with
+``settings.ANDERSON_MEMORY`` = 3 the steps of ``torch-fista-bcd-v4``; since v5 an option,
+see :mod:`bids_app.atoms.steps`; benchmarks/results/dictionary.md).
 
 A batch epoch is a fixed-point map on the atoms: code every row against the atoms D, then
 block coordinate descent gives U = G(D). Plain epochs take D <- U; near a solution they

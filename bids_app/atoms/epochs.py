@@ -2,8 +2,9 @@
 
 A fit runs one or two *phases* (a warm-up on the initialisation subsample, then all rows),
 each a :class:`Phase`: online epochs (Mairal's algorithm 1 with mini-batches), then batch
-epochs (an exact coding pass, then block coordinate descent, optionally
-Anderson-accelerated) until the relative change of the objective is below ``tol``.
+epochs (an exact coding pass, then block coordinate descent, stepped by
+:class:`Stepper`: searched conjugate steps, Anderson mixing or plain) until the relative
+change of the objective is below ``tol``.
 :class:`Epochs` holds what the phases of one fit share: the learner's parameters, the
 convergence log and the re-tunings of alpha.
 """
@@ -20,6 +21,7 @@ from bids_app.atoms.anderson import Anderson
 from bids_app.atoms.lasso import Solver, lasso_cost, tune_alpha
 from bids_app.atoms.restarts import coactive_pairs, split_pair, top_directions, wasted_atoms
 from bids_app.atoms.rows import Rows
+from bids_app.atoms.steps import ConjugateDirections, search_length, search_rows
 from bids_app.atoms.update import Statistics, bcd
 
 LOGGER = logging.getLogger("llmfbn")
@@ -28,8 +30,9 @@ LOGGER = logging.getLogger("llmfbn")
 def _converged(accepted, tol: float, window: int) -> bool:
     """Whether the objective of the accepted epochs ``accepted`` ((objective, alpha),
     oldest first) fell by at most ``window * tol`` (relative) over the last ``window``
-    accepted epochs, at one alpha. Anderson steps gain unevenly from one epoch to the
-    next, so a window of 2 keeps one small gain from stopping the fit."""
+    accepted epochs, at one alpha. Anderson and searched steps gain unevenly from one
+    epoch to the next (a long step, then a short one), so a window of 2 or 4 keeps one
+    small gain from stopping the fit."""
     if len(accepted) <= window:
         return False
     (first, alpha), (last, last_alpha) = accepted[-1 - window], accepted[-1]
@@ -58,6 +61,7 @@ class Epochs:
         self.history = []
         self.retunes = 0 if self.tuning else settings.MAX_RETUNES
         self.converged = False
+        self.tol = settings.STOP_TOL if learner.tol is None else learner.tol
 
     def run(self, data: Rows, atoms, alpha, rng, online_epochs: int, name: str):
         """Online then batch epochs on ``data`` from ``atoms`` (n_atoms, n_trs) float32.
@@ -67,6 +71,15 @@ class Epochs:
         of the last batch epoch.
         """
         return Phase(self, data, atoms.device, name).run(atoms, alpha, rng, online_epochs)
+
+    def converged_by(self, accepted) -> bool:
+        """Whether the accepted epochs ((objective, alpha), oldest first) meet the stopping
+        rule: a mean relative change below ``tol`` per epoch over ``settings.STOP_WINDOW``
+        epochs, or below min(tol, ``settings.SETTLED_TOL``) over ``SETTLED_WINDOW``."""
+        tol = self.tol
+        return _converged(accepted, tol, settings.STOP_WINDOW) or bool(
+            settings.SETTLED_WINDOW
+            and _converged(accepted, min(tol, settings.SETTLED_TOL), settings.SETTLED_WINDOW))
 
     def tune(self, atoms, alpha: float) -> float:
         """The alpha giving ``target_sparsity`` with ``atoms``, searched from ``alpha``."""
@@ -187,32 +200,32 @@ class Phase:
 
     # ------------------------------------------------------------------ batch epochs
     def _batch_epochs(self, atoms, alpha, epoch: int):
-        """Exact coding pass + exact block coordinate descent (Anderson-accelerated when
-        ``settings.ANDERSON_MEMORY`` > 0), until the relative change of the objective
-        (same alpha) over ``settings.STOP_WINDOW`` accepted epochs is below that many
-        times ``tol`` with no atom to restart, or until ``max_epochs`` (``epoch`` epochs ran
-        already). An extrapolated epoch whose objective rises above the last accepted one
-        is rejected (logged with ``accepted: False``): the plain step from the last
-        accepted atoms is coded next. Returns (atoms, alpha): if a restart did not pay off,
-        the atoms of the best epoch."""
+        """Exact coding pass + exact block coordinate descent, stepped as
+        ``settings.STEPS`` says ("plain", "anderson" or "conjugate-search"), until the
+        relative change of the objective (same alpha) over ``settings.STOP_WINDOW``
+        accepted epochs is below that many times ``tol`` with no atom to restart, or until
+        ``max_epochs`` (``epoch`` epochs ran already). A stepped (extrapolated or searched)
+        epoch whose objective rises above the last accepted one is rejected (logged with
+        ``accepted: False``): the plain step from the last accepted atoms is coded next.
+        Returns (atoms, alpha): if a restart did not pay off, the atoms of the best epoch."""
         accepted = []                    # (objective, alpha) of every accepted epoch
         self.epochs.converged = False
         best = None                      # (objective, alpha, atoms) of the best epoch
         restart_rounds = 0
-        anderson = Anderson(settings.ANDERSON_MEMORY)
-        extrapolated, plain_step = False, None
+        stepper = Stepper(self, settings.STEPS)
+        stepped, plain_step = False, None
         while epoch < self.learner.max_epochs:
             total, coactive = self._coding_pass(atoms, alpha)
             epoch += 1
-            if extrapolated and accepted[-1][1] == alpha and total > accepted[-1][0]:
+            if stepped and accepted[-1][1] == alpha and total > accepted[-1][0]:
                 self.epochs.history[-1]["accepted"] = False
-                anderson.reset()
-                atoms, extrapolated = plain_step, False
+                stepper.reset()
+                atoms, stepped = plain_step, False
                 continue
             if best is None or best[1] != alpha or total < best[0]:
                 best = (total, alpha, atoms)
             accepted.append((total, alpha))
-            converged = _converged(accepted, self.learner.tol, settings.STOP_WINDOW)
+            converged = self.epochs.converged_by(accepted)
             atoms64 = atoms.double()
             wasted, pairs = [], []
             if restart_rounds < settings.MAX_RESTART_ROUNDS:
@@ -228,11 +241,10 @@ class Phase:
             plain_step, restarted = self._update_atoms(atoms, atoms64, wasted, pairs)
             new_alpha = self.epochs.retune(plain_step, alpha)
             if restarted or new_alpha != alpha:
-                anderson.reset()         # another problem from here: no extrapolation
-                atoms, extrapolated = plain_step, False
+                stepper.reset()          # another problem from here: no extrapolation
+                atoms, stepped = plain_step, False
             else:
-                mixed, extrapolated = anderson.step(atoms, plain_step)
-                atoms = mixed.float()
+                atoms, stepped = stepper.step(atoms, plain_step, alpha)
             alpha = new_alpha
         if best is not None and best[1] == alpha and best[0] < total:
             atoms = best[2]       # a re-initialisation did not pay off: keep the best atoms
@@ -306,3 +318,48 @@ class Phase:
             atoms64[u] = row / row.norm().clamp_min(1e-30)
         if self.epochs.tuning:
             self.epochs.retunes = 0          # the codes' sparsity moves with the atoms
+
+
+class Stepper:
+    """The next atoms of a batch epoch from its plain step, by ``settings.STEPS``:
+
+    - "plain": the plain step (v3);
+    - "anderson": Anderson mixing of the last ``settings.ANDERSON_MEMORY`` + 1 steps
+      (:mod:`bids_app.atoms.anderson`, v4);
+    - "conjugate-search": a conjugate direction and a step length searched on a subsample
+      (:mod:`bids_app.atoms.steps`, v5).
+    """
+
+    def __init__(self, phase: Phase, steps: str):
+        if steps not in ("plain", "anderson", "conjugate-search"):
+            raise ValueError(f"unknown settings.STEPS {steps!r}")
+        self.phase = phase
+        self.steps = steps
+        self.anderson = Anderson(settings.ANDERSON_MEMORY if steps == "anderson" else 0)
+        self.directions = ConjugateDirections()
+        self.rng = np.random.default_rng([int(phase.learner.random_state), 2])
+
+    def reset(self):
+        """Forget the history (after a restart, a rejected step or a new alpha)."""
+        self.anderson.reset()
+        self.directions.reset()
+
+    def step(self, atoms, plain_step, alpha):
+        """(next atoms float32, whether they are other than the plain step)."""
+        if self.steps == "anderson":
+            mixed, extrapolated = self.anderson.step(atoms, plain_step)
+            return mixed.float(), extrapolated
+        if self.steps == "plain":
+            return plain_step, False
+        phase = self.phase
+        atoms64 = atoms.double()
+        direction = self.directions.direction(atoms64, plain_step.double())
+        rows = search_rows(phase.data.n, self.rng)
+        index = torch.as_tensor(rows, device=phase.store.device)
+        x = phase.data.take(rows)
+        init = phase.store[index].to(phase.device)
+        length, searched, coded = search_length(x, init, atoms64, direction, alpha)
+        phase.epochs.history[-1].update(step_length=length, searched_rows=int(coded))
+        if length == 1 and not self.directions.conjugated:
+            return plain_step, False     # the plain step itself: nothing to guard
+        return searched, True

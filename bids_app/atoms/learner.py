@@ -25,16 +25,19 @@ Algorithm
    forgetting factor of scikit-learn's ``MiniBatchDictionaryLearning``): mini-batches of
    ``batch_size`` rows are coded, the sufficient statistics A = sum(a a^T) and B = sum(a x^T)
    are updated, then one pass of block coordinate descent (BCD) updates the atoms.
-3. *Batch epochs* (until the relative objective change over two accepted batch epochs is
-   below twice ``tol``): one streaming pass over all rows codes them against the current
-   atoms (warm-started) and accumulates the exact statistics, whose objective is logged;
-   BCD then minimises over the atoms exactly, and Anderson acceleration AA(3)
-   (``settings.ANDERSON_MEMORY``, :mod:`~bids_app.atoms.anderson`) mixes the last plain
-   steps into the next atoms; an epoch whose objective is higher than the last accepted
-   one is rejected and the plain step coded instead. The accepted epochs' objective
-   therefore never increases (up to the coding tolerance), except right after a restart
-   (below). (``settings.ANDERSON_MEMORY = 0`` and ``STOP_WINDOW = 1`` give the plain
-   epochs of the v3 learner: benchmarks/results/dictionary.md.)
+3. *Batch epochs* (until the relative objective change over ``settings.STOP_WINDOW`` (4)
+   accepted batch epochs is below that many times ``tol``, or over 2 below 2e-4 when the
+   fit has settled): one streaming pass over all
+   rows codes them against the current atoms (warm-started) and accumulates the exact
+   statistics, whose objective is logged; BCD then minimises over the atoms exactly
+   (the plain step), and the next atoms are searched along a conjugate direction built
+   from the plain steps, the step length chosen on a subsample of the rows
+   (``settings.STEPS``, :mod:`~bids_app.atoms.steps`); an epoch whose objective is
+   higher than the last accepted one is rejected and the plain step coded instead. The
+   accepted epochs' objective therefore never increases (up to the coding tolerance),
+   except right after a restart (below). (``settings.V3_LEARNER`` and ``V4_LEARNER`` give
+   the plain epochs of the v3 learner and the Anderson-accelerated ones of v4:
+   benchmarks/results/dictionary.md.)
    Atoms that no AN uses are re-initialised. So are, in at most three epochs per phase,
    the marks of the usual local minima: an atom nearly duplicating another (|cos| > 0.9)
    or barely used (code energy < 5 % of the median atom's) while some pattern stays
@@ -127,10 +130,12 @@ class DictionaryLearner:
         Passes of Mairal's online algorithm before the batch epochs (0 for none).
     max_epochs : int, default=100
         Maximum number of epochs (online + batch).
-    tol : float, default=1e-4
-        Stop when the relative change of the objective between two batch epochs (same
-        alpha) is below ``tol`` (over ``settings.STOP_WINDOW`` accepted epochs, below
-        ``STOP_WINDOW * tol``).
+    tol : float or None, default=None
+        Stop when the relative change of the objective over ``settings.STOP_WINDOW``
+        accepted batch epochs (same alpha) is below ``STOP_WINDOW * tol``, i.e. below
+        ``tol`` per epoch on average, or below min(tol, 1e-4) per epoch over
+        ``settings.SETTLED_WINDOW`` (2) epochs. ``None``: ``settings.STOP_TOL`` (3.5e-4 over
+        4 epochs since ``torch-fista-bcd-v5``).
     mem_gb : float or None, default=None
         Memory budget in GiB for the copies this learner makes (float32 copy of X, codes,
         working chunks). ``None``: X is copied once as float32 (if it is not already) and
@@ -158,8 +163,10 @@ class DictionaryLearner:
         objectives as they were coded; for batch epochs the exact objective of the epoch's
         codes and the atoms they were coded with, which cannot increase while ``alpha`` is
         fixed over accepted epochs, except in the epoch after atoms were restarted),
-        ``accepted`` (only present, and False, on an Anderson-accelerated epoch that
-        raised the objective and was replaced by the plain step), ``restarted`` (only
+        ``accepted`` (only present, and False, on a searched or Anderson-accelerated
+        epoch that raised the objective and was replaced by the plain step),
+        ``step_length`` and ``searched_rows`` (on an epoch whose next atoms were searched:
+        the length chosen, in plain steps, and the rows the search coded), ``restarted`` (only
         present: the atoms re-initialised or split after this epoch), ``alpha``,
         ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA iterations over the rows
         that ran FISTA; 0 when every row was solved exactly on the support of its warm
@@ -172,7 +179,7 @@ class DictionaryLearner:
 
     def __init__(self, n_atoms: int = 64, alpha: float = 0.1, target_sparsity=None,
                  device="cpu", random_state: int = 0, batch_size: int = 1024,
-                 online_epochs: int = 1, max_epochs: int = 100, tol: float = 1e-4,
+                 online_epochs: int = 1, max_epochs: int = 100, tol: float | None = None,
                  mem_gb=None, n_threads=None):
         self.n_atoms = n_atoms
         self.alpha = alpha
@@ -207,7 +214,7 @@ class DictionaryLearner:
         for name in ("batch_size", "max_epochs"):
             if int(getattr(self, name)) < 1:
                 raise LlmfbnError(f"{name} must be >= 1", found=repr(getattr(self, name)))
-        if self.online_epochs < 0 or self.tol < 0:
+        if self.online_epochs < 0 or (self.tol is not None and not self.tol >= 0):
             raise LlmfbnError("online_epochs and tol must be >= 0")
         if self.mem_gb is not None and not self.mem_gb > 0:
             raise LlmfbnError("mem_gb must be positive", found=repr(self.mem_gb))

@@ -9,22 +9,27 @@ may change one with ``monkeypatch.setattr(settings, NAME, value)``.
 from __future__ import annotations
 
 #: Identifies the stage (``patterns-v3``) and its learner with all the settings below
-#: (``torch-fista-bcd-v4``: v3 with the in-span FastICA seeding and Anderson-accelerated
-#: epochs), in cache keys and sidecars: change it with any of them.
-ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v4"
+#: (``torch-fista-bcd-v5``: v4 with searched conjugate steps instead of Anderson mixing),
+#: in cache keys and sidecars: change it with any of them.
+ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v5"
 
 # Since v4 (2026-12-03) the learner seeds by k-means++ rotated within its span by FastICA
-# and accelerates its batch epochs by Anderson mixing, stopped over two epochs: on 11
-# demo-size problems x 3 seeds 14-31 epochs (median 21) instead of 38-60 (median 49), the
-# objective lower on average on every problem (27 of 33 fits); on the 11 planted datasets
-# every planted network coupled and no other, F1 as v3's; on 20 null datasets nothing
-# coupled (benchmarks/results/dictionary.md, "v4"). The v3 learner is SEEDING =
-# "kmeans++", ANDERSON_MEMORY = 0, STOP_WINDOW = 1. FastICA on the leading components
-# ("auto", "ica") loses small planted groups (same file).
+# (FastICA on the leading components, "auto" or "ica", loses small planted groups). v4
+# accelerated its batch epochs by Anderson mixing; since v5 (2026-12-03) they step along
+# a conjugate direction for a length searched on a subsample, and stop when the objective
+# fell by less than 3.5e-4 per epoch over four epochs: on 11 demo-size problems x 3 seeds
+# 12-18 epochs (median 14; <= 15 in 28 of 33 fits) against v4's 14-31 (21) and v3's 38-60
+# (49), the objective below v3's in all 33 fits; the searches code 3.3-5.3 passes' worth
+# of rows, so a fit takes about 1.15x v4's wall time (benchmarks/results/dictionary.md,
+# "v5").
 
 #: The settings below that give the v3 learner (k-means++ seeding, plain epochs, one-epoch
-#: stopping rule), for comparisons (benchmarks, tests).
-V3_LEARNER = {"SEEDING": "kmeans++", "ANDERSON_MEMORY": 0, "STOP_WINDOW": 1}
+#: stopping rule) and the v4 learner (in-span FastICA seeding, AA(3) epochs), for
+#: comparisons (benchmarks, tests).
+V3_LEARNER = {"SEEDING": "kmeans++", "STEPS": "plain", "STOP_WINDOW": 1, "STOP_TOL": 1e-4,
+              "SETTLED_WINDOW": 0}
+V4_LEARNER = {"SEEDING": "span-ica", "STEPS": "anderson", "STOP_WINDOW": 2, "STOP_TOL": 1e-4,
+              "SETTLED_WINDOW": 0}
 
 # -- initial atoms
 #: "kmeans++": greedy k-means++ on rows; "auto": the FastICA and the k-means++ atoms
@@ -55,13 +60,36 @@ CHECK_EVERY = 5
 # -- dictionary update
 #: Most passes of block coordinate descent per batch epoch.
 BCD_PASSES = 20
-#: Memory m of the Anderson acceleration of the batch epochs (AA(m) mixes the atoms of the
-#: last m + 1 epochs, see :mod:`bids_app.atoms.anderson`); 0: plain steps (v3).
+#: How a batch epoch steps from its plain step (BCD's atoms for the epoch's codes):
+#: "plain" (v3), "anderson" (AA(ANDERSON_MEMORY), v4) or "conjugate-search" (a conjugate
+#: direction, its length searched on a subsample: :mod:`bids_app.atoms.steps`, v5).
+STEPS = "conjugate-search"
+#: Memory m of the Anderson steps (AA(m) mixes the atoms of the last m + 1 epochs, see
+#: :mod:`bids_app.atoms.anderson`).
 ANDERSON_MEMORY = 3
+#: Step lengths (in plain steps) tried after 1, in order while the objective falls.
+SEARCH_LENGTHS = (2, 4, 8, 16)
+#: Rows the step length is searched on: this fraction of the phase's rows, at least
+#: SEARCH_MIN_ROWS (or all), at most SEARCH_MAX_ROWS.
+SEARCH_FRACTION = 0.1
+SEARCH_MIN_ROWS = 1000
+SEARCH_MAX_ROWS = 8192
+#: Duality-gap tolerance of the subsample's codes in a search (as GAP_TOL_FIT).
+SEARCH_GAP_TOL = 1e-6
 #: Accepted batch epochs over which the relative objective change is compared with
-#: ``window * tol`` to stop (1: consecutive epochs, the plain steps' rule of v3); 2 with
-#: Anderson steps, which gain unevenly from one epoch to the next.
-STOP_WINDOW = 2
+#: ``window * tol`` to stop (1: consecutive epochs, the plain steps' rule of v3; 2 with
+#: v4's Anderson steps); 4 with searched steps, which gain unevenly from one epoch to the
+#: next (a long step, then a short one).
+STOP_WINDOW = 4
+#: ``tol`` of a learner made without one: the mean relative change of the objective per
+#: epoch over the window below which it stops (1e-4 in v3 and v4).
+STOP_TOL = 3.5e-4
+#: A fit also stops when the objective changed by less than min(tol, SETTLED_TOL) per
+#: epoch over SETTLED_WINDOW accepted epochs (v4's rule; 0: not used): a problem that
+#: settles in a few epochs (the 100k benchmark) then stops without waiting for the
+#: four-epoch window.
+SETTLED_WINDOW = 2
+SETTLED_TOL = 1e-4
 
 # -- rows, memory and threads
 #: Rows drawn for the initialisation (and for the warm-up epochs when X has at least twice

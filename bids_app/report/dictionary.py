@@ -106,11 +106,11 @@ def convergence_figure(history: list) -> str:
             label="accepted")
     if rejected:
         ax.plot([h["epoch"] for h in rejected], [h["objective"] for h in rejected], "x",
-                color="tab:red", ms=5, label="rejected extrapolation")
+                color="tab:red", ms=5, label="rejected step")
         ax.legend(fontsize=7, frameon=False)
     ax.set_xlabel("epoch")
     ax.set_ylabel("objective")
     ax.set_title("Dictionary learning convergence (batch epochs)", fontsize=9)
+    crosses = " (crosses: searched or accelerated epochs rejected for raising it)"
     return png(fig, "Dictionary learning objective per batch epoch"
-               + (" (crosses: accelerated epochs rejected for raising it)" if rejected
-                  else ""))
+               + (crosses if rejected else ""))
