@@ -96,25 +96,33 @@ def test_search_length_picks_the_best_tried_length(seed):
     np.testing.assert_allclose(atoms.numpy(), candidate(length), atol=1e-5)
 
 
-def test_bad_searched_steps_are_rejected(monkeypatch):
-    """With every searched step replaced by random atoms, each is rejected (``accepted:
-    False``), the plain step follows, and the accepted objectives never rise (restarts,
-    which may raise the next epoch's objective, are turned off)."""
+@pytest.mark.parametrize("steps", ["conjugate-search", "anderson"])
+def test_bad_steps_are_rejected(monkeypatch, steps):
+    """With every searched step (v5) or Anderson extrapolation (v4) replaced by random
+    atoms, each is rejected (``accepted: False``), the plain step follows, and the
+    accepted objectives never rise (restarts, which may raise the next epoch's
+    objective, are turned off)."""
+    import bids_app.atoms.anderson as anderson_module
     import bids_app.atoms.epochs as epochs_module
 
     generator = torch.Generator().manual_seed(0)
 
-    def junk(x, init, atoms64, direction, alpha):
+    def junk_search(x, init, atoms64, direction, alpha):
         return 2.0, torch.randn(atoms64.shape, generator=generator).float(), x.shape[0]
 
-    monkeypatch.setattr(epochs_module, "search_length", junk)
+    def junk_mix(points, updates):
+        return torch.randn(updates[-1].shape, generator=generator, dtype=torch.float64)
+
+    monkeypatch.setattr(epochs_module, "search_length", junk_search)
+    monkeypatch.setattr(anderson_module, "anderson_mix", junk_mix)
+    monkeypatch.setattr(settings, "STEPS", steps)
     monkeypatch.setattr(settings, "MAX_RESTART_ROUNDS", 0)
     _, x = planted_rows(0)
     learner = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, tol=1e-6).fit(x)
     batch = [h for h in learner.history_ if h["phase"] == "batch"]
     rejected = [h for h in batch if h.get("accepted") is False]
     accepted = [h["objective"] for h in batch if h.get("accepted", True)]
-    assert rejected, "no searched epoch was rejected"
+    assert rejected, "no stepped epoch was rejected"
     assert all(b <= a * (1 + 1e-6) for a, b in zip(accepted, accepted[1:])), accepted
     assert learner.converged_
 
