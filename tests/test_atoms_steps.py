@@ -20,13 +20,13 @@ def test_conjugate_direction_is_polak_ribiere_plus():
     max(0, <g, g - g_prev> / |g_prev|^2) computed here in numpy; beta clipped at 0 gives g;
     a direction that is no descent direction for g falls back to g."""
     rng = np.random.default_rng(0)
-    d0, u0, d1, u1 = (rng.standard_normal((6, 9)) for _ in range(4))
+    d0, u0, d1 = (rng.standard_normal((6, 9)) for _ in range(3))
     directions = ConjugateDirections()
     first = directions.direction(torch.from_numpy(d0), torch.from_numpy(u0)).numpy()
     np.testing.assert_allclose(first, u0 - d0)
     assert not directions.conjugated
-    g_prev, g = u0 - d0, None
     # a second step whose beta is positive
+    g_prev = u0 - d0
     u1 = d1 + 1.5 * g_prev + 0.1 * rng.standard_normal((6, 9))
     g = u1 - d1
     beta = max(0.0, float((g * (g - g_prev)).sum() / (g_prev * g_prev).sum()))
@@ -39,11 +39,22 @@ def test_conjugate_direction_is_polak_ribiere_plus():
     third = directions.direction(torch.from_numpy(d1), torch.from_numpy(u2)).numpy()
     np.testing.assert_allclose(third, u2 - d1)
     assert not directions.conjugated
+    # beta > 0 but g + beta P_prev points against g: g = -2 a + e after g_prev = a
+    # (|a| = |e| = 1, e orthogonal to a): beta = 7, <g + 7 a, g> = 5 - 14 < 0
     directions.reset()
     assert directions.last is None
+    a = np.zeros((6, 9))
+    a[0, 0] = 1.0
+    e = np.zeros((6, 9))
+    e[1, 1] = 1.0
+    directions.direction(torch.zeros((6, 9), dtype=torch.float64), torch.from_numpy(a))
+    fallback = directions.direction(torch.zeros((6, 9), dtype=torch.float64),
+                                    torch.from_numpy(-2 * a + e)).numpy()
+    np.testing.assert_allclose(fallback, -2 * a + e)
+    assert not directions.conjugated
 
 
-def test_search_rows_are_a_seeded_bounded_subsample(monkeypatch):
+def test_search_rows_are_a_seeded_bounded_subsample():
     """10 % of the rows, at least 1,000 (or all), at most 8,192; sorted, distinct, and the
     same for the same generator seed."""
     assert search_rows(500, np.random.default_rng(0)).tolist() == list(range(500))
