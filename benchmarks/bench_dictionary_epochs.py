@@ -6,8 +6,9 @@ leaves under ``WORK/llmfbn/responses/<key>/``), as ``learn_atoms`` does (64 atom
 0.1, one torch thread), for several learner seeds, once per variant (``--variants``;
 ``default`` and ``plain`` unless said):
 
-- ``default``: the learner as it is (since ``torch-fista-bcd-v5``: in-span FastICA seeding,
-  searched conjugate steps, the four-epoch stopping rule);
+- ``default``: the learner as it is (since ``torch-fista-bcd-v6``: in-span FastICA seeding,
+  searched quasi-Newton (L-BFGS) steps, the four-epoch stopping rule);
+- ``v5``: the v5 learner (searched conjugate steps, otherwise the same);
 - ``plain``: the v3 learner (k-means++ seeding, plain batch epochs, stopped when the
   objective changes by < tol between two epochs);
 - ``v4``: the v4 learner (``span-ica-accelerated`` below);
@@ -45,6 +46,7 @@ from bids_app.atoms.learner import DictionaryLearner
 
 ACCELERATED = {"SEEDING": "auto", "STEPS": "anderson", "ANDERSON_MEMORY": 3, "STOP_WINDOW": 2}
 VARIANTS = {"default": {}, "plain": settings.V3_LEARNER, "v4": settings.V4_LEARNER,
+            "v5": settings.V5_LEARNER,
             "accelerated": ACCELERATED,
             "accelerated-w1": {**ACCELERATED, "STOP_WINDOW": 1},
             "span-ica-accelerated": {**ACCELERATED, "SEEDING": "span-ica"}}

@@ -1,7 +1,8 @@
-"""Searched conjugate steps of the batch epochs (``settings.STEPS = "conjugate-search"``,
-the default since torch-fista-bcd-v5): the Polak-Ribiere+ direction against its formula,
-the step length against an independent lasso (scikit-learn) on the same rows, the guard
-that rejects a bad step, and fits against the v3 and v4 learners on planted data."""
+"""Searched steps of the batch epochs: quasi-Newton directions (``settings.STEPS =
+"quasi-newton-search"``, the default since torch-fista-bcd-v6) against a dense BFGS
+inverse-Hessian recursion, conjugate ones (v5) against the Polak-Ribiere+ formula, the
+step length against an independent lasso (scikit-learn) on the same rows, the guard that
+rejects a bad step, and fits against the v3 and v4 learners on planted data."""
 
 from __future__ import annotations
 
@@ -11,8 +12,64 @@ import torch
 from sklearn.decomposition import sparse_encode
 
 from bids_app.atoms import DictionaryLearner, match_atoms, settings
-from bids_app.atoms.steps import ConjugateDirections, search_length, search_rows
+from bids_app.atoms.steps import (
+    ConjugateDirections,
+    QuasiNewtonDirections,
+    search_length,
+    search_rows,
+)
 from tests.planted import planted_rows, use_v3_learner
+
+
+def _dense_bfgs_direction(pairs, g):
+    """H g with H from the BFGS inverse-Hessian update over ``pairs`` (s, y), oldest first,
+    started from <s, y> / <y, y> I of the newest pair: H <- V^T H V + rho s s^T,
+    V = I - rho y s^T (Nocedal & Wright 2006, eq. 6.17), as dense matrices."""
+    s_new, y_new = pairs[-1]
+    h = (s_new @ y_new) / (y_new @ y_new) * np.eye(g.size)
+    for s, y in pairs:
+        rho = 1.0 / (s @ y)
+        v = np.eye(g.size) - rho * np.outer(y, s)
+        h = v.T @ h @ v + rho * np.outer(s, s)
+    return h @ g
+
+
+@pytest.mark.parametrize("memory", [5, 2])
+def test_quasi_newton_direction_is_the_bfgs_product(memory):
+    """The two-loop recursion against the dense BFGS inverse-Hessian product on random
+    steps (1e-10 relative): g itself first; then H g from the pairs s = D_k+1 - D_k,
+    y = g_k - g_k+1 of the steps so far, the last ``memory`` of them, skipping a pair with
+    <s, y> <= 0 (curvature condition); ``reset`` forgets them."""
+    rng = np.random.default_rng(memory)
+    shape = (4, 6)
+    curvature = rng.standard_normal((24, 24))
+    curvature = curvature @ curvature.T / 24 + 0.2 * np.eye(24)   # a convex quadratic
+    directions = QuasiNewtonDirections(memory)
+    atoms, kept = rng.standard_normal(24), []
+    previous = None
+    for k in range(7):
+        g = -curvature @ atoms + 0.05 * rng.standard_normal(24)   # noisy -gradient
+        if k == 4:                       # a pair that violates the curvature condition
+            g = previous[1] + 0.3 * (atoms - previous[0])        # y = -0.3 s
+        found = directions.direction(torch.from_numpy(atoms.reshape(shape)),
+                                     torch.from_numpy((atoms + g).reshape(shape))).numpy()
+        if previous is not None:
+            s, y = atoms - previous[0], previous[1] - g
+            assert (s @ y > 0) == (k != 4)
+            if s @ y > 0:
+                kept = (kept + [(s, y)])[-memory:]
+        expected = _dense_bfgs_direction(kept, g) if kept else g
+        np.testing.assert_allclose(found.ravel(), expected, rtol=1e-10, atol=1e-12)
+        assert directions.turned == bool(kept)
+        assert len(directions.pairs) == len(kept)
+        previous = (atoms, g)
+        atoms = atoms + found.ravel() * rng.uniform(0.5, 1.5)
+    directions.reset()
+    g = rng.standard_normal(24)
+    first = directions.direction(torch.zeros(shape, dtype=torch.float64),
+                                 torch.from_numpy(g.reshape(shape))).numpy()
+    np.testing.assert_allclose(first.ravel(), g)
+    assert not directions.turned
 
 
 def test_conjugate_direction_is_polak_ribiere_plus():
@@ -24,7 +81,7 @@ def test_conjugate_direction_is_polak_ribiere_plus():
     directions = ConjugateDirections()
     first = directions.direction(torch.from_numpy(d0), torch.from_numpy(u0)).numpy()
     np.testing.assert_allclose(first, u0 - d0)
-    assert not directions.conjugated
+    assert not directions.turned
     # a second step whose beta is positive
     g_prev = u0 - d0
     u1 = d1 + 1.5 * g_prev + 0.1 * rng.standard_normal((6, 9))
@@ -33,12 +90,12 @@ def test_conjugate_direction_is_polak_ribiere_plus():
     assert beta > 0
     second = directions.direction(torch.from_numpy(d1), torch.from_numpy(u1)).numpy()
     np.testing.assert_allclose(second, g + beta * first, rtol=1e-12)
-    assert directions.conjugated
+    assert directions.turned
     # beta clipped at 0: the step turned against the last one
     u2 = d1 - 0.5 * g
     third = directions.direction(torch.from_numpy(d1), torch.from_numpy(u2)).numpy()
     np.testing.assert_allclose(third, u2 - d1)
-    assert not directions.conjugated
+    assert not directions.turned
     # beta > 0 but g + beta P_prev points against g: g = -2 a + e after g_prev = a
     # (|a| = |e| = 1, e orthogonal to a): beta = 7, <g + 7 a, g> = 5 - 14 < 0
     directions.reset()
@@ -51,7 +108,7 @@ def test_conjugate_direction_is_polak_ribiere_plus():
     fallback = directions.direction(torch.zeros((6, 9), dtype=torch.float64),
                                     torch.from_numpy(-2 * a + e)).numpy()
     np.testing.assert_allclose(fallback, -2 * a + e)
-    assert not directions.conjugated
+    assert not directions.turned
 
 
 def test_search_rows_are_a_seeded_bounded_subsample():
@@ -107,9 +164,9 @@ def test_search_length_picks_the_best_tried_length(seed):
     np.testing.assert_allclose(atoms.numpy(), candidate(length), atol=1e-5)
 
 
-@pytest.mark.parametrize("steps", ["conjugate-search", "anderson"])
+@pytest.mark.parametrize("steps", ["quasi-newton-search", "conjugate-search", "anderson"])
 def test_bad_steps_are_rejected(monkeypatch, steps):
-    """With every searched step (v5) or Anderson extrapolation (v4) replaced by random
+    """With every searched step (v6, v5) or Anderson extrapolation (v4) replaced by random
     atoms, each is rejected (``accepted: False``), the plain step follows, and the
     accepted objectives never rise (restarts, which may raise the next epoch's
     objective, are turned off)."""
@@ -153,10 +210,10 @@ def test_searched_fit_recovers_planted_atoms_and_logs_the_search():
 def test_searched_fit_takes_fewer_epochs_than_plain_and_anderson(monkeypatch):
     """Sparse mixtures of 16 smooth sources in heavy noise (sd 1 per TR), learned with 32
     atoms (more atoms than patterns: a slow descent, as on AN responses), learner seeds
-    0-2: the default learner (searched conjugate steps) stops in fewer epochs in all than
-    the v3 learner (plain steps; 44 on 2026-12-03) and than the v4 learner (Anderson
-    steps; 43), against 34, each fit at an objective no higher than the v3 fit's of the
-    same seed (1e-5 relative)."""
+    0-2: the default learner (searched quasi-Newton steps) stops in fewer epochs in all
+    than the v3 learner (plain steps; 44 on 2026-12-03) and than the v4 learner (Anderson
+    steps; 43), against 36 (the v5 learner's searched conjugate steps: 34), each fit at an
+    objective no higher than the v3 fit's of the same seed (1e-5 relative)."""
     from bids_app.synthetic import source_mixtures
 
     x, _ = source_mixtures(4000, 120, n_sources=16, noise=1.0, seed=3)
@@ -172,23 +229,25 @@ def test_searched_fit_takes_fewer_epochs_than_plain_and_anderson(monkeypatch):
         for name, value in settings.V4_LEARNER.items():
             patch.setattr(settings, name, value)
         v4 = fits()
-    v5 = fits()
-    epochs = [sum(f.n_iter_ for f in fit) for fit in (v3, v4, v5)]
+    v6 = fits()
+    epochs = [sum(f.n_iter_ for f in fit) for fit in (v3, v4, v6)]
     assert epochs[2] < epochs[0] and epochs[2] < epochs[1], epochs
-    for new, old in zip(v5, v3):
+    for new, old in zip(v6, v3):
         assert new.converged_
         assert new.objective_ <= old.objective_ * (1 + 1e-5), (new.objective_, old.objective_)
 
 
-def test_defaults_are_the_v5_learner():
-    """Since torch-fista-bcd-v5: in-span FastICA seeding, searched conjugate steps, stopped
-    when the objective fell by < 3.5e-4 per epoch over four accepted epochs or by < 1e-4
-    over two (benchmarks/results/dictionary.md, "v5"); a learner made without ``tol``
-    uses them."""
-    assert (settings.SEEDING, settings.STEPS, settings.STOP_WINDOW, settings.STOP_TOL,
-            settings.SETTLED_WINDOW, settings.SETTLED_TOL) == \
-        ("span-ica", "conjugate-search", 4, 3.5e-4, 2, 1e-4)
-    assert settings.ALGORITHM_ID.endswith("torch-fista-bcd-v5")
+def test_defaults_are_the_v6_learner():
+    """Since torch-fista-bcd-v6: in-span FastICA seeding, searched quasi-Newton steps
+    (L-BFGS, 5 pairs), stopped when the objective fell by < 3.5e-4 per epoch over four
+    accepted epochs or by < 1e-4 over two (benchmarks/results/dictionary.md, "v6"); a
+    learner made without ``tol`` uses them. V5_LEARNER differs by its steps only."""
+    assert (settings.SEEDING, settings.STEPS, settings.LBFGS_MEMORY, settings.STOP_WINDOW,
+            settings.STOP_TOL, settings.SETTLED_WINDOW, settings.SETTLED_TOL) == \
+        ("span-ica", "quasi-newton-search", 5, 4, 3.5e-4, 2, 1e-4)
+    assert settings.ALGORITHM_ID.endswith("torch-fista-bcd-v6")
+    assert {name: getattr(settings, name) for name in settings.V5_LEARNER} == \
+        {**settings.V5_LEARNER, "STEPS": "quasi-newton-search"}
 
 
 def test_unknown_steps_setting_is_refused(monkeypatch):

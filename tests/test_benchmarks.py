@@ -60,7 +60,7 @@ def test_bench_dictionary_epochs_runs_tiny(tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["variant"] for r in records] == ["default", "plain"]
     assert (settings.SEEDING, settings.STEPS, settings.STOP_WINDOW) == \
-        ("span-ica", "conjugate-search", 4)
+        ("span-ica", "quasi-newton-search", 4)
     plain = DictionaryLearner(n_atoms=8, alpha=0.1, random_state=0, n_threads=1).fit(x)
     assert records[0]["objective"] == plain.objective_
     assert records[0]["epochs"] == plain.n_iter_

@@ -3,8 +3,8 @@
 A fit runs one or two *phases* (a warm-up on the initialisation subsample, then all rows),
 each a :class:`Phase`: online epochs (Mairal's algorithm 1 with mini-batches), then batch
 epochs (an exact coding pass, then block coordinate descent, stepped by
-:class:`Stepper`: searched conjugate steps, Anderson mixing or plain) until the relative
-change of the objective is below ``tol``.
+:class:`Stepper`: searched quasi-Newton or conjugate steps, Anderson mixing or plain)
+until the relative change of the objective is below ``tol``.
 :class:`Epochs` holds what the phases of one fit share: the learner's parameters, the
 convergence log and the re-tunings of alpha.
 """
@@ -21,7 +21,12 @@ from bids_app.atoms.anderson import Anderson
 from bids_app.atoms.lasso import Solver, lasso_cost, tune_alpha
 from bids_app.atoms.restarts import coactive_pairs, split_pair, top_directions, wasted_atoms
 from bids_app.atoms.rows import Rows
-from bids_app.atoms.steps import ConjugateDirections, search_length, search_rows
+from bids_app.atoms.steps import (
+    ConjugateDirections,
+    QuasiNewtonDirections,
+    search_length,
+    search_rows,
+)
 from bids_app.atoms.update import Statistics, bcd
 
 LOGGER = logging.getLogger("llmfbn")
@@ -201,12 +206,13 @@ class Phase:
     # ------------------------------------------------------------------ batch epochs
     def _batch_epochs(self, atoms, alpha, epoch: int):
         """Exact coding pass + exact block coordinate descent, stepped as
-        ``settings.STEPS`` says ("plain", "anderson" or "conjugate-search"), until the
-        relative change of the objective (same alpha) over ``settings.STOP_WINDOW``
-        accepted epochs is below that many times ``tol`` with no atom to restart, or until
-        ``max_epochs`` (``epoch`` epochs ran already). A stepped (extrapolated or searched)
-        epoch whose objective rises above the last accepted one is rejected (logged with
-        ``accepted: False``): the plain step from the last accepted atoms is coded next.
+        ``settings.STEPS`` says ("plain", "anderson", "conjugate-search" or
+        "quasi-newton-search"), until the relative change of the objective (same alpha)
+        over ``settings.STOP_WINDOW`` accepted epochs is below that many times ``tol``
+        with no atom to restart, or until ``max_epochs`` (``epoch`` epochs ran already).
+        A stepped (extrapolated or searched) epoch whose objective rises above the last
+        accepted one is rejected (logged with ``accepted: False``): the plain step from
+        the last accepted atoms is coded next.
         Returns (atoms, alpha): if a restart did not pay off, the atoms of the best epoch."""
         accepted = []                    # (objective, alpha) of every accepted epoch
         self.epochs.converged = False
@@ -327,16 +333,19 @@ class Stepper:
     - "anderson": Anderson mixing of the last ``settings.ANDERSON_MEMORY`` + 1 steps
       (:mod:`bids_app.atoms.anderson`, v4);
     - "conjugate-search": a conjugate direction and a step length searched on a subsample
-      (:mod:`bids_app.atoms.steps`, v5).
+      (:mod:`bids_app.atoms.steps`, v5);
+    - "quasi-newton-search": an L-BFGS direction and a step length searched on a
+      subsample (:mod:`bids_app.atoms.steps`, v6).
     """
 
     def __init__(self, phase: Phase, steps: str):
-        if steps not in ("plain", "anderson", "conjugate-search"):
+        if steps not in ("plain", "anderson", "conjugate-search", "quasi-newton-search"):
             raise ValueError(f"unknown settings.STEPS {steps!r}")
         self.phase = phase
         self.steps = steps
         self.anderson = Anderson(settings.ANDERSON_MEMORY if steps == "anderson" else 0)
-        self.directions = ConjugateDirections()
+        self.directions = (QuasiNewtonDirections(settings.LBFGS_MEMORY)
+                           if steps == "quasi-newton-search" else ConjugateDirections())
         self.rng = np.random.default_rng([int(phase.learner.random_state), 2])
 
     def reset(self):
@@ -360,6 +369,6 @@ class Stepper:
         init = phase.store[index].to(phase.device)
         length, searched, coded = search_length(x, init, atoms64, direction, alpha)
         phase.epochs.history[-1].update(step_length=length, searched_rows=int(coded))
-        if length == 1 and not self.directions.conjugated:
+        if length == 1 and not self.directions.turned:
             return plain_step, False     # the plain step itself: nothing to guard
         return searched, True

@@ -30,14 +30,14 @@ Algorithm
    fit has settled): one streaming pass over all
    rows codes them against the current atoms (warm-started) and accumulates the exact
    statistics, whose objective is logged; BCD then minimises over the atoms exactly
-   (the plain step), and the next atoms are searched along a conjugate direction built
-   from the plain steps, the step length chosen on a subsample of the rows
+   (the plain step), and the next atoms are searched along a quasi-Newton (L-BFGS)
+   direction built from the plain steps, the step length chosen on a subsample of the rows
    (``settings.STEPS``, :mod:`~bids_app.atoms.steps`); an epoch whose objective is
    higher than the last accepted one is rejected and the plain step coded instead. The
    accepted epochs' objective therefore never increases (up to the coding tolerance),
-   except right after a restart (below). (``settings.V3_LEARNER`` and ``V4_LEARNER`` give
-   the plain epochs of the v3 learner and the Anderson-accelerated ones of v4:
-   benchmarks/results/dictionary.md.)
+   except right after a restart (below). (``settings.V3_LEARNER``, ``V4_LEARNER`` and
+   ``V5_LEARNER`` give the plain epochs of the v3 learner, the Anderson-accelerated ones
+   of v4 and the searched conjugate ones of v5: benchmarks/results/dictionary.md.)
    Atoms that no AN uses are re-initialised. So are, in at most three epochs per phase,
    the marks of the usual local minima: an atom nearly duplicating another (|cos| > 0.9)
    or barely used (code energy < 5 % of the median atom's) while some pattern stays

@@ -9,9 +9,9 @@ may change one with ``monkeypatch.setattr(settings, NAME, value)``.
 from __future__ import annotations
 
 #: Identifies the stage (``patterns-v3``) and its learner with all the settings below
-#: (``torch-fista-bcd-v5``: v4 with searched conjugate steps instead of Anderson mixing),
-#: in cache keys and sidecars: change it with any of them.
-ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v5"
+#: (``torch-fista-bcd-v6``: v5 with quasi-Newton (L-BFGS) directions instead of conjugate
+#: ones), in cache keys and sidecars: change it with any of them.
+ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v6"
 
 # Since v4 (2026-12-03) the learner seeds by k-means++ rotated within its span by FastICA
 # (FastICA on the leading components, "auto" or "ica", loses small planted groups). v4
@@ -21,15 +21,20 @@ ALGORITHM_ID = "patterns-v3+torch-fista-bcd-v5"
 # 12-18 epochs (median 14; <= 15 in 28 of 33 fits) against v4's 14-31 (21) and v3's 38-60
 # (49), the objective below v3's in all 33 fits; the searches code 3.3-5.3 passes' worth
 # of rows, so a fit takes about 1.15x v4's wall time (benchmarks/results/dictionary.md,
-# "v5").
+# "v5"). Since v6 (2026-12-03) the direction searched is an L-BFGS direction: 12-16
+# epochs (median 13) on those 33 fits and 22 held-out ones, <= 15 at or below v3's
+# objective in 53 of 55 (v5: 48), the searches coding about 3 passes' worth of rows
+# (v5: 4) (benchmarks/results/dictionary.md, "v6").
 
 #: The settings below that give the v3 learner (k-means++ seeding, plain epochs, one-epoch
-#: stopping rule) and the v4 learner (in-span FastICA seeding, AA(3) epochs), for
-#: comparisons (benchmarks, tests).
+#: stopping rule), the v4 learner (in-span FastICA seeding, AA(3) epochs) and the v5
+#: learner, for comparisons (benchmarks, tests).
 V3_LEARNER = {"SEEDING": "kmeans++", "STEPS": "plain", "STOP_WINDOW": 1, "STOP_TOL": 1e-4,
               "SETTLED_WINDOW": 0}
 V4_LEARNER = {"SEEDING": "span-ica", "STEPS": "anderson", "STOP_WINDOW": 2, "STOP_TOL": 1e-4,
               "SETTLED_WINDOW": 0}
+V5_LEARNER = {"SEEDING": "span-ica", "STEPS": "conjugate-search", "STOP_WINDOW": 4,
+              "STOP_TOL": 3.5e-4, "SETTLED_WINDOW": 2}
 
 # -- initial atoms
 #: "kmeans++": greedy k-means++ on rows; "auto": the FastICA and the k-means++ atoms
@@ -61,9 +66,13 @@ CHECK_EVERY = 5
 #: Most passes of block coordinate descent per batch epoch.
 BCD_PASSES = 20
 #: How a batch epoch steps from its plain step (BCD's atoms for the epoch's codes):
-#: "plain" (v3), "anderson" (AA(ANDERSON_MEMORY), v4) or "conjugate-search" (a conjugate
-#: direction, its length searched on a subsample: :mod:`bids_app.atoms.steps`, v5).
-STEPS = "conjugate-search"
+#: "plain" (v3), "anderson" (AA(ANDERSON_MEMORY), v4), "conjugate-search" (a conjugate
+#: direction, its length searched on a subsample: :mod:`bids_app.atoms.steps`, v5) or
+#: "quasi-newton-search" (an L-BFGS direction, its length searched likewise, v6).
+STEPS = "quasi-newton-search"
+#: (s, y) pairs of the L-BFGS directions (from the last LBFGS_MEMORY epochs; 3 and 8 did
+#: no better on the demo-size problems).
+LBFGS_MEMORY = 5
 #: Memory m of the Anderson steps (AA(m) mixes the atoms of the last m + 1 epochs, see
 #: :mod:`bids_app.atoms.anderson`).
 ANDERSON_MEMORY = 3

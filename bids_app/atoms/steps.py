@@ -1,5 +1,6 @@
-"""Searched conjugate steps of the batch epochs (``settings.STEPS = "conjugate-search"``, the
-default since ``torch-fista-bcd-v5``; benchmarks/results/dictionary.md, "v5").
+"""Searched steps of the batch epochs: quasi-Newton (L-BFGS) directions, the default since
+``torch-fista-bcd-v6`` (``settings.STEPS = "quasi-newton-search"``), or conjugate ones
+(``"conjugate-search"``, v5); benchmarks/results/dictionary.md, "v6" and "v5".
 
 A batch epoch codes every row against the atoms D, then block coordinate descent on the
 codes' statistics gives U: the plain step is D <- U. Near a solution plain steps creep:
@@ -8,20 +9,30 @@ the atoms (the demo's problem at epoch 10: 1, 2, 4, 8 times the step gained 2.0,
 7.0, 9.2; benchmarks/results/dictionary.md, "over-relaxed atom steps"). So the next
 atoms are searched along a direction P built from the plain steps:
 
-- **direction**: g = U - D (the steepest descent of the objective for fixed codes,
-  preconditioned by the codes' Gram matrix, as BCD solves it), made conjugate to the last
-  direction by Polak-Ribiere+ (Nocedal & Wright 2006, eq. 5.45):
-  P = g + beta P_prev, beta = max(0, <g, g - g_prev> / <g_prev, g_prev>), and P = g if
-  that is not a descent direction for the fixed codes (<P, g> <= 0);
+- g = U - D is the steepest descent of the objective for fixed codes, preconditioned by
+  the codes' Gram matrix (as BCD solves it): with the codes following the atoms, the
+  objective's curvature along g is smaller than the fixed codes' curvature that scales
+  g, by a factor that differs from one direction to the next;
+- **quasi-Newton direction** (v6): the L-BFGS two-loop recursion (Nocedal & Wright 2006,
+  algorithm 7.4) applied to g, with the pairs s = D_k+1 - D_k (the atoms' accepted
+  moves) and y = g_k - g_k+1 of the last ``settings.LBFGS_MEMORY`` epochs that meet the
+  curvature condition <s, y> > 0, and the initial scaling <s, y> / <y, y> of the newest
+  pair: it learns how far each direction may go. P = g when there is no pair yet or
+  when the result is no descent direction for the fixed codes (<P, g> <= 0);
+- **conjugate direction** (v5): g made conjugate to the last direction by
+  Polak-Ribiere+ (Nocedal & Wright 2006, eq. 5.45): P = g + beta P_prev,
+  beta = max(0, <g, g - g_prev> / <g_prev, g_prev>), and P = g if that is not a descent
+  direction;
 - **length**: the rows of a seeded subsample (``settings.SEARCH_FRACTION`` of the rows,
   between ``SEARCH_MIN_ROWS`` and ``SEARCH_MAX_ROWS``; their codes warm-started from the
   last epoch) are coded against unit_rows(D + t P) for t = 1, then each of
   ``settings.SEARCH_LENGTHS`` (2, 4, 8, 16) while the subsample's objective keeps falling;
-  the best t is taken.
+  the best t is taken (mostly t = 1 for the quasi-Newton direction, 2-4 for the
+  conjugate one).
 
 The caller (:class:`bids_app.atoms.epochs.Phase`) guards the step as the Anderson steps
 are guarded: a searched epoch whose objective (all rows) is higher than the last accepted
-one is rejected and the plain step U is coded next, with the direction's memory cleared.
+one is rejected and the plain step U is coded next, with the directions' memory cleared.
 The subsample's coding is extra work: the ``searched_rows`` of each epoch's log entry, in
 rows coded (one candidate = one row per subsample row).
 """
@@ -36,12 +47,64 @@ from bids_app.atoms.anderson import unit_rows
 from bids_app.atoms.lasso import Solver, lasso_cost
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """<a, b> over all entries."""
+    return float((a * b).sum())
+
+
+class QuasiNewtonDirections:
+    """L-BFGS directions from successive plain steps (float64).
+
+    Parameters
+    ----------
+    memory : int, the (s, y) pairs kept (``settings.LBFGS_MEMORY``).
+    """
+
+    def __init__(self, memory: int):
+        self.memory = int(memory)
+        self.pairs = []                   # (s, y, 1 / <s, y>), oldest first
+        self.last = None                  # (atoms, g) of the last step
+        self.turned = False               # whether the last direction is not g itself
+
+    def reset(self):
+        """Forget the pairs (after a restart, a rejected step or a new alpha)."""
+        self.pairs = []
+        self.last = None
+
+    def direction(self, atoms64: torch.Tensor, plain64: torch.Tensor) -> torch.Tensor:
+        """The search direction P (n_atoms, n_trs) from the atoms and their plain step."""
+        g = plain64 - atoms64
+        if self.last is not None:
+            s, y = atoms64 - self.last[0], self.last[1] - g
+            sy = _dot(s, y)
+            if sy > 1e-12 * (_dot(s, s) * _dot(y, y)) ** 0.5:   # curvature condition
+                self.pairs = (self.pairs + [(s, y, 1.0 / sy)])[-self.memory:]
+        self.last = (atoms64, g)
+        self.turned = False
+        if not self.pairs:
+            return g
+        q = g.clone()
+        coefficients = []
+        for s, y, rho in reversed(self.pairs):
+            coefficient = rho * _dot(s, q)
+            coefficients.append(coefficient)
+            q -= coefficient * y
+        s, y, _ = self.pairs[-1]
+        q *= _dot(s, y) / _dot(y, y)
+        for (s, y, rho), coefficient in zip(self.pairs, reversed(coefficients)):
+            q += (coefficient - rho * _dot(y, q)) * s
+        if not _dot(q, g) > 0:
+            return g                      # no descent direction for the fixed codes
+        self.turned = True
+        return q
+
+
 class ConjugateDirections:
     """Polak-Ribiere+ directions from successive plain steps (float64)."""
 
     def __init__(self):
         self.last = None                  # (g, P) of the last step
-        self.conjugated = False           # whether the last direction is not g itself
+        self.turned = False               # whether the last direction is not g itself
 
     def reset(self):
         """Forget the last direction (after a restart, a rejected step or a new alpha)."""
@@ -51,16 +114,16 @@ class ConjugateDirections:
         """The search direction P (n_atoms, n_trs) from the atoms and their plain step."""
         g = plain64 - atoms64
         p = g
-        self.conjugated = False
+        self.turned = False
         if self.last is not None:
             g_prev, p_prev = self.last
-            norm_prev = float((g_prev * g_prev).sum())
+            norm_prev = _dot(g_prev, g_prev)
             if norm_prev > 0:
-                beta = max(0.0, float((g * (g - g_prev)).sum()) / norm_prev)
+                beta = max(0.0, _dot(g, g - g_prev) / norm_prev)
                 if beta > 0:
                     p = g + beta * p_prev
-                    self.conjugated = float((p * g).sum()) > 0
-                    if not self.conjugated:
+                    self.turned = _dot(p, g) > 0
+                    if not self.turned:
                         p = g
         self.last = (g, p)
         return p
