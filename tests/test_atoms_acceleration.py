@@ -218,10 +218,9 @@ def test_accelerated_fit_converges_in_fewer_epochs(monkeypatch):
     """Sparse mixtures of 16 smooth sources in heavy noise (sd 1 per TR, as AN responses
     are mostly unexplained): the default learner (in-span FastICA seeding, searched
     steps) and the one seeded by FastICA on the leading components with AA(3) stop in
-    fewer epochs than the v3
-    learner (k-means++ seeding, plain steps, one-epoch stopping rule: 18 and 8 epochs for
-    seeds 0 and 1, against 5 and 6 for the latter), at an objective no higher (1e-5
-    relative)."""
+    fewer epochs than the v3 learner (k-means++ seeding, plain steps, one-epoch stopping
+    rule: 18 and 8 epochs for seeds 0 and 1, against 5 and 6 for the latter), at an
+    objective no higher (1e-5 relative)."""
     from bids_app.synthetic import source_mixtures
 
     x, _ = source_mixtures(4000, 150, n_sources=16, noise=1.0, seed=1)

@@ -339,36 +339,38 @@ class Stepper:
     """
 
     def __init__(self, phase: Phase, steps: str):
-        if steps not in ("plain", "anderson", "conjugate-search", "quasi-newton-search"):
+        memories = {"plain": lambda: None,
+                    "anderson": lambda: Anderson(settings.ANDERSON_MEMORY),
+                    "conjugate-search": ConjugateDirections,
+                    "quasi-newton-search": lambda: QuasiNewtonDirections(settings.LBFGS_MEMORY)}
+        if steps not in memories:
             raise ValueError(f"unknown settings.STEPS {steps!r}")
         self.phase = phase
         self.steps = steps
-        self.anderson = Anderson(settings.ANDERSON_MEMORY if steps == "anderson" else 0)
-        self.directions = (QuasiNewtonDirections(settings.LBFGS_MEMORY)
-                           if steps == "quasi-newton-search" else ConjugateDirections())
+        self.memory = memories[steps]()     # what the steps remember of the last epochs
         self.rng = np.random.default_rng([int(phase.learner.random_state), 2])
 
     def reset(self):
         """Forget the history (after a restart, a rejected step or a new alpha)."""
-        self.anderson.reset()
-        self.directions.reset()
+        if self.memory is not None:
+            self.memory.reset()
 
     def step(self, atoms, plain_step, alpha):
         """(next atoms float32, whether they are other than the plain step)."""
-        if self.steps == "anderson":
-            mixed, extrapolated = self.anderson.step(atoms, plain_step)
-            return mixed.float(), extrapolated
         if self.steps == "plain":
             return plain_step, False
+        if self.steps == "anderson":
+            mixed, extrapolated = self.memory.step(atoms, plain_step)
+            return mixed.float(), extrapolated
         phase = self.phase
         atoms64 = atoms.double()
-        direction = self.directions.direction(atoms64, plain_step.double())
+        direction = self.memory.direction(atoms64, plain_step.double())
         rows = search_rows(phase.data.n, self.rng)
         index = torch.as_tensor(rows, device=phase.store.device)
         x = phase.data.take(rows)
         init = phase.store[index].to(phase.device)
         length, searched, coded = search_length(x, init, atoms64, direction, alpha)
         phase.epochs.history[-1].update(step_length=length, searched_rows=int(coded))
-        if length == 1 and not self.directions.turned:
+        if length == 1 and not self.memory.turned:
             return plain_step, False     # the plain step itself: nothing to guard
         return searched, True

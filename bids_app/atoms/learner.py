@@ -27,12 +27,12 @@ Algorithm
    are updated, then one pass of block coordinate descent (BCD) updates the atoms.
 3. *Batch epochs* (until the relative objective change over ``settings.STOP_WINDOW`` (4)
    accepted batch epochs is below that many times ``tol``, or over 2 below 2e-4 when the
-   fit has settled): one streaming pass over all
-   rows codes them against the current atoms (warm-started) and accumulates the exact
-   statistics, whose objective is logged; BCD then minimises over the atoms exactly
-   (the plain step), and the next atoms are searched along a quasi-Newton (L-BFGS)
-   direction built from the plain steps, the step length chosen on a subsample of the rows
-   (``settings.STEPS``, :mod:`~bids_app.atoms.steps`); an epoch whose objective is
+   fit has settled): one streaming pass over all rows codes them against the current
+   atoms (warm-started) and accumulates the exact statistics, whose objective is logged;
+   BCD then minimises over the atoms exactly (the plain step), and the next atoms are
+   searched along a quasi-Newton (L-BFGS) direction built from the plain steps, the step
+   length chosen on a subsample of the rows (``settings.STEPS``,
+   :mod:`~bids_app.atoms.steps`); an epoch whose objective is
    higher than the last accepted one is rejected and the plain step coded instead. The
    accepted epochs' objective therefore never increases (up to the coding tolerance),
    except right after a restart (below). (``settings.V3_LEARNER``, ``V4_LEARNER`` and
@@ -166,8 +166,8 @@ class DictionaryLearner:
         ``accepted`` (only present, and False, on a searched or Anderson-accelerated
         epoch that raised the objective and was replaced by the plain step),
         ``step_length`` and ``searched_rows`` (on an epoch whose next atoms were searched:
-        the length chosen, in plain steps, and the rows the search coded), ``restarted`` (only
-        present: the atoms re-initialised or split after this epoch), ``alpha``,
+        the length chosen, in plain steps, and the rows the search coded), ``restarted``
+        (only present: the atoms re-initialised or split after this epoch), ``alpha``,
         ``mean_nonzero`` (per row), ``coding_iter`` (max FISTA iterations over the rows
         that ran FISTA; 0 when every row was solved exactly on the support of its warm
         start).

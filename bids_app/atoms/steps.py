@@ -17,8 +17,10 @@ atoms are searched along a direction P built from the plain steps:
   algorithm 7.4) applied to g, with the pairs s = D_k+1 - D_k (the atoms' accepted
   moves) and y = g_k - g_k+1 of the last ``settings.LBFGS_MEMORY`` epochs that meet the
   curvature condition <s, y> > 0, and the initial scaling <s, y> / <y, y> of the newest
-  pair: it learns how far each direction may go. P = g when there is no pair yet or
-  when the result is no descent direction for the fixed codes (<P, g> <= 0);
+  pair: it learns how far each direction may go. P = g when there is no pair yet, and
+  (a numerical guard only: with every pair meeting the curvature condition the implied
+  inverse Hessian is positive definite) when the result is no descent direction for the
+  fixed codes (<P, g> <= 0);
 - **conjugate direction** (v5): g made conjugate to the last direction by
   Polak-Ribiere+ (Nocedal & Wright 2006, eq. 5.45): P = g + beta P_prev,
   beta = max(0, <g, g - g_prev> / <g_prev, g_prev>), and P = g if that is not a descent
